@@ -1,0 +1,5 @@
+import sys
+
+from refsnn.cli import main
+
+sys.exit(main())

@@ -1,0 +1,34 @@
+"""Hypothesis strategies shared by every test module (array-api-tests style).
+
+Keep strategies small-shaped: the whole suite must run in minutes on 2 cores. Add new strategies in
+the section of the spec they serve.
+"""
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+FLOAT_DTYPES = [np.float32, np.float64]
+
+dtypes = st.sampled_from(FLOAT_DTYPES)
+seeds = st.integers(min_value=0, max_value=2**32 - 1)
+
+
+def rng_from(seed: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed))
+
+
+@st.composite
+def float_arrays(draw, shape, dtype=None, lo=-2.0, hi=2.0):
+    """Finite floats of ``shape`` in ``[lo, hi]`` drawn via a seeded generator (fast for big arrays)."""
+    dtype = draw(dtypes) if dtype is None else dtype
+    rng = rng_from(draw(seeds))
+    return rng.uniform(lo, hi, size=shape).astype(dtype)
+
+
+# ---- §2.1 LIF ---------------------------------------------------------------------------------
+# time-major shapes [T, B, ...] with small sizes
+time_major_shapes = st.tuples(st.integers(1, 6), st.integers(1, 3)).flatmap(
+    lambda tb: hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=5).map(lambda s: tb + s)
+)
