@@ -1,0 +1,594 @@
+"""Current-based LIF recurrent SNN of Evolving Connectivity (SPEC §2.3, §5.3; seed 001 eqs. 3–6).
+
+One *environment step* of the RSNN, batched over ``B`` population members that each have their own
+connectivity, with the reference code's discretisation (``networks/conn_snn.py`` of EC):
+
+1. input current, held for all ``K`` substeps (``u = [x, -x]`` for EC, ``u = x`` for ES-RSNN)::
+
+       i_in = R_in * (u @ C_in)                                   # (B, N)
+
+2. ``K = round(sim_time/dt) = 33`` substeps, in this order (seed eqs. 3–6)::
+
+       i_syn = alpha_syn * i_syn + R * (s @ C_h)                 # eq. 3 (count of signed spikes)
+       v     = alpha_m * v + beta_m * ((v_reset + i_syn) + i_in) # eq. 4, beta_m = 1 - alpha_m
+       spike = v > v_th                                          # eq. 5
+       v[spike] = v_reset                                        # eq. 6
+       s     = +spike (excitatory, j < n_exc) / -spike (inhibitory)   # Dale's law
+       rate  = alpha_out * rate + g_out * s                      # g_out = (1 - alpha_out)/dt
+
+3. readout ``action = clip(R_out * (rate @ C_out), -1, 1)``.
+
+Mapping onto the seed: eq. 3's ``d_c`` is ``alpha_syn``, eq. 4's ``d_v`` is ``alpha_m`` and its ``R c``
+is ``beta_m (i_syn + i_in)`` (the reference code's ``lerp``); ``I_ext`` enters the membrane rather
+than the synaptic current, as in the reference code. Constants and gains: :class:`CubaConfig`.
+
+Floating point: the constants ``beta_m = 1 - alpha_m`` and ``g_out = (1 - alpha_out)/dt`` are
+computed in float64 and rounded once to the compute dtype; every product/sum is evaluated in the
+compute dtype in exactly the order written above (the reference code's ``lerp`` form
+``x + alpha (y - x)`` is the same function but rounds differently: cross-checks against it need a
+float tolerance, not bit equality). ``u @ C_in`` and ``rate @ C_out`` are accumulated in ascending
+row order (``r = 0, 1, ...``) starting from 0, in both the Numba kernels and the NumPy oracles, so the
+two are **bit-identical**; ``s @ C_h`` is an integer count (exact in any order).
+
+Two implementations of the same step:
+
+* :func:`cuba_env_step_ref` — the plain-NumPy oracle, dense: boolean connectivity cast to the
+  compute dtype and multiplied (what the reference code does on a GPU), spikes as signed floats.
+* :func:`cuba_env_step_packed` — Numba, bit-packed (SPEC §5.3). ``C_h`` is stored *transposed* and
+  split at the E/I boundary: for member ``m`` and postsynaptic neuron ``j``, ``Chp[m, j, :WE]``
+  holds the bits of presynaptic excitatory neurons ``0..n_exc-1`` and ``Chp[m, j, WE:]`` those of
+  the inhibitory neurons ``n_exc..N-1`` (bit ``b`` of word ``w`` of a part = neuron
+  ``part_start + 64 w + b``). Spikes are kept as words of the same layout, so
+  ``(s @ C_h)[j] = sum_w popcount(Chp[j, w] & sbits[w]) (w < WE) - sum_w popcount(...) (w >= WE)``,
+  integer arithmetic with Dale's sign for free. Members are independent, so the batch loop may
+  run in parallel (``prange``) without changing any result.
+
+And the real-valued variant used by the ES-RSNN baseline (SPEC §5.5, no Dale's law, spikes 0/1):
+:func:`float_env_step` (Numba) and :func:`float_env_step_ref` (NumPy). Its recurrent sum
+``s @ W_h`` is accumulated over presynaptic neurons in ascending order in both.
+
+State per member: ``v, i_syn, rate`` of shape ``(B, N)`` in the compute dtype, and the spikes of the
+last substep — ``s`` float ``(B, N)`` in the dense form, ``sbits`` uint64 ``(B, WE + WI)`` in the
+packed form (:func:`pack_spikes` / :func:`unpack_spikes` convert). Initial state (SPEC §2.3):
+``v ~ U[v_reset, v_th)`` from the member's generator, everything else zero (:func:`initial_state`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from numba import prange, types
+from numba.extending import intrinsic
+
+from refsnn._checks import FLOAT_DTYPES, check_array, check_float, check_int
+
+__all__ = [
+    "CubaConfig", "n_words", "pack_hidden", "unpack_hidden", "pack_spikes", "unpack_spikes",
+    "initial_state", "initial_state_packed", "input_current_ref", "readout_ref",
+    "cuba_env_step_ref", "cuba_env_step_packed", "float_env_step_ref", "float_env_step",
+    "popcount64_ref",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# constants
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CubaConfig:
+    """Constants of the CuBa-LIF RSNN (SPEC §2.3 defaults = EC reference code ``ConnSNN``).
+
+    ``R_in = k_in v_th tau_m sqrt(2/(p d_in))``, ``R = k_h v_th (tau_m/tau_syn) sqrt(2/(p N))``,
+    ``R_out = k_out sqrt(1/(p N))`` with ``p = sparsity``; ``alpha_x = exp(-dt/tau_x)``;
+    ``K = round(sim_time/dt)`` substeps per environment step. ``dale=False`` and ``sparsity=1``
+    give the ES-RSNN baseline's network (reference ``DenseSNN``). Times in ms.
+    """
+
+    n_neurons: int = 256
+    exc_ratio: float = 0.5
+    dt: float = 0.5
+    sim_time: float = 16.6
+    tau_syn: float = 5.0
+    tau_m: float = 10.0
+    tau_out: float = 10.0
+    v_th: float = 1.0
+    v_reset: float = 0.0
+    k_in: float = 0.1
+    k_h: float = 1.0
+    k_out: float = 5.0
+    sparsity: float = 0.5
+    dale: bool = True
+
+    def __post_init__(self):
+        check_int("n_neurons", self.n_neurons, lo=1)
+        check_float("exc_ratio", self.exc_ratio, lo=0.0, hi=1.0)
+        for name in ("dt", "sim_time", "tau_syn", "tau_m", "tau_out", "sparsity"):
+            check_float(name, getattr(self, name), lo=0.0, lo_open=True)
+        if self.n_substeps < 1:
+            raise ValueError(f"sim_time: expected sim_time/dt to round to >= 1 substep, got {self.sim_time}/{self.dt}")
+
+    @property
+    def n_exc(self) -> int:
+        """Excitatory neurons ``[0, n_exc)``; the rest are inhibitory (all excitatory if not ``dale``)."""
+        return int(round(self.n_neurons * self.exc_ratio)) if self.dale else self.n_neurons
+
+    @property
+    def n_substeps(self) -> int:
+        return int(round(self.sim_time / self.dt))
+
+    def gains(self, d_in: int) -> tuple[float, float, float]:
+        """``(R_in, R, R_out)`` in float64 for an input of ``d_in`` features (before ``[x, -x]``)."""
+        d_in = check_int("d_in", d_in, lo=1)
+        p, n = self.sparsity, self.n_neurons
+        r_in = self.k_in * self.v_th * self.tau_m * math.sqrt(2.0 / (p * d_in))
+        r = self.k_h * self.v_th * self.tau_m / self.tau_syn * math.sqrt(2.0 / (p * n))
+        r_out = self.k_out * math.sqrt(1.0 / (p * n))
+        return r_in, r, r_out
+
+    def constants(self, d_in: int, dtype) -> np.ndarray:
+        """The 10 constants the kernels use, rounded once to ``dtype``:
+        ``[R_in, R, R_out, alpha_syn, alpha_m, beta_m, alpha_out, g_out, v_th, v_reset]``."""
+        r_in, r, r_out = self.gains(d_in)
+        a_syn = math.exp(-self.dt / self.tau_syn)
+        a_m = math.exp(-self.dt / self.tau_m)
+        a_out = math.exp(-self.dt / self.tau_out)
+        vals = [r_in, r, r_out, a_syn, a_m, 1.0 - a_m, a_out, (1.0 - a_out) / self.dt, self.v_th, self.v_reset]
+        return np.array(vals, dtype=np.float64).astype(dtype)
+
+
+def n_words(n_exc: int, n_neurons: int) -> tuple[int, int]:
+    """``(WE, WI)``: uint64 words for the excitatory and the inhibitory part of a packed row."""
+    return (n_exc + 63) // 64, (n_neurons - n_exc + 63) // 64
+
+
+# ---------------------------------------------------------------------------------------------
+# popcount and packing
+# ---------------------------------------------------------------------------------------------
+@intrinsic
+def _popcount64(typingctx, x):
+    """LLVM ``ctpop`` on a uint64 (one POPCNT instruction on x86-64 with SSE4.2)."""
+    if x != types.uint64:
+        return None
+    sig = types.int64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.zext(builder.ctpop(args[0]), context.get_value_type(types.int64))
+
+    return sig, codegen
+
+
+def popcount64_ref(x: np.ndarray) -> np.ndarray:
+    """Oracle popcount of uint64 words (SWAR bit tricks in NumPy), returned as int64."""
+    x = np.asarray(x, dtype=np.uint64)
+    m1, m2, m4 = np.uint64(0x5555555555555555), np.uint64(0x3333333333333333), np.uint64(0x0F0F0F0F0F0F0F0F)
+    h01 = np.uint64(0x0101010101010101)
+    x = x - ((x >> np.uint64(1)) & m1)
+    x = (x & m2) + ((x >> np.uint64(2)) & m2)
+    x = (x + (x >> np.uint64(4))) & m4
+    return ((x * h01) >> np.uint64(56)).astype(np.int64)
+
+
+def _pack_bits_last(bits: np.ndarray, n_words_: int) -> np.ndarray:
+    """Pack a bool array's last axis (length L <= 64 n_words_) little-endian into uint64 words."""
+    lead = bits.shape[:-1]
+    L = bits.shape[-1]
+    padded = np.zeros(lead + (n_words_ * 64,), dtype=np.uint8)
+    padded[..., :L] = bits
+    by = np.packbits(padded.reshape(lead + (n_words_, 64)), axis=-1, bitorder="little")
+    return np.ascontiguousarray(by).view("<u8").reshape(lead + (n_words_,)).astype(np.uint64)
+
+
+def _unpack_bits_last(words: np.ndarray, L: int) -> np.ndarray:
+    lead = words.shape[:-1]
+    by = np.ascontiguousarray(words.astype("<u8")).view(np.uint8).reshape(lead + (words.shape[-1], 8))
+    bits = np.unpackbits(by, axis=-1, bitorder="little").reshape(lead + (-1,))
+    return bits[..., :L].astype(bool)
+
+
+def pack_hidden(C_h: np.ndarray, n_exc: int) -> np.ndarray:
+    """Pack recurrent connectivity ``C_h`` (bool ``(..., N_pre, N_post)``) to ``(..., N_post, WE+WI)``
+    uint64: transposed (one row of words per postsynaptic neuron), split at presynaptic ``n_exc``."""
+    C_h = check_array("C_h", C_h, ndim_min=2, dtypes=(np.dtype(bool),))
+    N = C_h.shape[-2]
+    if C_h.shape[-1] != N:
+        raise ValueError(f"C_h: expected a square (..., N, N) matrix, got shape {C_h.shape}")
+    n_exc = check_int("n_exc", n_exc, lo=0, hi=N)
+    we, wi = n_words(n_exc, N)
+    ct = np.swapaxes(C_h, -1, -2)  # (..., post, pre)
+    return np.ascontiguousarray(np.concatenate(
+        [_pack_bits_last(ct[..., :n_exc], we), _pack_bits_last(ct[..., n_exc:], wi)], axis=-1))
+
+
+def unpack_hidden(Chp: np.ndarray, n_neurons: int, n_exc: int) -> np.ndarray:
+    """Inverse of :func:`pack_hidden`: bool ``(..., N_pre, N_post)``."""
+    Chp = check_array("Chp", Chp, ndim_min=2, dtypes=(np.dtype(np.uint64),))
+    n_neurons = check_int("n_neurons", n_neurons, lo=1)
+    n_exc = check_int("n_exc", n_exc, lo=0, hi=n_neurons)
+    we, wi = n_words(n_exc, n_neurons)
+    if Chp.shape[-2:] != (n_neurons, we + wi):
+        raise ValueError(f"Chp: expected shape (..., {n_neurons}, {we + wi}), got {Chp.shape}")
+    ct = np.concatenate([_unpack_bits_last(Chp[..., :we], n_exc),
+                         _unpack_bits_last(Chp[..., we:], n_neurons - n_exc)], axis=-1)
+    return np.ascontiguousarray(np.swapaxes(ct, -1, -2))
+
+
+def pack_spikes(s: np.ndarray, n_exc: int) -> np.ndarray:
+    """Signed spikes ``s`` (float ``(B, N)``, nonzero = spike) -> uint64 ``(B, WE+WI)`` words."""
+    s = check_array("s", s, ndim=2)
+    N = s.shape[1]
+    n_exc = check_int("n_exc", n_exc, lo=0, hi=N)
+    we, wi = n_words(n_exc, N)
+    b = s != 0
+    return np.concatenate([_pack_bits_last(b[:, :n_exc], we), _pack_bits_last(b[:, n_exc:], wi)], axis=-1)
+
+
+def unpack_spikes(sbits: np.ndarray, n_neurons: int, n_exc: int, dtype=np.float32) -> np.ndarray:
+    """uint64 spike words -> signed float spikes ``(B, N)``: +1 excitatory, -1 inhibitory, 0 silent."""
+    sbits = check_array("sbits", sbits, ndim=2, dtypes=(np.dtype(np.uint64),))
+    we, wi = n_words(n_exc, n_neurons)
+    if sbits.shape[1] != we + wi:
+        raise ValueError(f"sbits: expected {we + wi} words per row, got shape {sbits.shape}")
+    b = np.concatenate([_unpack_bits_last(sbits[:, :we], n_exc),
+                        _unpack_bits_last(sbits[:, we:], n_neurons - n_exc)], axis=1)
+    sign = np.ones(n_neurons, dtype=dtype)
+    sign[n_exc:] = -1
+    return (b * sign).astype(dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# state
+# ---------------------------------------------------------------------------------------------
+def initial_state(cfg: CubaConfig, v0_uniform: np.ndarray, dtype=np.float32):
+    """Dense state ``(v, i_syn, rate, s)`` from uniforms ``v0_uniform`` in ``[0, 1)`` of shape ``(B, N)``:
+    ``v = v_reset + (v_th - v_reset) u`` (SPEC §2.3: ``v ~ U[0, 1)`` with the defaults)."""
+    u = check_array("v0_uniform", v0_uniform, ndim=2, shape=(None, cfg.n_neurons))
+    dtype = np.dtype(dtype)
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+    v = (cfg.v_reset + (cfg.v_th - cfg.v_reset) * u.astype(np.float64)).astype(dtype)
+    z = np.zeros_like(v)
+    return v, z.copy(), z.copy(), z.copy()
+
+
+def initial_state_packed(cfg: CubaConfig, v0_uniform: np.ndarray, dtype=np.float32):
+    """Packed state ``(v, i_syn, rate, sbits)``; same floats as :func:`initial_state`."""
+    v, i_syn, rate, s = initial_state(cfg, v0_uniform, dtype)
+    we, wi = n_words(cfg.n_exc, cfg.n_neurons)
+    return v, i_syn, rate, np.zeros((v.shape[0], we + wi), dtype=np.uint64)
+
+
+# ---------------------------------------------------------------------------------------------
+# NumPy oracles (dense)
+# ---------------------------------------------------------------------------------------------
+def input_current_ref(u: np.ndarray, C_in: np.ndarray, r_in) -> np.ndarray:
+    """``i_in = R_in * (u @ C_in)``, accumulated over rows ``r = 0, 1, ...`` (u ``(B, d)``, C_in ``(B, d, N)``)."""
+    acc = np.zeros((u.shape[0], C_in.shape[2]), dtype=u.dtype)
+    for r in range(u.shape[1]):
+        acc += u[:, r, None] * C_in[:, r, :]
+    return r_in * acc
+
+
+def readout_ref(rate: np.ndarray, C_out: np.ndarray, r_out) -> np.ndarray:
+    """``clip(R_out * (rate @ C_out), -1, 1)``, accumulated over neurons in ascending order."""
+    acc = np.zeros((rate.shape[0], C_out.shape[2]), dtype=rate.dtype)
+    for n in range(rate.shape[1]):
+        acc += rate[:, n, None] * C_out[:, n, :]
+    return np.clip(r_out * acc, -1, 1)
+
+
+def _check_step_inputs(cfg, u, C_in, C_out, v, i_syn, rate, active):
+    u = check_array("u", u, ndim=2)
+    dtype = u.dtype
+    B, d = u.shape
+    N = cfg.n_neurons
+    for name, a in (("v", v), ("i_syn", i_syn), ("rate", rate)):
+        check_array(name, a, shape=(B, N), dtypes=(dtype,))
+    check_array("C_in", C_in, shape=(B, d, N), dtypes=(dtype, np.dtype(bool)))
+    check_array("C_out", C_out, ndim=3, shape=(B, N, None), dtypes=(dtype, np.dtype(bool)))
+    if active is None:
+        active = np.ones(B, dtype=bool)
+    check_array("active", active, shape=(B,), dtypes=(np.dtype(bool),))
+    return dtype, B, d, active
+
+
+def cuba_env_step_ref(cfg: CubaConfig, u, C_in, C_h, C_out, state, *, d_in=None, active=None):
+    """Dense NumPy oracle of one environment step (module docstring, steps 1–3).
+
+    Parameters
+    ----------
+    u : (B, d_u) float32/float64 — network input (``[x, -x]`` for EC).
+    C_in : (B, d_u, N), C_h : (B, N, N), C_out : (B, N, d_out) — bool (or 0/1 in the dtype).
+    state : ``(v, i_syn, rate, s)``, each (B, N) in the dtype; ``s`` signed spikes.
+    d_in : observation size used in ``R_in`` (default ``d_u // 2`` if ``cfg.dale`` else ``d_u``).
+    active : (B,) bool — members that step; inactive members keep their state, action 0.
+
+    Returns ``(new_state, action (B, d_out), n_spikes (B,) int64)``.
+    """
+    v, i_syn, rate, s = state
+    dtype, B, d, active = _check_step_inputs(cfg, u, C_in, C_out, v, i_syn, rate, active)
+    check_array("C_h", C_h, shape=(B, cfg.n_neurons, cfg.n_neurons), dtypes=(dtype, np.dtype(bool)))
+    check_array("s", s, shape=(B, cfg.n_neurons), dtypes=(dtype,))
+    d_in = (d // 2 if cfg.dale else d) if d_in is None else d_in
+    r_in, r, r_out, a_syn, a_m, b_m, a_out, g_out, v_th, v_reset = cfg.constants(d_in, dtype)
+    Cin, Ch, Cout = C_in.astype(dtype), C_h.astype(dtype), C_out.astype(dtype)
+    sign = np.ones(cfg.n_neurons, dtype=dtype)
+    sign[cfg.n_exc:] = -1
+    v, i_syn, rate, s = v.copy(), i_syn.copy(), rate.copy(), s.copy()
+    nsp = np.zeros(B, dtype=np.int64)
+    a = active
+    i_in = input_current_ref(u[a], Cin[a], r_in)
+    va, ia, ra, sa = v[a], i_syn[a], rate[a], s[a]
+    Cha = Ch[a]
+    for _ in range(cfg.n_substeps):
+        cnt = np.matmul(sa[:, None, :], Cha)[:, 0, :]         # exact integers
+        ia = a_syn * ia + r * cnt
+        va = a_m * va + b_m * ((v_reset + ia) + i_in)
+        spk = va > v_th
+        va = np.where(spk, v_reset, va).astype(dtype)
+        sa = spk.astype(dtype) * sign
+        ra = a_out * ra + g_out * sa
+        nsp[a] += spk.sum(axis=1)
+    v[a], i_syn[a], rate[a], s[a] = va, ia, ra, sa
+    act = np.zeros((B, C_out.shape[2]), dtype=dtype)
+    act[a] = readout_ref(ra, Cout[a], r_out)
+    return (v, i_syn, rate, s), act, nsp
+
+
+def float_env_step_ref(cfg: CubaConfig, u, W_in, W_h, W_out, state, *, active=None):
+    """Dense NumPy oracle of the ES-RSNN step (real weights, spikes 0/1, no Dale's law).
+
+    ``i_in = R_in (u @ W_in)``; substeps as in the module docstring with ``s @ W_h`` summed over
+    presynaptic neurons in ascending order; ``action = clip(R_out (rate @ W_out), -1, 1)``.
+    ``d_in = d_u``. Returns ``(new_state, action, n_spikes)``.
+    """
+    v, i_syn, rate, s = state
+    dtype, B, d, active = _check_step_inputs(cfg, u, W_in, W_out, v, i_syn, rate, active)
+    check_array("W_h", W_h, shape=(B, cfg.n_neurons, cfg.n_neurons), dtypes=(dtype,))
+    r_in, r, r_out, a_syn, a_m, b_m, a_out, g_out, v_th, v_reset = cfg.constants(d, dtype)
+    v, i_syn, rate, s = v.copy(), i_syn.copy(), rate.copy(), s.copy()
+    nsp = np.zeros(B, dtype=np.int64)
+    a = active
+    i_in = input_current_ref(u[a], W_in[a], r_in)
+    va, ia, ra, sa = v[a], i_syn[a], rate[a], s[a]
+    Wh = W_h[a]
+    for _ in range(cfg.n_substeps):
+        acc = np.zeros_like(va)
+        for i in range(cfg.n_neurons):
+            acc += sa[:, i, None] * Wh[:, i, :]
+        ia = a_syn * ia + r * acc
+        va = a_m * va + b_m * ((v_reset + ia) + i_in)
+        spk = va > v_th
+        va = np.where(spk, v_reset, va).astype(dtype)
+        sa = spk.astype(dtype)
+        ra = a_out * ra + g_out * sa
+        nsp[a] += spk.sum(axis=1)
+    v[a], i_syn[a], rate[a], s[a] = va, ia, ra, sa
+    act = np.zeros((B, W_out.shape[2]), dtype=dtype)
+    act[a] = readout_ref(ra, W_out[a], r_out)
+    return (v, i_syn, rate, s), act, nsp
+
+
+# ---------------------------------------------------------------------------------------------
+# Numba kernels
+# ---------------------------------------------------------------------------------------------
+@numba.njit(cache=True)
+def _packed_member(u, Cin, Chp, Cout, v, isyn, rate, sbits, c, n_exc, we, K, act, scratch):
+    """One environment step of one member (packed). ``scratch``: (3, N) in the dtype. Returns spikes."""
+    N = v.shape[0]
+    W = Chp.shape[1]
+    i_in = scratch[0]
+    cnt = scratch[1]
+    r_in, r, r_out = c[0], c[1], c[2]
+    a_syn, a_m, b_m, a_out, g_out, v_th, v_reset = c[3], c[4], c[5], c[6], c[7], c[8], c[9]
+    zero = g_out - g_out
+    # 1. input current: rows in ascending order, from 0
+    for j in range(N):
+        i_in[j] = zero
+    for rr in range(u.shape[0]):
+        ur = u[rr]
+        for j in range(N):
+            i_in[j] += ur * Cin[rr, j]
+    for j in range(N):
+        i_in[j] = r_in * i_in[j]
+    newbits = np.zeros(W, dtype=np.uint64)
+    nsp = 0
+    for _k in range(K):
+        # integer counts from the previous substep's spike words
+        for j in range(N):
+            acc = 0
+            for w in range(we):
+                acc += _popcount64(Chp[j, w] & sbits[w])
+            for w in range(we, W):
+                acc -= _popcount64(Chp[j, w] & sbits[w])
+            cnt[j] = acc
+        for w in range(W):
+            newbits[w] = 0
+        for j in range(N):
+            isyn[j] = a_syn * isyn[j] + r * cnt[j]
+            vj = a_m * v[j] + b_m * ((v_reset + isyn[j]) + i_in[j])
+            if vj > v_th:
+                vj = v_reset
+                nsp += 1
+                if j < n_exc:
+                    newbits[j >> 6] |= np.uint64(1) << np.uint64(j & 63)
+                    rate[j] = a_out * rate[j] + g_out
+                else:
+                    jj = j - n_exc
+                    newbits[we + (jj >> 6)] |= np.uint64(1) << np.uint64(jj & 63)
+                    rate[j] = a_out * rate[j] + (-g_out)
+            else:
+                rate[j] = a_out * rate[j] + zero
+            v[j] = vj
+        for w in range(W):
+            sbits[w] = newbits[w]
+    # 3. readout: neurons in ascending order, from 0
+    d_out = act.shape[0]
+    for o in range(d_out):
+        act[o] = zero
+    for n in range(N):
+        rn = rate[n]
+        for o in range(d_out):
+            act[o] += rn * Cout[n, o]
+    for o in range(d_out):
+        x = r_out * act[o]
+        act[o] = min(max(x, -1.0), 1.0)
+    return nsp
+
+
+@numba.njit(cache=True)
+def _packed_batch_serial(u, Cin, Chp, Cout, v, isyn, rate, sbits, active, c, n_exc, we, K, act, nsp):
+    N = v.shape[1]
+    scratch = np.empty((2, N), dtype=v.dtype)
+    for m in range(u.shape[0]):
+        if active[m]:
+            nsp[m] += _packed_member(u[m], Cin[m], Chp[m], Cout[m], v[m], isyn[m], rate[m], sbits[m],
+                                     c, n_exc, we, K, act[m], scratch)
+
+
+@numba.njit(cache=True, parallel=True)
+def _packed_batch_parallel(u, Cin, Chp, Cout, v, isyn, rate, sbits, active, c, n_exc, we, K, act, nsp):
+    N = v.shape[1]
+    for m in prange(u.shape[0]):
+        if active[m]:
+            scratch = np.empty((2, N), dtype=v.dtype)
+            nsp[m] += _packed_member(u[m], Cin[m], Chp[m], Cout[m], v[m], isyn[m], rate[m], sbits[m],
+                                     c, n_exc, we, K, act[m], scratch)
+
+
+def cuba_env_step_packed(cfg: CubaConfig, u, C_in, Chp, C_out, state, *, d_in=None, active=None,
+                         parallel: bool = False, out=None):
+    """Bit-packed Numba environment step; **updates ``state`` in place**.
+
+    Parameters as :func:`cuba_env_step_ref`, except ``Chp`` (B, N, WE+WI) uint64 from
+    :func:`pack_hidden`, ``state = (v, i_syn, rate, sbits)`` with ``sbits`` (B, WE+WI) uint64, and
+    ``C_in``/``C_out`` in the compute dtype (0/1; bool is converted). ``parallel=True`` runs members on
+    Numba threads (results identical). ``out``: optional (B, d_out) action buffer.
+    Returns ``(action (B, d_out), n_spikes (B,) int64)``; inactive members get action 0, 0 spikes.
+    """
+    v, i_syn, rate, sbits = state
+    dtype, B, d, active = _check_step_inputs(cfg, u, C_in, C_out, v, i_syn, rate, active)
+    N = cfg.n_neurons
+    we, wi = n_words(cfg.n_exc, N)
+    check_array("Chp", Chp, shape=(B, N, we + wi), dtypes=(np.dtype(np.uint64),))
+    check_array("sbits", sbits, shape=(B, we + wi), dtypes=(np.dtype(np.uint64),))
+    d_in = (d // 2 if cfg.dale else d) if d_in is None else d_in
+    c = cfg.constants(d_in, dtype)
+    if C_in.dtype == bool:
+        C_in = C_in.astype(dtype)
+    if C_out.dtype == bool:
+        C_out = C_out.astype(dtype)
+    act = np.zeros((B, C_out.shape[2]), dtype=dtype) if out is None else out
+    act[...] = 0
+    nsp = np.zeros(B, dtype=np.int64)
+    fn = _packed_batch_parallel if parallel else _packed_batch_serial
+    fn(np.ascontiguousarray(u), C_in, Chp, C_out, v, i_syn, rate, sbits, active, c, cfg.n_exc, we,
+       cfg.n_substeps, act, nsp)
+    return act, nsp
+
+
+@numba.njit(cache=True)
+def _float_member(u, Win, Wh, Wout, v, isyn, rate, s, c, K, act, scratch):
+    N = v.shape[0]
+    i_in = scratch[0]
+    acc = scratch[1]
+    r_in, r, r_out = c[0], c[1], c[2]
+    a_syn, a_m, b_m, a_out, g_out, v_th, v_reset = c[3], c[4], c[5], c[6], c[7], c[8], c[9]
+    zero = g_out - g_out
+    one = zero + 1
+    for j in range(N):
+        i_in[j] = zero
+    for rr in range(u.shape[0]):
+        ur = u[rr]
+        for j in range(N):
+            i_in[j] += ur * Win[rr, j]
+    for j in range(N):
+        i_in[j] = r_in * i_in[j]
+    nsp = 0
+    for _k in range(K):
+        for j in range(N):
+            acc[j] = zero
+        for i in range(N):
+            si = s[i]
+            if si != zero:  # s is 0/1: s*W = W exactly, and adding 0*W leaves the value unchanged
+                for j in range(N):
+                    acc[j] += Wh[i, j]
+        for j in range(N):
+            isyn[j] = a_syn * isyn[j] + r * acc[j]
+            vj = a_m * v[j] + b_m * ((v_reset + isyn[j]) + i_in[j])
+            if vj > v_th:
+                vj = v_reset
+                nsp += 1
+                s[j] = one
+                rate[j] = a_out * rate[j] + g_out
+            else:
+                s[j] = zero
+                rate[j] = a_out * rate[j] + g_out * zero
+            v[j] = vj
+    d_out = act.shape[0]
+    for o in range(d_out):
+        act[o] = zero
+    for n in range(N):
+        rn = rate[n]
+        for o in range(d_out):
+            act[o] += rn * Wout[n, o]
+    for o in range(d_out):
+        x = r_out * act[o]
+        act[o] = min(max(x, -1.0), 1.0)
+    return nsp
+
+
+@numba.njit(cache=True)
+def _float_batch_serial(u, Win, Wh, Wout, v, isyn, rate, s, active, c, K, act, nsp):
+    N = v.shape[1]
+    scratch = np.empty((2, N), dtype=v.dtype)
+    for m in range(u.shape[0]):
+        if active[m]:
+            nsp[m] += _float_member(u[m], Win[m], Wh[m], Wout[m], v[m], isyn[m], rate[m], s[m], c, K,
+                                    act[m], scratch)
+
+
+@numba.njit(cache=True, parallel=True)
+def _float_batch_parallel(u, Win, Wh, Wout, v, isyn, rate, s, active, c, K, act, nsp):
+    N = v.shape[1]
+    for m in prange(u.shape[0]):
+        if active[m]:
+            scratch = np.empty((2, N), dtype=v.dtype)
+            nsp[m] += _float_member(u[m], Win[m], Wh[m], Wout[m], v[m], isyn[m], rate[m], s[m], c, K,
+                                    act[m], scratch)
+
+
+def float_env_step(cfg: CubaConfig, u, W_in, W_h, W_out, state, *, active=None, parallel=False, out=None):
+    """Numba ES-RSNN step (see :func:`float_env_step_ref`); **updates ``state`` in place**.
+    ``state = (v, i_syn, rate, s)`` with ``s`` 0/1 floats. Returns ``(action, n_spikes)``."""
+    v, i_syn, rate, s = state
+    dtype, B, d, active = _check_step_inputs(cfg, u, W_in, W_out, v, i_syn, rate, active)
+    check_array("W_h", W_h, shape=(B, cfg.n_neurons, cfg.n_neurons), dtypes=(dtype,))
+    check_array("s", s, shape=(B, cfg.n_neurons), dtypes=(dtype,))
+    c = cfg.constants(d, dtype)
+    act = np.zeros((B, W_out.shape[2]), dtype=dtype) if out is None else out
+    act[...] = 0
+    nsp = np.zeros(B, dtype=np.int64)
+    fn = _float_batch_parallel if parallel else _float_batch_serial
+    fn(np.ascontiguousarray(u), W_in, W_h, W_out, v, i_syn, rate, s, active, c, cfg.n_substeps, act, nsp)
+    return act, nsp
+
+
+def _warmup() -> None:
+    """Compile every kernel of this module once, float32 and float64 (serial and parallel)."""
+    cfg = CubaConfig(n_neurons=8)
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        for parallel in (False, True):
+            B, d = 2, 3
+            u = rng.standard_normal((B, 2 * d)).astype(dtype)
+            C_in = rng.random((B, 2 * d, 8)) < 0.5
+            C_h = rng.random((B, 8, 8)) < 0.5
+            C_out = rng.random((B, 8, 2)) < 0.5
+            st = initial_state_packed(cfg, rng.random((B, 8)), dtype)
+            cuba_env_step_packed(cfg, u, C_in, pack_hidden(C_h, cfg.n_exc), C_out, st, parallel=parallel)
+            fcfg = CubaConfig(n_neurons=8, dale=False, sparsity=1.0)
+            fs = initial_state(fcfg, rng.random((B, 8)), dtype)
+            float_env_step(fcfg, u[:, :d], rng.standard_normal((B, d, 8)).astype(dtype),
+                           rng.standard_normal((B, 8, 8)).astype(dtype),
+                           rng.standard_normal((B, 8, 2)).astype(dtype), fs, parallel=parallel)
