@@ -32,3 +32,9 @@ def float_arrays(draw, shape, dtype=None, lo=-2.0, hi=2.0):
 time_major_shapes = st.tuples(st.integers(1, 6), st.integers(1, 3)).flatmap(
     lambda tb: hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=5).map(lambda s: tb + s)
 )
+
+
+# ---- §2.3 / §5.3 CuBa-LIF RSNN (EC) ----------------------------------------------------------
+# (n_neurons, n_exc): sizes around the 64-bit word boundary, odd E/I splits included
+rsnn_sizes = st.integers(1, 140).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n)))
+connection_probs = st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0])
