@@ -40,7 +40,7 @@ def test_pack_unpack_roundtrip(size, B, seed):
     C = rng.random((B, n, n)) < rng.random()
     P = cuba.pack_hidden(C, n_exc)
     we, wi = cuba.n_words(n_exc, n)
-    assert P.shape == (B, n, we + wi) and P.dtype == np.uint64
+    assert P.shape == (B, we + wi, n) and P.dtype == np.uint64
     np.testing.assert_array_equal(cuba.unpack_hidden(P, n, n_exc), C)
     s = (rng.random((B, n)) < 0.3).astype(np.float32)
     s[:, n_exc:] *= -1
@@ -57,7 +57,7 @@ def test_packed_count_is_signed_matvec(size, seed):
     C = rng.random((1, n, n)) < 0.5
     s = (rng.random((1, n)) < 0.5).astype(np.float64)
     s[:, n_exc:] *= -1
-    P = cuba.pack_hidden(C, n_exc)[0]
+    P = cuba.pack_hidden(C, n_exc)[0].T
     sb = cuba.pack_spikes(s, n_exc)[0]
     we, _ = cuba.n_words(n_exc, n)
     pc = cuba.popcount64_ref(P & sb[None, :])
@@ -159,7 +159,7 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match="C_in"):
         cuba.cuba_env_step_packed(cfg, np.zeros((1, 6), np.float32), C_in, Chp, C_out, st_)
     with pytest.raises(ValueError, match="Chp"):
-        cuba.cuba_env_step_packed(cfg, np.zeros((1, 4), np.float32), C_in, Chp[:, :9], C_out, st_)
+        cuba.cuba_env_step_packed(cfg, np.zeros((1, 4), np.float32), C_in, Chp[:, :, :9], C_out, st_)
     with pytest.raises(ValueError, match="C_h"):
         cuba.pack_hidden(np.zeros((3, 4), bool), 1)
     with pytest.raises(ValueError, match="u"):

@@ -35,12 +35,14 @@ Two implementations of the same step:
 * :func:`cuba_env_step_ref` — the plain-NumPy oracle, dense: boolean connectivity cast to the
   compute dtype and multiplied (what the reference code does on a GPU), spikes as signed floats.
 * :func:`cuba_env_step_packed` — Numba, bit-packed (SPEC §5.3). ``C_h`` is stored *transposed* and
-  split at the E/I boundary: for member ``m`` and postsynaptic neuron ``j``, ``Chp[m, j, :WE]``
-  holds the bits of presynaptic excitatory neurons ``0..n_exc-1`` and ``Chp[m, j, WE:]`` those of
+  split at the E/I boundary: for member ``m`` and postsynaptic neuron ``j``, ``Chp[m, :WE, j]``
+  holds the bits of presynaptic excitatory neurons ``0..n_exc-1`` and ``Chp[m, WE:, j]`` those of
   the inhibitory neurons ``n_exc..N-1`` (bit ``b`` of word ``w`` of a part = neuron
   ``part_start + 64 w + b``). Spikes are kept as words of the same layout, so
-  ``(s @ C_h)[j] = sum_w popcount(Chp[j, w] & sbits[w]) (w < WE) - sum_w popcount(...) (w >= WE)``,
-  integer arithmetic with Dale's sign for free. Members are independent, so the batch loop may
+  ``(s @ C_h)[j] = sum_w popcount(Chp[w, j] & sbits[w]) (w < WE) - sum_w popcount(...) (w >= WE)``,
+  integer arithmetic with Dale's sign for free. The words are stored word-major ``(W, N)`` so the loop
+  over postsynaptic ``j`` is contiguous and vectorises (AVX2/AVX-512 popcount), and all-silent
+  spike words are skipped. Members are independent, so the batch loop may
   run in parallel (``prange``) without changing any result.
 
 And the real-valued variant used by the ES-RSNN baseline (SPEC §5.5, no Dale's law, spikes 0/1):
@@ -187,8 +189,11 @@ def _unpack_bits_last(words: np.ndarray, L: int) -> np.ndarray:
 
 
 def pack_hidden(C_h: np.ndarray, n_exc: int) -> np.ndarray:
-    """Pack recurrent connectivity ``C_h`` (bool ``(..., N_pre, N_post)``) to ``(..., N_post, WE+WI)``
-    uint64: transposed (one row of words per postsynaptic neuron), split at presynaptic ``n_exc``."""
+    """Pack recurrent connectivity ``C_h`` (bool ``(..., N_pre, N_post)``) to uint64 ``(..., WE+WI, N_post)``.
+
+    Column ``j`` of ``C_h`` (the presynaptic partners of neuron ``j``) becomes the words
+    ``Chp[..., :, j]``, split at presynaptic ``n_exc`` (module docstring). Stored word-major so the
+    kernel's loop over postsynaptic neurons is contiguous."""
     C_h = check_array("C_h", C_h, ndim_min=2, dtypes=(np.dtype(bool),))
     N = C_h.shape[-2]
     if C_h.shape[-1] != N:
@@ -196,8 +201,9 @@ def pack_hidden(C_h: np.ndarray, n_exc: int) -> np.ndarray:
     n_exc = check_int("n_exc", n_exc, lo=0, hi=N)
     we, wi = n_words(n_exc, N)
     ct = np.swapaxes(C_h, -1, -2)  # (..., post, pre)
-    return np.ascontiguousarray(np.concatenate(
-        [_pack_bits_last(ct[..., :n_exc], we), _pack_bits_last(ct[..., n_exc:], wi)], axis=-1))
+    words = np.concatenate([_pack_bits_last(ct[..., :n_exc], we), _pack_bits_last(ct[..., n_exc:], wi)],
+                           axis=-1)    # (..., post, W)
+    return np.ascontiguousarray(np.swapaxes(words, -1, -2))
 
 
 def unpack_hidden(Chp: np.ndarray, n_neurons: int, n_exc: int) -> np.ndarray:
@@ -206,8 +212,9 @@ def unpack_hidden(Chp: np.ndarray, n_neurons: int, n_exc: int) -> np.ndarray:
     n_neurons = check_int("n_neurons", n_neurons, lo=1)
     n_exc = check_int("n_exc", n_exc, lo=0, hi=n_neurons)
     we, wi = n_words(n_exc, n_neurons)
-    if Chp.shape[-2:] != (n_neurons, we + wi):
-        raise ValueError(f"Chp: expected shape (..., {n_neurons}, {we + wi}), got {Chp.shape}")
+    if Chp.shape[-2:] != (we + wi, n_neurons):
+        raise ValueError(f"Chp: expected shape (..., {we + wi}, {n_neurons}), got {Chp.shape}")
+    Chp = np.swapaxes(Chp, -1, -2)
     ct = np.concatenate([_unpack_bits_last(Chp[..., :we], n_exc),
                          _unpack_bits_last(Chp[..., we:], n_neurons - n_exc)], axis=-1)
     return np.ascontiguousarray(np.swapaxes(ct, -1, -2))
@@ -373,15 +380,20 @@ def float_env_step_ref(cfg: CubaConfig, u, W_in, W_h, W_out, state, *, active=No
 # Numba kernels
 # ---------------------------------------------------------------------------------------------
 @numba.njit(cache=True)
-def _packed_member(u, Cin, Chp, Cout, v, isyn, rate, sbits, c, n_exc, we, K, act, scratch):
-    """One environment step of one member (packed). ``scratch``: (3, N) in the dtype. Returns spikes."""
+def _packed_member(u, Cin, Chp, Cout, v, isyn, rate, sbits, c, n_exc, we, K, act, scratch, icnt, spk):
+    """One environment step of one member (packed). ``scratch`` (3, N) dtype, ``icnt`` (N,) int64,
+    ``spk`` (N,) uint8 are work arrays. ``Chp`` is (W, N): word-major, postsynaptic axis innermost,
+    so the count loop runs over contiguous postsynaptic neurons and vectorises. Returns #spikes."""
     N = v.shape[0]
-    W = Chp.shape[1]
+    W = Chp.shape[0]
     i_in = scratch[0]
     cnt = scratch[1]
+    sg = scratch[2]
     r_in, r, r_out = c[0], c[1], c[2]
     a_syn, a_m, b_m, a_out, g_out, v_th, v_reset = c[3], c[4], c[5], c[6], c[7], c[8], c[9]
     zero = g_out - g_out
+    for j in range(N):  # Dale's sign times g_out: the rate increment of a spike of neuron j
+        sg[j] = g_out if j < n_exc else -g_out
     # 1. input current: rows in ascending order, from 0
     for j in range(N):
         i_in[j] = zero
@@ -391,37 +403,45 @@ def _packed_member(u, Cin, Chp, Cout, v, isyn, rate, sbits, c, n_exc, we, K, act
             i_in[j] += ur * Cin[rr, j]
     for j in range(N):
         i_in[j] = r_in * i_in[j]
-    newbits = np.zeros(W, dtype=np.uint64)
     nsp = 0
+    n_inh = N - n_exc
     for _k in range(K):
-        # integer counts from the previous substep's spike words
+        # integer counts (s @ C_h) from the previous substep's spike words; silent words skipped
         for j in range(N):
-            acc = 0
-            for w in range(we):
-                acc += _popcount64(Chp[j, w] & sbits[w])
-            for w in range(we, W):
-                acc -= _popcount64(Chp[j, w] & sbits[w])
-            cnt[j] = acc
+            icnt[j] = 0
         for w in range(W):
-            newbits[w] = 0
+            sw = sbits[w]
+            if sw == 0:
+                continue
+            if w < we:
+                for j in range(N):
+                    icnt[j] += _popcount64(Chp[w, j] & sw)
+            else:
+                for j in range(N):
+                    icnt[j] -= _popcount64(Chp[w, j] & sw)
+        for j in range(N):
+            cnt[j] = icnt[j]  # exact conversion to the compute dtype
+        # 2. membrane update, branch-free so it vectorises
         for j in range(N):
             isyn[j] = a_syn * isyn[j] + r * cnt[j]
             vj = a_m * v[j] + b_m * ((v_reset + isyn[j]) + i_in[j])
-            if vj > v_th:
-                vj = v_reset
-                nsp += 1
-                if j < n_exc:
-                    newbits[j >> 6] |= np.uint64(1) << np.uint64(j & 63)
-                    rate[j] = a_out * rate[j] + g_out
-                else:
-                    jj = j - n_exc
-                    newbits[we + (jj >> 6)] |= np.uint64(1) << np.uint64(jj & 63)
-                    rate[j] = a_out * rate[j] + (-g_out)
-            else:
-                rate[j] = a_out * rate[j] + zero
-            v[j] = vj
+            f = vj > v_th
+            spk[j] = f
+            v[j] = v_reset if f else vj
+            rate[j] = a_out * rate[j] + (sg[j] if f else zero)
+        # spikes -> words (E part then I part)
         for w in range(W):
-            sbits[w] = newbits[w]
+            if w < we:
+                base = 64 * w
+                top = min(64, n_exc - base)
+            else:
+                base = n_exc + 64 * (w - we)
+                top = min(64, n_inh - 64 * (w - we))
+            word = np.uint64(0)
+            for b in range(top):
+                word |= np.uint64(spk[base + b]) << np.uint64(b)
+            sbits[w] = word
+            nsp += _popcount64(word)
     # 3. readout: neurons in ascending order, from 0
     d_out = act.shape[0]
     for o in range(d_out):
@@ -439,11 +459,13 @@ def _packed_member(u, Cin, Chp, Cout, v, isyn, rate, sbits, c, n_exc, we, K, act
 @numba.njit(cache=True)
 def _packed_batch_serial(u, Cin, Chp, Cout, v, isyn, rate, sbits, active, c, n_exc, we, K, act, nsp):
     N = v.shape[1]
-    scratch = np.empty((2, N), dtype=v.dtype)
+    scratch = np.empty((3, N), dtype=v.dtype)
+    icnt = np.empty(N, dtype=np.int64)
+    spk = np.empty(N, dtype=np.uint8)
     for m in range(u.shape[0]):
         if active[m]:
             nsp[m] += _packed_member(u[m], Cin[m], Chp[m], Cout[m], v[m], isyn[m], rate[m], sbits[m],
-                                     c, n_exc, we, K, act[m], scratch)
+                                     c, n_exc, we, K, act[m], scratch, icnt, spk)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -451,16 +473,18 @@ def _packed_batch_parallel(u, Cin, Chp, Cout, v, isyn, rate, sbits, active, c, n
     N = v.shape[1]
     for m in prange(u.shape[0]):
         if active[m]:
-            scratch = np.empty((2, N), dtype=v.dtype)
+            scratch = np.empty((3, N), dtype=v.dtype)
+            icnt = np.empty(N, dtype=np.int64)
+            spk = np.empty(N, dtype=np.uint8)
             nsp[m] += _packed_member(u[m], Cin[m], Chp[m], Cout[m], v[m], isyn[m], rate[m], sbits[m],
-                                     c, n_exc, we, K, act[m], scratch)
+                                     c, n_exc, we, K, act[m], scratch, icnt, spk)
 
 
 def cuba_env_step_packed(cfg: CubaConfig, u, C_in, Chp, C_out, state, *, d_in=None, active=None,
                          parallel: bool = False, out=None):
     """Bit-packed Numba environment step; **updates ``state`` in place**.
 
-    Parameters as :func:`cuba_env_step_ref`, except ``Chp`` (B, N, WE+WI) uint64 from
+    Parameters as :func:`cuba_env_step_ref`, except ``Chp`` (B, WE+WI, N) uint64 from
     :func:`pack_hidden`, ``state = (v, i_syn, rate, sbits)`` with ``sbits`` (B, WE+WI) uint64, and
     ``C_in``/``C_out`` in the compute dtype (0/1; bool is converted). ``parallel=True`` runs members on
     Numba threads (results identical). ``out``: optional (B, d_out) action buffer.
@@ -470,7 +494,7 @@ def cuba_env_step_packed(cfg: CubaConfig, u, C_in, Chp, C_out, state, *, d_in=No
     dtype, B, d, active = _check_step_inputs(cfg, u, C_in, C_out, v, i_syn, rate, active)
     N = cfg.n_neurons
     we, wi = n_words(cfg.n_exc, N)
-    check_array("Chp", Chp, shape=(B, N, we + wi), dtypes=(np.dtype(np.uint64),))
+    check_array("Chp", Chp, shape=(B, we + wi, N), dtypes=(np.dtype(np.uint64),))
     check_array("sbits", sbits, shape=(B, we + wi), dtypes=(np.dtype(np.uint64),))
     d_in = (d // 2 if cfg.dale else d) if d_in is None else d_in
     c = cfg.constants(d_in, dtype)
