@@ -1,0 +1,170 @@
+"""Evolving Connectivity's search distribution and update (SPEC §5.1, §5.2; seed 001 eqs. 9–14).
+
+* Sampling, eq. 9: ``theta_ij = (u_ij < rho_ij)``, ``u ~ U[0, 1)`` from the member's own
+  generator :func:`member_rng`, derived from ``(run seed, generation, member index)`` only — a worker
+  that knows ``rho`` and three integers rebuilds any member ("seeds, not parameters, cross the
+  wire"). Deployment (seed §4.3): ``theta = rho > 0.5`` (:func:`deterministic_connectivity`).
+* Shaping: centered ranks ``w_i = rank_i / (P - 1) - 0.5`` over the ``P`` stochastic members, ties
+  get their average rank (:func:`centered_ranks`; the reference code's double ``argsort`` breaks ties
+  by position instead — identical when returns are distinct).
+* Estimate, eqs. 13–14: ``g = (1/P) sum_i w_i (theta_i - rho)`` (:func:`nes_gradient`) — the
+  *natural* gradient of ``E[R]`` for Bernoulli parameters (the Fisher information of ``B(rho)`` is
+  ``1/(rho (1 - rho))``), which is what the reference code ascends. ``natural=False`` divides by
+  ``rho (1 - rho)``, the plain gradient of the seed's eq. 13.
+* Step: Adam (:class:`Adam`, ``beta1 0.9, beta2 0.999, eps 1e-8``, ``lr 0.15``; optax's
+  ``scale_by_adam`` form ``m_hat / (sqrt(v_hat) + eps)``), ascending, then ``rho`` clipped to
+  ``[eps, 1 - eps]`` with ``eps = 1e-3`` (:func:`clip_rho`). Initial ``rho = 0.5``.
+
+``rho`` and the optimiser state are float64 here (the reference code keeps them in float32): the
+update is cheap on a CPU and float64 keeps long runs free of rounding drift. The uniforms ``u`` are
+float64 from ``Generator.random``.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+from scipy.stats import rankdata
+
+from refsnn._checks import check_array, check_float, check_int
+
+__all__ = ["member_rng", "sample_connectivity", "deterministic_connectivity", "centered_ranks",
+           "nes_gradient", "Adam", "clip_rho", "bernoulli_entropy"]
+
+# Generator streams of one (seed, generation, index) triple (the 4th SeedSequence word):
+STREAM_MEMBER = 0   # env seed, initial membrane, EC Bernoulli uniforms
+STREAM_NOISE = 1    # ES-RSNN Gaussian perturbation of an antithetic pair
+STREAM_INIT = 2     # ES-RSNN initial centre weights (generation 0, index 0)
+
+
+def member_rng(seed: int, generation: int, index: int, stream: int = STREAM_MEMBER) -> np.random.Generator:
+    """``Generator(PCG64(SeedSequence([seed, generation, index, stream])))`` — a function of its
+    integers only, so any process can rebuild any member."""
+    for name, v in (("seed", seed), ("generation", generation), ("index", index), ("stream", stream)):
+        check_int(name, v, lo=0)
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(generation), int(index), int(stream)])))
+
+
+def sample_connectivity(rho: Mapping[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Eq. 9: ``theta[k] = rng.random(rho[k].shape) < rho[k]`` for each key in sorted order (bool)."""
+    out = {}
+    for k in sorted(rho):
+        r = rho[k]
+        out[k] = rng.random(r.shape) < r
+    return out
+
+
+def deterministic_connectivity(rho: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Deployment: ``theta = rho > 0.5`` (bool)."""
+    return {k: rho[k] > 0.5 for k in sorted(rho)}
+
+
+def centered_ranks(f: np.ndarray) -> np.ndarray:
+    """``w_i = rank_i / (P - 1) - 0.5`` with ranks ``0..P-1`` ascending in ``f``, ties averaged.
+
+    ``w`` lies in ``[-0.5, 0.5]`` and sums to 0; ``P = 1`` gives ``[0.0]``. Invariant to any strictly
+    increasing transform of ``f``. NaN fitness is an error.
+    """
+    f = check_array("f", np.asarray(f, dtype=np.float64), ndim=1)
+    P = f.shape[0]
+    if P == 0:
+        raise ValueError("f: expected at least one fitness value")
+    if P == 1:
+        return np.zeros(1)
+    r = rankdata(f, method="average") - 1.0
+    return r / (P - 1) - 0.5
+
+
+def nes_gradient(w: np.ndarray, thetas, rho: np.ndarray, *, natural: bool = True) -> np.ndarray:
+    """Eq. 13–14 estimate ``g = (1/P) sum_i w_i (theta_i - rho)`` (natural gradient; ascend it).
+
+    ``thetas``: a bool array ``(P, *rho.shape)`` or an iterable of ``P`` bool arrays of ``rho``'s shape
+    (so members can be regenerated one at a time). Summed in member order ``i = 0, 1, ...`` in
+    float64. ``natural=False`` returns ``g / (rho (1 - rho))`` (the seed's eq. 13).
+    """
+    w = check_array("w", np.asarray(w, dtype=np.float64), ndim=1)
+    rho = check_array("rho", rho, dtypes=(np.dtype(np.float64),))
+    if rho.size and (rho.min() <= 0 or rho.max() >= 1) and not natural:
+        raise ValueError("rho: the plain gradient needs 0 < rho < 1")
+    acc = np.zeros_like(rho)
+    n = 0
+    for i, th in enumerate(thetas):
+        if i >= w.shape[0]:
+            raise ValueError(f"thetas: more members than weights ({w.shape[0]})")
+        th = np.asarray(th)
+        if th.shape != rho.shape:
+            raise ValueError(f"thetas[{i}]: expected shape {rho.shape}, got {th.shape}")
+        acc += w[i] * (th - rho)
+        n += 1
+    if n != w.shape[0]:
+        raise ValueError(f"thetas: expected {w.shape[0]} members, got {n}")
+    g = acc / n
+    return g if natural else g / (rho * (1.0 - rho))
+
+
+class Adam:
+    """Adam for *ascent*: ``x <- x + lr * m_hat / (sqrt(v_hat) + eps)`` (optax ``scale_by_adam``),
+    optionally with decoupled weight decay (AdamW, SPEC §5.5): ``x <- x - lr * wd * x``.
+
+    State (``m``, ``v`` per key, step count ``t``) is exposed by :meth:`state_arrays` /
+    :meth:`load_state_arrays` for checkpoints.
+    """
+
+    def __init__(self, shapes: Mapping[str, tuple], *, lr: float = 0.15, beta1: float = 0.9,
+                 beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0):
+        self.lr = check_float("lr", lr, lo=0.0)
+        self.beta1 = check_float("beta1", beta1, lo=0.0, hi=1.0, hi_open=True)
+        self.beta2 = check_float("beta2", beta2, lo=0.0, hi=1.0, hi_open=True)
+        self.eps = check_float("eps", eps, lo=0.0)
+        self.weight_decay = check_float("weight_decay", weight_decay, lo=0.0)
+        self.m = {k: np.zeros(s) for k, s in shapes.items()}
+        self.v = {k: np.zeros(s) for k, s in shapes.items()}
+        self.t = 0
+
+    def step(self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Return the new parameters (inputs are not modified)."""
+        self.t += 1
+        b1, b2 = self.beta1, self.beta2
+        c1, c2 = 1.0 - b1 ** self.t, 1.0 - b2 ** self.t
+        out = {}
+        for k in self.m:
+            g = grads[k]
+            self.m[k] = b1 * self.m[k] + (1.0 - b1) * g
+            self.v[k] = b2 * self.v[k] + (1.0 - b2) * g * g
+            upd = (self.m[k] / c1) / (np.sqrt(self.v[k] / c2) + self.eps)
+            if self.weight_decay:
+                upd = upd - self.weight_decay * params[k]
+            out[k] = params[k] + self.lr * upd
+        return out
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        d = {f"opt.m.{k}": v for k, v in self.m.items()}
+        d.update({f"opt.v.{k}": v for k, v in self.v.items()})
+        d["opt.t"] = np.array(self.t, dtype=np.int64)
+        return d
+
+    def load_state_arrays(self, d: Mapping[str, np.ndarray]) -> None:
+        for k in self.m:
+            for part, store in (("m", self.m), ("v", self.v)):
+                a = d.get(f"opt.{part}.{k}")
+                if a is None or a.shape != store[k].shape:
+                    raise ValueError(f"checkpoint: optimiser state opt.{part}.{k} missing or of the wrong shape")
+                store[k] = a.astype(np.float64)
+        self.t = int(d["opt.t"])
+
+
+def clip_rho(rho: Mapping[str, np.ndarray], eps: float = 1e-3) -> dict[str, np.ndarray]:
+    """Clip every probability to ``[eps, 1 - eps]`` (keeps exploration alive, seed §4.2)."""
+    eps = check_float("eps", eps, lo=0.0, hi=0.5)
+    return {k: np.clip(v, eps, 1.0 - eps) for k, v in rho.items()}
+
+
+def bernoulli_entropy(rho: Mapping[str, np.ndarray]) -> float:
+    """Mean entropy in bits of the Bernoulli variables (1 at ``rho = 0.5``, 0 when deterministic)."""
+    tot = 0.0
+    n = 0
+    for v in rho.values():
+        p = np.clip(v, 1e-12, 1 - 1e-12)
+        tot += float(np.sum(-p * np.log2(p) - (1 - p) * np.log2(1 - p)))
+        n += v.size
+    return tot / max(n, 1)
