@@ -1,0 +1,256 @@
+"""Brain-inspired indirect evaluation (BIE, seed eqs. 3-7; SPEC §6.4) and the SNASNet/NASWOT
+``logdet`` score.
+
+One untrained network (random initial weights) is run on ``s`` batches of ``j`` samples; for each
+batch the spikes of every population are collected (time-major ``[T, B, ...]``, B = j).
+
+* eq. 3, :func:`spike_counts`: ``P[a, z] = sum_t S_z[t, a]`` -- the spike count of neuron ``z`` of
+  sample ``a`` over the T steps, neurons of all populations concatenated (in the order given) into
+  one vector of length ``n_neurons``. Integer counts (int64).
+* eq. 5, :func:`manhattan_matrix`: ``D[a, b] = ||P[a] - P[b]||_1`` (int64, exact), a hand-written
+  Numba kernel; :func:`manhattan_matrix_ref` is the oracle (``scipy.spatial.distance.cdist``,
+  ``"cityblock"``, float64, exact for counts below 2**53).
+* eq. 7, :func:`bie_score`: ``(1/s) sum_batches mean_{a,b} D[a, b]``. "Mean of D's entries" means
+  all ``j*j`` entries, the zero diagonal included (so the score is ``(j-1)/j`` times the mean over
+  pairs ``a != b``).
+* :func:`bie_fitness`: the search in :mod:`.search` *maximises* fitness, so ``direction="min"``
+  (the seed's ``argmin``, default) gives ``fitness = -score`` and ``direction="max"`` (the
+  released code's disabled path) gives ``fitness = +score``. The silent-network guard
+  (:func:`check_activity`) returns :data:`WORST_FITNESS` (``-inf``) for a network whose overall
+  firing rate (spikes / (T * j * n_neurons), over all batches) is below ``min_rate = 1e-3`` or whose
+  output populations emit no spike at all in any batch -- otherwise a silent network (D = 0) would
+  trivially win the minimisation.
+
+``logdet`` (NASWOT, Mellor et al. 2021; SNASNet, Kim et al. 2022): sample ``a``'s binary code
+``c_a`` is the spike of every neuron of every population at every step (length
+``N_A = T * n_neurons``); ``K[a, b] = N_A - Hamming(c_a, c_b) = c_a.c_b + (1-c_a).(1-c_b)``; the
+score is ``slogdet(K)`` (log |det|; ``-inf`` when K is singular, e.g. two samples with identical
+codes). Higher is better (fitness = score). K is accumulated population by population with a
+float64 GEMM, exact because every entry is an integer below 2**53. refsnn implements NASWOT's plain
+Hamming distance; SNASNet's sparsity-aware variant is not reproduced (the summary in ANCHORS.md
+does not define it precisely enough to implement without guessing).
+
+Spikes may be float32/float64 (0.0/1.0), bool or an integer dtype holding 0/1; anything else is a
+``ValueError``. Counts ``P`` must have an integer dtype (they are converted losslessly to int64).
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numba
+import numpy as np
+
+from .._checks import check_array, check_choice, check_float
+
+__all__ = ["WORST_FITNESS", "spike_counts", "manhattan_matrix", "manhattan_matrix_ref", "bie_score",
+           "firing_rate", "check_activity", "bie_fitness", "hamming_kernel", "hamming_kernel_ref",
+           "logdet_score"]
+
+#: Fitness of an invalid (silent) network; the search maximises fitness.
+WORST_FITNESS = float("-inf")
+
+_SPIKE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.bool_),
+                 np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.int32), np.dtype(np.int64))
+
+
+def _as_items(spikes_by_population, name="spikes_by_population") -> list[tuple[str, np.ndarray]]:
+    if isinstance(spikes_by_population, Mapping):
+        items = [(str(k), v) for k, v in spikes_by_population.items()]
+    elif isinstance(spikes_by_population, Sequence) and not isinstance(spikes_by_population, (str, bytes)):
+        items = [(str(i), v) for i, v in enumerate(spikes_by_population)]
+    else:
+        raise TypeError(f"{name}: expected a mapping name -> spikes or a sequence of spike arrays, "
+                        f"got {type(spikes_by_population).__name__}")
+    if not items:
+        raise ValueError(f"{name}: no population given")
+    tb = None
+    for k, s in items:
+        arg = f"{name}[{k!r}]"
+        check_array(arg, s, ndim_min=2, dtypes=_SPIKE_DTYPES)
+        if tb is None:
+            tb = s.shape[:2]
+        elif s.shape[:2] != tb:
+            raise ValueError(f"{arg}: expected leading [T, B] = {list(tb)} like the first population, "
+                             f"got shape {s.shape}")
+        if s.size and not np.all((s == 0) | (s == 1)):
+            raise ValueError(f"{arg}: spikes must be 0 or 1")
+    return items
+
+
+def spike_counts(spikes_by_population) -> np.ndarray:
+    """Firing-pattern vectors, seed eq. 3.
+
+    Parameters
+    ----------
+    spikes_by_population : mapping name -> array ``[T, B, ...]`` (or a sequence of such arrays),
+        spikes 0/1 of each population; concatenated in the mapping's (insertion) order, each
+        population's neurons flattened in C order.
+
+    Returns
+    -------
+    P : int64 ``(B, n_neurons)``, ``P[a, z] = sum_t S_z[t, a]``.
+    """
+    items = _as_items(spikes_by_population)
+    cols = []
+    for _, s in items:
+        T, B = s.shape[:2]
+        cols.append(s.reshape(T, B, -1).sum(axis=0, dtype=np.int64))
+    return np.ascontiguousarray(np.concatenate(cols, axis=1))
+
+
+def _check_counts(P, name="P") -> np.ndarray:
+    if not isinstance(P, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy.ndarray, got {type(P).__name__}")
+    if P.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected an integer dtype (spike counts), got {P.dtype}")
+    if P.ndim != 2:
+        raise ValueError(f"{name}: expected shape (j, n_neurons), got {P.shape}")
+    if P.size and P.min() < 0:
+        raise ValueError(f"{name}: spike counts must be >= 0")
+    if P.dtype.kind == "u" and P.size and int(P.max()) > np.iinfo(np.int64).max:
+        raise ValueError(f"{name}: counts too large for int64")
+    return np.ascontiguousarray(P, dtype=np.int64)
+
+
+@numba.njit(cache=True)
+def _manhattan_kernel(P, D):
+    j, n = P.shape
+    for a in range(j):
+        D[a, a] = 0
+        for b in range(a + 1, j):
+            acc = 0
+            for z in range(n):
+                d = P[a, z] - P[b, z]
+                acc += d if d >= 0 else -d
+            D[a, b] = acc
+            D[b, a] = acc
+
+
+def manhattan_matrix(P: np.ndarray) -> np.ndarray:
+    """Difference matrix, seed eq. 5: ``D[a, b] = sum_z |P[a, z] - P[b, z]|``.
+
+    ``P``: integer ``(j, n_neurons)`` counts. Returns int64 ``(j, j)``, symmetric, zero diagonal,
+    exact (integer arithmetic; the caller must keep ``n_neurons * max count < 2**63``).
+    """
+    P = _check_counts(P)
+    D = np.empty((P.shape[0], P.shape[0]), dtype=np.int64)
+    _manhattan_kernel(P, D)
+    return D
+
+
+def manhattan_matrix_ref(P: np.ndarray) -> np.ndarray:
+    """Oracle for :func:`manhattan_matrix` via ``scipy.spatial.distance.cdist(P, P, "cityblock")``."""
+    from scipy.spatial.distance import cdist
+
+    P = _check_counts(P)
+    if P.shape[0] == 0:
+        return np.zeros((0, 0), dtype=np.int64)
+    return np.rint(cdist(P.astype(np.float64), P.astype(np.float64), "cityblock")).astype(np.int64)
+
+
+def bie_score(P_batches) -> float:
+    """Seed eq. 7: ``(1/s) sum_{batches} mean(D)`` over the ``s`` count matrices in ``P_batches``
+    (each ``(j, n_neurons)``; j and n_neurons may differ between batches only in j)."""
+    if isinstance(P_batches, np.ndarray):
+        P_batches = [P_batches]
+    P_batches = list(P_batches)
+    if not P_batches:
+        raise ValueError("P_batches: expected at least one batch")
+    total = 0.0
+    for i, P in enumerate(P_batches):
+        P = _check_counts(P, f"P_batches[{i}]")
+        if P.shape[0] < 1:
+            raise ValueError(f"P_batches[{i}]: expected at least one sample, got shape {P.shape}")
+        D = manhattan_matrix(P)
+        total += float(D.sum()) / D.size
+    return total / len(P_batches)
+
+
+def firing_rate(spikes_by_population) -> float:
+    """Overall firing rate: total spikes / (T * B * total neurons)."""
+    items = _as_items(spikes_by_population)
+    spikes = sum(float(np.count_nonzero(s)) for _, s in items)
+    return spikes / sum(s.size for _, s in items)
+
+
+def check_activity(spike_batches, output_populations: Sequence[str] = (), *,
+                   min_rate: float = 1e-3) -> tuple[bool, str]:
+    """Silent-network guard (SPEC §6.4). ``spike_batches``: a list of mappings name -> spikes, one
+    per batch. Invalid when the overall firing rate over all batches is ``< min_rate``, or when the
+    populations named in ``output_populations`` (the last cell's outputs) emit no spike at all.
+    Returns ``(ok, reason)``."""
+    min_rate = check_float("min_rate", min_rate, lo=0.0)
+    if isinstance(spike_batches, Mapping):
+        spike_batches = [spike_batches]
+    n_spk = n_tot = out_spk = 0.0
+    for i, batch in enumerate(spike_batches):
+        items = dict(_as_items(batch, f"spike_batches[{i}]"))
+        for name in output_populations:
+            if name not in items:
+                raise ValueError(f"output_populations: {name!r} is not a population of batch {i}")
+            out_spk += float(np.count_nonzero(items[name]))
+        n_spk += sum(float(np.count_nonzero(s)) for s in items.values())
+        n_tot += sum(s.size for s in items.values())
+    if n_tot == 0:
+        raise ValueError("spike_batches: expected at least one batch with neurons")
+    rate = n_spk / n_tot
+    if rate < min_rate:
+        return False, f"overall firing rate {rate:.3g} < {min_rate:g}"
+    if output_populations and out_spk == 0:
+        return False, "output populations are silent"
+    return True, ""
+
+
+def bie_fitness(spike_batches, output_populations: Sequence[str] = (), *, direction: str = "min",
+                min_rate: float = 1e-3) -> float:
+    """BIE fitness for the (maximising) search: ``-bie_score`` for ``direction="min"`` (seed eq. 7,
+    default), ``+bie_score`` for ``"max"``; :data:`WORST_FITNESS` when :func:`check_activity`
+    fails. ``spike_batches``: list (one per batch) of mappings population name -> ``[T, j, ...]``."""
+    check_choice("direction", direction, ("min", "max"))
+    if isinstance(spike_batches, Mapping):
+        spike_batches = [spike_batches]
+    ok, _ = check_activity(spike_batches, output_populations, min_rate=min_rate)
+    if not ok:
+        return WORST_FITNESS
+    score = bie_score([spike_counts(b) for b in spike_batches])
+    return -score if direction == "min" else score
+
+
+def _codes(spikes_by_population):
+    """Per population: float64 codes ``(B, T * n)`` (sample-major), each 0/1."""
+    for _, s in _as_items(spikes_by_population):
+        T, B = s.shape[:2]
+        yield np.ascontiguousarray(np.moveaxis(s.reshape(T, B, -1), 1, 0).reshape(B, -1), dtype=np.float64)
+
+
+def hamming_kernel(spikes_by_population) -> np.ndarray:
+    """NASWOT kernel ``K[a, b] = N_A - Hamming(c_a, c_b)`` (int64 ``(B, B)``), ``c_a`` = all spikes
+    of sample a at every step of every population (``N_A = T * n_neurons``)."""
+    K = None
+    for C in _codes(spikes_by_population):
+        Cc = 1.0 - C
+        k = C @ C.T + Cc @ Cc.T
+        K = k if K is None else K + k
+    return np.rint(K).astype(np.int64)
+
+
+def hamming_kernel_ref(spikes_by_population) -> np.ndarray:
+    """Oracle for :func:`hamming_kernel` via ``cdist(..., "hamming")`` on the concatenated codes."""
+    from scipy.spatial.distance import cdist
+
+    C = np.concatenate(list(_codes(spikes_by_population)), axis=1)
+    n_a = C.shape[1]
+    return n_a - np.rint(cdist(C, C, "hamming") * n_a).astype(np.int64)
+
+
+def logdet_score(spikes_by_population) -> float:
+    """SNASNet/NASWOT score ``log|det K|`` (``numpy.linalg.slogdet`` of the float64 kernel);
+    ``-inf`` when K is singular (sign 0). Higher is better."""
+    K = hamming_kernel(spikes_by_population).astype(np.float64)
+    sign, logabs = np.linalg.slogdet(K)
+    return float(logabs) if sign != 0 else float("-inf")
+
+
+def _warmup() -> None:
+    manhattan_matrix(np.zeros((2, 3), dtype=np.int64))
