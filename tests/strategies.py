@@ -38,3 +38,20 @@ time_major_shapes = st.tuples(st.integers(1, 6), st.integers(1, 3)).flatmap(
 # (n_neurons, n_exc): sizes around the 64-bit word boundary, odd E/I splits included
 rsnn_sizes = st.integers(1, 140).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n)))
 connection_probs = st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0])
+
+
+# ---- §6.1-6.5 MSE-NAS (genotype, graph, BIE, search) -----------------------------------------
+# Flat genotypes drawn gene by gene from their allowed sets (refsnn.nas.genotype.allowed_values).
+def nas_flat_genotypes(min_cells: int = 1, max_cells: int = 5):
+    from refsnn.nas.genotype import allowed_values, genotype_length
+
+    def for_cells(n):
+        length = genotype_length(n)
+        return st.tuples(*[st.sampled_from(allowed_values(i, length)) for i in range(length)])
+
+    return st.integers(min_cells, max_cells).flatmap(for_cells)
+
+
+# Spike-count matrices P (j, n_neurons), small non-negative integers.
+nas_counts = st.tuples(st.integers(1, 7), st.integers(0, 12), st.integers(0, 9), seeds).map(
+    lambda a: rng_from(a[3]).integers(0, a[2] + 1, size=(a[0], a[1])).astype(np.int64))
