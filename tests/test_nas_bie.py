@@ -149,3 +149,19 @@ def test_logdet_score():
     assert bie.logdet_score(s) > 0
     dup = {k: np.concatenate([v[:, :1], v[:, :1], v[:, 2:]], axis=1) for k, v in s.items()}
     assert bie.logdet_score(dup) == float("-inf")  # two identical codes: singular K
+
+
+def test_bie_on_populations_of_a_decoded_graph():
+    """The spike dict a network builder hands to BIE: one entry per LIF node of the graph, in node
+    order; P's length is graph_stats' n_neurons_per_sample; the guard reads the last cell's outputs."""
+    from refsnn.nas.graph import decode, graph_stats
+
+    gr = decode([4, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 2, 0, 0, 0, 0, 0, 3, 2], (1, 8, 8), 2, 10)
+    rng = rng_from(11)
+    T, B = 3, 4
+    batch = {n["name"]: (rng.random((T, B, n["channels"], *n["shape"])) < 0.2).astype(np.float32)
+             for n in gr["nodes"] if n["op"] == "lif"}
+    P = bie.spike_counts(batch)
+    assert P.shape == (B, graph_stats(gr)["n_neurons_per_sample"])
+    outs = gr["cells"][-1]["outputs"]
+    assert bie.bie_fitness([batch], outs) == -bie.bie_score([P])
