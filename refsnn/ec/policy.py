@@ -1,0 +1,215 @@
+"""Population members as batched RSNN policies (SPEC §5.1, §5.3, §5.5).
+
+A *family* turns the search distribution's parameters plus ``(seed, generation, index)`` into a
+batch of concrete networks, and steps that batch through the Numba kernels of
+:mod:`refsnn.kernels.cuba`. Both families are rebuilt from integers, so only the parameters (once
+per generation) and integers cross to worker processes.
+
+Member layout of a generation with ``P`` stochastic members and ``E`` evaluation members:
+indices ``0..P-1`` are sampled, ``P..P+E-1`` are deterministic (EC: ``theta = rho > 0.5``;
+ES: the centre weights). Each member draws, from :func:`refsnn.ec.nes.member_rng`, first its
+episode seed (an integer for ``env.reset(seed=...)``), then its initial membrane uniforms
+``(N,)``, then (EC stochastic members only) the Bernoulli uniforms of ``C_in, C_h, C_out``
+(keys ``"in", "h", "out"`` in sorted order: ``h, in, out``).
+
+* :class:`ECFamily` — parameters ``rho = {"in": (2 d_in, N), "h": (N, N), "out": (N, d_out)}``,
+  network input ``u = [x, -x]``, Dale's law, ``C_h`` bit-packed.
+* :class:`ESFamily` — ES-RSNN (SPEC §5.5, reference ``es_dense.py`` + ``DenseSNN``): real weights
+  ``{"in": (d_in, N), "h": (N, N), "out": (N, d_out)}`` initialised ``N(0, 1)``; member ``i < P``
+  belongs to antithetic pair ``k = i // 2`` and uses ``centre + sign * sigma * eps_k`` with
+  ``sign = +1`` for even ``i``, ``-1`` for odd; ``eps_k`` from stream ``STREAM_NOISE`` of
+  ``(seed, generation, k)``. Both members of a pair share the episode seed and initial membrane
+  (drawn from pair ``k``'s member stream) — common random numbers, which reduce the variance of the
+  pair difference. No Dale's law, input ``u = x``, gains without the sparsity factor.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from refsnn.ec import nes
+from refsnn.kernels import cuba
+from refsnn.kernels.cuba import CubaConfig
+
+__all__ = ["ECFamily", "ESFamily", "make_family"]
+
+
+@dataclass
+class Batch:
+    """Concrete networks of a chunk of members plus their episode seeds and state."""
+    indices: np.ndarray
+    env_seeds: np.ndarray
+    arrays: tuple
+    state: tuple
+
+
+class _Family:
+    method = ""
+
+    def __init__(self, cfg: CubaConfig, obs_dim: int, act_dim: int, dtype=np.float32):
+        self.cfg = cfg
+        self.obs_dim = int(obs_dim)
+        self.act_dim = int(act_dim)
+        self.dtype = np.dtype(dtype)
+
+    def _member_head(self, rng):
+        env_seed = int(rng.integers(0, 2**31 - 1))
+        v0 = rng.random(self.cfg.n_neurons)
+        return env_seed, v0
+
+
+class ECFamily(_Family):
+    """Evolving Connectivity members (Bernoulli connectivity, bit-packed ``C_h``)."""
+
+    method = "ec"
+
+    def shapes(self) -> dict[str, tuple]:
+        N = self.cfg.n_neurons
+        return {"in": (2 * self.obs_dim, N), "h": (N, N), "out": (N, self.act_dim)}
+
+    def init_params(self, seed: int) -> dict[str, np.ndarray]:
+        return {k: np.full(s, 0.5) for k, s in self.shapes().items()}
+
+    def member(self, params, seed, generation, index, n_stochastic):
+        """``(env_seed, v0_uniforms, theta dict)`` of one member."""
+        rng = nes.member_rng(seed, generation, index)
+        env_seed, v0 = self._member_head(rng)
+        if index < n_stochastic:
+            theta = nes.sample_connectivity(params, rng)
+        else:
+            theta = nes.deterministic_connectivity(params)
+        return env_seed, v0, theta
+
+    def thetas(self, params, seed, generation, n_stochastic, key):
+        """Yield ``theta[key]`` of stochastic members ``0..P-1`` in order (for the NES estimate)."""
+        for i in range(n_stochastic):
+            yield self.member(params, seed, generation, i, n_stochastic)[2][key]
+
+    def build(self, params, seed, generation, indices, n_stochastic) -> Batch:
+        B = len(indices)
+        N, n_exc = self.cfg.n_neurons, self.cfg.n_exc
+        we, wi = cuba.n_words(n_exc, N)
+        C_in = np.empty((B, 2 * self.obs_dim, N), dtype=self.dtype)
+        Chp = np.empty((B, we + wi, N), dtype=np.uint64)
+        C_out = np.empty((B, N, self.act_dim), dtype=self.dtype)
+        env_seeds = np.empty(B, dtype=np.int64)
+        v0 = np.empty((B, N))
+        for b, i in enumerate(indices):
+            env_seeds[b], v0[b], th = self.member(params, seed, generation, int(i), n_stochastic)
+            C_in[b] = th["in"]
+            Chp[b] = cuba.pack_hidden(th["h"], n_exc)
+            C_out[b] = th["out"]
+        state = cuba.initial_state_packed(self.cfg, v0, self.dtype)
+        return Batch(np.asarray(indices), env_seeds, (C_in, Chp, C_out), state)
+
+    def step(self, batch: Batch, x: np.ndarray, active: np.ndarray):
+        """One env step for the batch; ``x`` (B, d_in) normalised observations. Returns (action, spikes)."""
+        xd = x.astype(self.dtype)
+        u = np.concatenate([xd, -xd], axis=1)
+        C_in, Chp, C_out = batch.arrays
+        return cuba.cuba_env_step_packed(self.cfg, u, C_in, Chp, C_out, batch.state, d_in=self.obs_dim,
+                                         active=active)
+
+    @staticmethod
+    def deployed(params) -> dict[str, np.ndarray]:
+        return nes.deterministic_connectivity(params)
+
+
+class ESFamily(_Family):
+    """ES-RSNN members (real-valued weights, antithetic Gaussian perturbations)."""
+
+    method = "es"
+
+    def __init__(self, cfg: CubaConfig, obs_dim: int, act_dim: int, dtype=np.float32, sigma: float = 0.3):
+        super().__init__(cfg, obs_dim, act_dim, dtype)
+        self.sigma = float(sigma)
+
+    def shapes(self) -> dict[str, tuple]:
+        N = self.cfg.n_neurons
+        return {"in": (self.obs_dim, N), "h": (N, N), "out": (N, self.act_dim)}
+
+    def init_params(self, seed: int) -> dict[str, np.ndarray]:
+        rng = nes.member_rng(seed, 0, 0, nes.STREAM_INIT)
+        return {k: rng.standard_normal(s) for k, s in sorted(self.shapes().items())}
+
+    def noise(self, seed, generation, pair) -> dict[str, np.ndarray]:
+        rng = nes.member_rng(seed, generation, pair, nes.STREAM_NOISE)
+        return {k: rng.standard_normal(s) for k, s in sorted(self.shapes().items())}
+
+    def member(self, params, seed, generation, index, n_stochastic):
+        if index < n_stochastic:
+            pair, sign = index // 2, (1.0 if index % 2 == 0 else -1.0)
+            env_seed, v0 = self._member_head(nes.member_rng(seed, generation, pair))
+            eps = self.noise(seed, generation, pair)
+            w = {k: params[k] + sign * self.sigma * eps[k] for k in params}
+        else:
+            env_seed, v0 = self._member_head(nes.member_rng(seed, generation, index))
+            w = params
+        return env_seed, v0, w
+
+    def build(self, params, seed, generation, indices, n_stochastic) -> Batch:
+        B = len(indices)
+        N = self.cfg.n_neurons
+        W_in = np.empty((B, self.obs_dim, N), dtype=self.dtype)
+        W_h = np.empty((B, N, N), dtype=self.dtype)
+        W_out = np.empty((B, N, self.act_dim), dtype=self.dtype)
+        env_seeds = np.empty(B, dtype=np.int64)
+        v0 = np.empty((B, N))
+        for b, i in enumerate(indices):
+            env_seeds[b], v0[b], w = self.member(params, seed, generation, int(i), n_stochastic)
+            W_in[b], W_h[b], W_out[b] = w["in"], w["h"], w["out"]
+        state = cuba.initial_state(self.cfg, v0, self.dtype)
+        return Batch(np.asarray(indices), env_seeds, (W_in, W_h, W_out), state)
+
+    def step(self, batch: Batch, x: np.ndarray, active: np.ndarray):
+        W_in, W_h, W_out = batch.arrays
+        return cuba.float_env_step(self.cfg, x.astype(self.dtype), W_in, W_h, W_out, batch.state, active=active)
+
+    @staticmethod
+    def deployed(params) -> dict[str, np.ndarray]:
+        return {k: v.astype(np.float32) for k, v in params.items()}
+
+
+def make_family(method: str, cfg_kwargs: dict, obs_dim: int, act_dim: int, sigma: float = 0.3):
+    """Family from plain values (what a worker receives)."""
+    if method == "ec":
+        return ECFamily(CubaConfig(**cfg_kwargs), obs_dim, act_dim)
+    if method == "es":
+        kw = dict(cfg_kwargs)
+        kw.update(dale=False, sparsity=1.0)
+        return ESFamily(CubaConfig(**kw), obs_dim, act_dim, sigma=sigma)
+    raise ValueError(f"method: expected 'ec' or 'es', got {method!r}")
+
+
+def ec_gradient(family: ECFamily, params, fitness, seed, generation, *, natural=True):
+    """NES estimate (SPEC §5.2) with ``theta_i`` regenerated from ``(seed, generation, i)``."""
+    P = len(fitness)
+    w = nes.centered_ranks(np.asarray(fitness, dtype=np.float64))
+    acc = {k: np.zeros_like(v) for k, v in params.items()}
+    for i in range(P):
+        th = family.member(params, seed, generation, i, P)[2]
+        for k in acc:
+            acc[k] += w[i] * (th[k] - params[k])
+    g = {k: a / P for k, a in acc.items()}
+    if not natural:
+        g = {k: v / (params[k] * (1.0 - params[k])) for k, v in g.items()}
+    return g
+
+
+def es_gradient(family: ESFamily, params, fitness, seed, generation):
+    """OpenAI-ES estimate (SPEC §5.5): centered ranks over all ``P`` members, pair weight
+    ``w_{2k} - w_{2k+1}``, ``g = (1/K) sum_k (w_{2k} - w_{2k+1}) sigma eps_k`` (``K = P/2``; the
+    reference code omits the ``1/(2 sigma^2)`` factor, which Adam's scale invariance makes moot)."""
+    P = len(fitness)
+    if P % 2:
+        raise ValueError(f"population: ES-RSNN needs an even number of members (antithetic pairs), got {P}")
+    w = nes.centered_ranks(np.asarray(fitness, dtype=np.float64))
+    K = P // 2
+    acc = {k: np.zeros_like(v) for k, v in params.items()}
+    for pair in range(K):
+        eps = family.noise(seed, generation, pair)
+        c = (w[2 * pair] - w[2 * pair + 1]) * family.sigma
+        for k in acc:
+            acc[k] += c * eps[k]
+    return {k: a / K for k, a in acc.items()}

@@ -1,0 +1,295 @@
+"""Rollouts of a population on a Gymnasium environment (SPEC §5.4).
+
+* Environments: any Gymnasium id with a 1-D ``Box`` observation and a 1-D ``Box`` action space
+  (paper tasks ``Hopper-v5``, ``Walker2d-v5``, ``Humanoid-v5``). The reference code used Brax v1
+  versions of these tasks, whose returns are not comparable one-to-one with Gymnasium MuJoCo's.
+  The network's action in ``[-1, 1]`` is passed unchanged when the action space is ``[-1, 1]``
+  (all three tasks) and otherwise mapped affinely onto finite ``[low, high]``.
+* One episode per member, from a fresh network state (the reference code keeps the state across
+  Brax's auto-resets; refsnn does not), reset with the member's own episode seed; the episode ends
+  on ``terminated`` or ``truncated`` or after ``max_steps`` steps (default 1000, through
+  ``gymnasium.make(..., max_episode_steps=max_steps)``). Fitness = undiscounted return.
+* Observation normalisation: ``(obs - mean) / std`` with the running statistics frozen for the
+  whole generation. Every observation a member sees (from reset up to and including the last one)
+  is accumulated with Welford's algorithm per member, and the per-member statistics are merged into
+  the running statistics in member-index order after the generation (Chan et al.'s parallel
+  formula), so the result does not depend on how members were split over workers.
+  ``std = clip(sqrt(M2 / count), 1e-6, 1e6)``, and ``mean = 0, std = 1`` before any data (the
+  reference code, Brax's ``running_statistics``, normalises the same way but updates from the
+  population's *final* observations only, which it flags as biased).
+* Parallelism: members are split into interleaved chunks (member ``i`` goes to chunk
+  ``i mod n_chunks``) and each chunk is one task of a ``concurrent.futures.Executor`` — by default a
+  local ``ProcessPoolExecutor`` with ``--workers`` processes (``workers = 0`` evaluates in-process).
+  A task carries the search parameters (once per generation), the frozen normaliser and integers,
+  nothing else. Inside a task all members of the chunk step in lock-step through the batched
+  kernel, each with its own environment instance; finished members are masked. Members never
+  interact, so results are identical for any number of workers or chunks.
+"""
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from refsnn.ec.policy import make_family
+
+__all__ = ["check_env", "RunningNorm", "evaluate_chunk", "Evaluator", "InlineExecutor"]
+
+
+def _gym():
+    import gymnasium
+    return gymnasium
+
+
+def check_env(env_id: str, max_steps: int = 1000):
+    """Make ``env_id`` and check its spaces; returns ``(env, obs_dim, act_dim)``.
+
+    Raises ``ValueError`` naming the environment for an unknown id, a non-``Box`` (or not 1-D)
+    observation space, or a discrete / non-``Box`` action space."""
+    gym = _gym()
+    if not isinstance(env_id, str) or not env_id:
+        raise TypeError(f"env: expected a Gymnasium environment id string, got {env_id!r}")
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as e:
+        raise ValueError(f"env: unknown Gymnasium environment id {env_id!r} ({e})") from None
+    try:
+        env = gym.make(env_id, max_episode_steps=int(max_steps))
+    except gym.error.Error as e:
+        raise ValueError(f"env: cannot create {env_id!r}: {e}") from None
+    obs, act = env.observation_space, env.action_space
+    if not isinstance(act, gym.spaces.Box):
+        env.close()
+        raise ValueError(f"env: {env_id!r} has a {type(act).__name__} action space; EC/ES-RSNN needs a "
+                         "continuous Box action space")
+    if not isinstance(obs, gym.spaces.Box):
+        env.close()
+        raise ValueError(f"env: {env_id!r} has a {type(obs).__name__} observation space; a Box is needed")
+    if len(obs.shape) != 1 or len(act.shape) != 1:
+        env.close()
+        raise ValueError(f"env: {env_id!r}: observation and action spaces must be 1-D, got {obs.shape} "
+                         f"and {act.shape}")
+    return env, int(obs.shape[0]), int(act.shape[0])
+
+
+class RunningNorm:
+    """Running mean/variance of observations (Welford/Chan), frozen copies via :meth:`frozen`."""
+
+    def __init__(self, dim: int):
+        self.count = 0.0
+        self.mean = np.zeros(dim)
+        self.m2 = np.zeros(dim)
+
+    def merge(self, n, mean, m2) -> None:
+        """Merge a batch summarised by ``(n, mean, M2)`` (Chan et al.)."""
+        n = float(n)
+        if n <= 0:
+            return
+        tot = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / tot)
+        self.m2 = self.m2 + m2 + delta * delta * (self.count * n / tot)
+        self.count = tot
+
+    def std(self) -> np.ndarray:
+        if self.count < 2:
+            return np.ones_like(self.mean)
+        return np.clip(np.sqrt(self.m2 / self.count), 1e-6, 1e6)
+
+    def frozen(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.mean.copy(), self.std()
+
+    def state_arrays(self) -> dict:
+        return {"norm.count": np.array(self.count), "norm.mean": self.mean, "norm.m2": self.m2}
+
+    def load_state_arrays(self, d) -> None:
+        if d["norm.mean"].shape != self.mean.shape:
+            raise ValueError(f"checkpoint: normaliser has {d['norm.mean'].shape[0]} features, the env has "
+                             f"{self.mean.shape[0]}")
+        self.count = float(d["norm.count"])
+        self.mean = d["norm.mean"].astype(np.float64)
+        self.m2 = d["norm.m2"].astype(np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# worker side
+# ---------------------------------------------------------------------------------------------
+_ENVS: dict = {}
+
+
+def _envs(env_id: str, max_steps: int, n: int):
+    key = (env_id, int(max_steps))
+    lst = _ENVS.setdefault(key, [])
+    while len(lst) < n:
+        lst.append(check_env(env_id, max_steps)[0])
+    return lst[:n]
+
+
+def _action_map(space):
+    low, high = np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
+    if np.all(low == -1) and np.all(high == 1):
+        return None
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        return None
+    return low, high
+
+
+@dataclass(frozen=True)
+class Task:
+    """Everything a worker needs: plain values, the parameters and the frozen normaliser."""
+    method: str
+    cfg_kwargs: dict
+    sigma: float
+    env_id: str
+    max_steps: int
+    params: dict
+    norm_mean: np.ndarray
+    norm_std: np.ndarray
+    seed: int
+    generation: int
+    indices: tuple
+    n_stochastic: int
+
+
+def evaluate_chunk(task: Task) -> dict:
+    """Run one episode for each member of ``task.indices`` in lock-step; returns per-member arrays
+    ``returns, lengths, spikes, obs_n, obs_mean, obs_m2`` (in ``task.indices`` order) and the seconds
+    spent in the policy, in ``env.step``/``reset`` and building the networks."""
+    t_start = time.perf_counter()
+    idx = list(task.indices)
+    B = len(idx)
+    envs = _envs(task.env_id, task.max_steps, B)
+    obs_dim, act_dim = envs[0].observation_space.shape[0], envs[0].action_space.shape[0]
+    fam = make_family(task.method, task.cfg_kwargs, obs_dim, act_dim, task.sigma)
+    batch = fam.build(task.params, task.seed, task.generation, idx, task.n_stochastic)
+    amap = _action_map(envs[0].action_space)
+    act_dtype = envs[0].action_space.dtype
+    t_built = time.perf_counter()
+
+    X = np.empty((B, obs_dim))
+    for b in range(B):
+        X[b] = envs[b].reset(seed=int(batch.env_seeds[b]))[0]
+    t_env = time.perf_counter() - t_built
+    t_pol = 0.0
+    # per-member Welford
+    wn = np.ones(B)
+    wmean = X.copy()
+    wm2 = np.zeros((B, obs_dim))
+    returns = np.zeros(B)
+    lengths = np.zeros(B, dtype=np.int64)
+    spikes = np.zeros(B, dtype=np.int64)
+    active = np.ones(B, dtype=bool)
+    inv_std = 1.0 / task.norm_std
+    while active.any():
+        t0 = time.perf_counter()
+        xn = (X - task.norm_mean) * inv_std
+        act, ns = fam.step(batch, xn, active)
+        t1 = time.perf_counter()
+        t_pol += t1 - t0
+        spikes += ns
+        stepped = np.flatnonzero(active)
+        for b in stepped:
+            a = act[b].astype(np.float64)
+            if amap is not None:
+                a = amap[0] + (a + 1.0) * 0.5 * (amap[1] - amap[0])
+            obs, r, term, trunc, _ = envs[b].step(a.astype(act_dtype))
+            returns[b] += float(r)
+            lengths[b] += 1
+            X[b] = obs
+            if term or trunc or lengths[b] >= task.max_steps:
+                active[b] = False
+        t_env += time.perf_counter() - t1
+        # Welford update of the members that received an observation
+        wn[stepped] += 1
+        d = X[stepped] - wmean[stepped]
+        wmean[stepped] += d / wn[stepped, None]
+        wm2[stepped] += d * (X[stepped] - wmean[stepped])
+    return {"indices": np.asarray(idx, dtype=np.int64), "returns": returns, "lengths": lengths,
+            "spikes": spikes, "obs_n": wn, "obs_mean": wmean, "obs_m2": wm2,
+            "policy_s": t_pol, "env_s": t_env, "build_s": t_built - t_start,
+            "n_neurons": fam.cfg.n_neurons, "n_substeps": fam.cfg.n_substeps, "dt": fam.cfg.dt}
+
+
+def _init_worker() -> None:
+    # one thread per worker process: parallelism comes from processes (mujoco is single-threaded)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import numba
+        numba.set_num_threads(1)
+    except Exception:  # pragma: no cover
+        pass
+
+
+class InlineExecutor(Executor):
+    """Runs every task immediately in the calling process (``--workers 0``, tests, debugging)."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        f = Future()
+        try:
+            f.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # noqa: BLE001 - delivered through the future, like a pool
+            f.set_exception(e)
+        return f
+
+
+class Evaluator:
+    """Evaluates a generation's members through a ``concurrent.futures.Executor``.
+
+    ``workers = 0``: in-process; ``workers >= 1``: a local process pool (spawned processes).
+    Pass ``executor=`` to use any other Executor (e.g. a ``dask.distributed`` client's
+    ``get_executor()``); ``chunks`` then sets how many tasks a generation is split into.
+    """
+
+    def __init__(self, workers: int = 2, *, executor: Executor | None = None, chunks: int | None = None):
+        self._own = executor is None
+        if executor is not None:
+            self.executor = executor
+        elif workers == 0:
+            self.executor = InlineExecutor()
+        else:
+            import multiprocessing as mp
+            self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                                initializer=_init_worker)
+        self.chunks = max(1, chunks if chunks is not None else workers)
+
+    def evaluate(self, *, method, cfg_kwargs, sigma, env_id, max_steps, params, norm: RunningNorm,
+                 seed, generation, n_stochastic, n_eval) -> dict:
+        n = n_stochastic + n_eval
+        mean, std = norm.frozen()
+        n_chunks = min(self.chunks, n)
+        futs = []
+        for c in range(n_chunks):
+            idx = tuple(range(c, n, n_chunks))
+            futs.append(self.executor.submit(evaluate_chunk, Task(
+                method, dict(cfg_kwargs), float(sigma), env_id, int(max_steps), params, mean, std,
+                int(seed), int(generation), idx, int(n_stochastic))))
+        out = {"returns": np.zeros(n), "lengths": np.zeros(n, np.int64), "spikes": np.zeros(n, np.int64),
+               "policy_s": 0.0, "env_s": 0.0, "build_s": 0.0}
+        obs = [None] * n
+        meta = None
+        for f in futs:
+            r = f.result()
+            meta = r
+            ii = r["indices"]
+            for k in ("returns", "lengths", "spikes"):
+                out[k][ii] = r[k]
+            for k in ("policy_s", "env_s", "build_s"):
+                out[k] += r[k]
+            for j, i in enumerate(ii):
+                obs[i] = (r["obs_n"][j], r["obs_mean"][j], r["obs_m2"][j])
+        out["obs_stats"] = obs  # member order
+        out["n_neurons"], out["n_substeps"], out["dt"] = meta["n_neurons"], meta["n_substeps"], meta["dt"]
+        return out
+
+    def close(self) -> None:
+        if self._own:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,149 @@
+"""SPEC §5.4, §5.5, §8: rollouts, worker-count independence, resume, CLI, play, errors."""
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from refsnn import cli
+from refsnn.ec import nes
+from refsnn.ec.cli import COLUMNS, ECArgs, train
+from refsnn.ec.policy import ECFamily, ESFamily, es_gradient
+from refsnn.ec.rollout import RunningNorm, Task, check_env, evaluate_chunk
+from refsnn.io import load_npz
+from refsnn.kernels.cuba import CubaConfig
+
+TIME_COLS = [COLUMNS.index(c) for c in ("steps_per_s", "policy_over_env", "elapsed_s")]
+KEEP = [i for i in range(len(COLUMNS)) if i not in TIME_COLS]
+
+
+def _tiny(tmp_path, name, **kw):
+    base = dict(generations=3, population=8, eval_members=2, max_steps=50, neurons=64, workers=0,
+                out=str(tmp_path / name))
+    base.update(kw)
+    return ECArgs(**base)
+
+
+def _same_run(d1, d2):
+    a, b = load_npz(d1 / "checkpoint.npz"), load_npz(d2 / "checkpoint.npz")
+    for k in a:
+        if k in ("wall_seconds", "config_json"):
+            continue
+        if k == "history":
+            np.testing.assert_array_equal(a[k][:, KEEP], b[k][:, KEEP])
+        else:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert set(a) == set(b)
+
+
+def test_running_norm_matches_numpy():
+    rng = np.random.default_rng(0)
+    data = [rng.normal(3, 2, size=(n, 4)) for n in (5, 1, 17)]
+    norm = RunningNorm(4)
+    for x in data:
+        norm.merge(len(x), x.mean(0), ((x - x.mean(0)) ** 2).sum(0))
+    allx = np.concatenate(data)
+    np.testing.assert_allclose(norm.mean, allx.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(norm.std(), allx.std(0), rtol=1e-12)
+    assert (RunningNorm(3).std() == 1).all()
+
+
+def test_results_independent_of_workers_and_chunks(tmp_path):
+    train(_tiny(tmp_path, "w0", generations=2))
+    train(_tiny(tmp_path, "w2", generations=2, workers=2))       # spawned process pool
+    _same_run(tmp_path / "w0", tmp_path / "w2")
+    from refsnn.ec.rollout import InlineExecutor
+    train(_tiny(tmp_path, "c5", generations=2), executor=InlineExecutor(), chunks=5)
+    _same_run(tmp_path / "w0", tmp_path / "c5")
+
+
+@pytest.mark.parametrize("method", ["ec", "es"])
+def test_resume_reproduces_uninterrupted_run(tmp_path, method):
+    s3 = train(_tiny(tmp_path, "full", method=method))
+    train(_tiny(tmp_path, "part", method=method, generations=2))
+    s = train(_tiny(tmp_path, "part", method=method, generations=3, resume=True))
+    _same_run(tmp_path / "full", tmp_path / "part")
+    assert s["generations"] == 3 and s3["final_deterministic_return"] == s["final_deterministic_return"]
+    lines = (tmp_path / "part" / "metrics.csv").read_text().splitlines()
+    assert lines[0].split(",") == list(COLUMNS) and len(lines) == 4
+    summary = json.loads((tmp_path / "part" / "summary.json").read_text())
+    for k in ("final_deterministic_return", "best_deterministic_return", "generations", "env_steps", "wall_seconds"):
+        assert k in summary
+    from PIL import Image
+    with Image.open(tmp_path / "part" / "learning_curve.png") as im:
+        assert im.size[0] > 100
+
+
+def test_corrupt_or_mismatched_checkpoint(tmp_path):
+    a = _tiny(tmp_path, "r", generations=1)
+    train(a)
+    with pytest.raises(ValueError, match="population"):
+        train(_tiny(tmp_path, "r", generations=2, population=10, resume=True))
+    p = tmp_path / "r" / "checkpoint.npz"
+    p.write_bytes(p.read_bytes()[:100])
+    with pytest.raises(ValueError, match="checkpoint.npz"):
+        train(_tiny(tmp_path, "r", generations=2, resume=True))
+
+
+class _DictObsEnv(gym.Env):
+    observation_space = gym.spaces.Dict({"a": gym.spaces.Box(-1, 1, (2,))})
+    action_space = gym.spaces.Box(-1, 1, (1,))
+
+
+def test_env_errors():
+    with pytest.raises(ValueError, match="unknown Gymnasium environment id 'NoSuchEnv-v0'"):
+        check_env("NoSuchEnv-v0")
+    with pytest.raises(ValueError, match="Discrete action space"):
+        check_env("CartPole-v1")
+    gym.register(id="RefsnnDictObs-v0", entry_point=_DictObsEnv)
+    with pytest.raises(ValueError, match="Dict observation space"):
+        check_env("RefsnnDictObs-v0")
+    with pytest.raises(ValueError, match="population"):
+        ECArgs(method="es", population=7).validate()
+
+
+def test_cli_ec_and_play(tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = cli.main(["ec", "--env", "Hopper-v5", "--generations", "2", "--population", "6", "--eval-members", "1",
+                   "--max-steps", "40", "--neurons", "64", "--workers", "0", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "gen    2/2" in text and "ETA" in text and "steps/s" in text
+    assert cli.main(["play", str(out), "--episodes", "2"]) == 0
+    assert "mean return" in capsys.readouterr().out
+    # the deployed bits reproduce the deterministic network of rho
+    from refsnn.ec.play import play
+    from refsnn.ec.cli import load_deployed
+    conf, params = load_deployed(out / "deployed.npz")
+    rho = {k: np.where(v > 0.5, 0.9, 0.1) for k, v in params.items()}
+    task = Task("ec", {"n_neurons": 64}, 0.3, "Hopper-v5", 40, rho, conf["norm_mean"], conf["norm_std"],
+                0, 0, (0, 1), 0)
+    np.testing.assert_array_equal(evaluate_chunk(task)["returns"], play(out, episodes=2)["returns"])
+    assert cli.main(["play", str(tmp_path / "nope")]) == 2
+
+
+def test_ec_member_rebuild_is_deterministic():
+    fam = ECFamily(CubaConfig(n_neurons=64), 3, 2)
+    rho = {k: np.full(s, 0.3) for k, s in fam.shapes().items()}
+    b1 = fam.build(rho, 5, 2, [0, 3, 9], 8)
+    b2 = fam.build(rho, 5, 2, [3], 8)
+    np.testing.assert_array_equal(b1.arrays[1][1], b2.arrays[1][0])
+    np.testing.assert_array_equal(b1.state[0][1], b2.state[0][0])
+    assert b1.env_seeds[1] == b2.env_seeds[0]
+    # deterministic member (index >= P) uses rho > 0.5 -> all zero at rho 0.3
+    assert not b1.arrays[1][2].any()
+
+
+def test_es_pairs_and_gradient():
+    fam = ESFamily(CubaConfig(n_neurons=8, dale=False, sparsity=1.0), 2, 1, sigma=0.3)
+    c = fam.init_params(0)
+    e0, v0, w0 = fam.member(c, 0, 1, 0, 4)
+    e1, v1, w1 = fam.member(c, 0, 1, 1, 4)
+    assert e0 == e1 and np.array_equal(v0, v1)
+    np.testing.assert_allclose(w0["h"] + w1["h"], 2 * c["h"])
+    # fitness = +1 for the '+' member of pair 0 only -> gradient along +eps_0
+    g = es_gradient(fam, c, np.array([1.0, 0.0, 0.0, 0.0]), 0, 1)
+    eps0 = fam.noise(0, 1, 0)
+    assert np.sum(g["h"] * eps0["h"]) > 0
