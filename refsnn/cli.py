@@ -16,6 +16,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("refsnn.demo", "small end-to-end run of every pipeline on the embedded data"),
     "bench": ("refsnn.bench", "speed ratios against NumPy baselines measured side by side"),
+    "ec": ("refsnn.ec.cli", "Evolving Connectivity (or --method es: ES-RSNN) on a Gymnasium task"),
+    "play": ("refsnn.ec.play", "run the deployed 1-bit network of an 'refsnn ec' run, report its return"),
 }
 
 
