@@ -55,3 +55,23 @@ def nas_flat_genotypes(min_cells: int = 1, max_cells: int = 5):
 # Spike-count matrices P (j, n_neurons), small non-negative integers.
 nas_counts = st.tuples(st.integers(1, 7), st.integers(0, 12), st.integers(0, 9), seeds).map(
     lambda a: rng_from(a[3]).integers(0, a[2] + 1, size=(a[0], a[1])).astype(np.int64))
+
+
+# ---- §4.3 event streams (datasets) -------------------------------------------------------------
+# (events, (H, W)): unsorted integer timestamps with spans from 0 (one timestamp) to 1e9 us,
+# polarity coded as {0, 1}, {-1, +1}, {0, 2} or {-1, 0} (ON is p > 0), 0..max_events events.
+@st.composite
+def event_streams(draw, max_events: int = 200, max_side: int = 6):
+    from refsnn.datasets.events import EVENT_DTYPE
+
+    H, W = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
+    n = draw(st.integers(0, max_events))
+    rng = rng_from(draw(seeds))
+    t0 = draw(st.integers(-10**6, 10**9))
+    span = draw(st.sampled_from([0, 1, 2, 7, 1000, 300_000, 10**9]))
+    ev = np.empty(n, dtype=EVENT_DTYPE)
+    ev["x"] = rng.integers(0, W, n)
+    ev["y"] = rng.integers(0, H, n)
+    ev["t"] = t0 + rng.integers(0, span + 1, n)
+    ev["p"] = rng.integers(0, 2, n) * (2 if draw(st.booleans()) else 1) - (1 if draw(st.booleans()) else 0)
+    return ev, (H, W)

@@ -1,0 +1,334 @@
+"""Event-camera data: event arrays, binning into frames, and a directory loader (SPEC §4.3).
+
+Events
+------
+An event stream is a 1-D NumPy *structured* array with (at least) the integer fields
+
+* ``x`` — column, ``0 <= x < W``;
+* ``y`` — row, ``0 <= y < H``;
+* ``t`` — timestamp in microseconds (any integer dtype; need not be sorted);
+* ``p`` — polarity: ``p > 0`` is ON (frame channel 1), ``p <= 0`` is OFF (channel 0), so both the
+  ``{0, 1}`` (Tonic, DVS128 Gesture, CIFAR10-DVS) and ``{-1, +1}`` conventions work. ``bool`` is
+  accepted too.
+
+:data:`EVENT_DTYPE` (``x, y: int16; t: int64; p: int8``) is what refsnn itself produces;
+:func:`make_events` builds one from plain arrays.
+
+Frames (``events_to_frames``)
+-----------------------------
+With ``t0, t1`` the recording's first and last timestamps (or an explicit ``t_range``) and ``T`` the
+number of bins, event ``e`` goes to bin ::
+
+    b(e) = min(T - 1, ((t_e - t0) * T) // (t1 - t0))        # integer arithmetic, exact
+
+i.e. the span ``[t0, t1]`` is cut into ``T`` equal half-open bins, the last one closed so that the
+final event counts. If ``t1 == t0`` (all events share one timestamp) every event goes to bin 0.
+Events outside an explicit ``t_range`` are ignored. ``frames[b, c, y, x]`` is the number of events
+of channel ``c`` (0 OFF, 1 ON) at pixel ``(y, x)`` in bin ``b``, as float32 (exact up to 2**24).
+``(t_e - t0) * T`` must fit in int64 (always true for recordings shorter than ~290 years / T).
+
+The Numba kernel :func:`_frames_kernel` and the oracle :func:`events_to_frames_ref`
+(``np.add.at``) are held exactly equal by the tests.
+
+Directory layout (``events:DIR``)
+---------------------------------
+::
+
+    DIR/meta.json                    {"sensor_size": [H, W],           (required)
+                                      "classes": ["name0", ...],       (optional)
+                                      "augment_pad": 0,                (optional, int >= 0)
+                                      "augment_flip": false}           (optional)
+    DIR/train/<label>/<sample>.npy   one event stream per file
+    DIR/test/<label>/<sample>.npz
+
+``<label>`` is a directory name: an entry of ``classes`` (label = its index) when ``classes`` is
+given, otherwise a non-negative integer (``num_classes = max label + 1``, or ``len(classes)``).
+A ``.npy`` holds the structured event array; a ``.npz`` holds either one structured array named
+``events`` or four 1-D arrays ``x, y, t, p`` of equal length. Files are read with
+``allow_pickle=False``. Samples are ordered by (label, file name). :func:`save_event_dir` writes
+this layout (handy for converting a dataset once, and used by the tests).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numba
+import numpy as np
+
+from refsnn._checks import check_int
+from refsnn.io import atomic_write_bytes, atomic_write_json
+
+EVENT_DTYPE = np.dtype([("x", np.int16), ("y", np.int16), ("t", np.int64), ("p", np.int8)])
+EVENT_FIELDS = ("x", "y", "t", "p")
+
+
+def make_events(x, y, t, p) -> np.ndarray:
+    """Pack four equal-length 1-D integer (``p`` may be bool) arrays into an :data:`EVENT_DTYPE` array."""
+    cols = {}
+    for name, v in zip(EVENT_FIELDS, (x, y, t, p)):
+        v = np.asarray(v)
+        if v.ndim != 1:
+            raise ValueError(f"{name}: expected a 1-D array, got shape {v.shape}")
+        if v.size and v.dtype.kind not in "iub":
+            raise TypeError(f"{name}: expected integers, got dtype {v.dtype}")
+        cols[name] = v
+    n = {len(v) for v in cols.values()}
+    if len(n) != 1:
+        raise ValueError(f"x, y, t, p: expected equal lengths, got {[len(v) for v in cols.values()]}")
+    ev = np.empty(n.pop(), dtype=EVENT_DTYPE)
+    for name in ("x", "y"):
+        v = cols[name]
+        if v.size and (v.min() < 0 or v.max() > np.iinfo(np.int16).max):
+            raise ValueError(f"{name}: coordinates must be in [0, 32767]")
+        ev[name] = v
+    ev["t"] = cols["t"]
+    ev["p"] = cols["p"].astype(np.int64) > 0 if cols["p"].dtype.kind == "b" else np.sign(cols["p"])
+    return ev
+
+
+def _columns(events, sensor_size, name="events"):
+    """Validate ``events`` and return int64 columns ``x, y, t`` and the channel ``c`` (0 OFF, 1 ON)."""
+    if not isinstance(events, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy structured array, got {type(events).__name__}")
+    if events.dtype.names is None or any(f not in events.dtype.names for f in EVENT_FIELDS):
+        raise TypeError(f"{name}: expected a structured array with fields x, y, t, p, got dtype "
+                        f"{events.dtype}")
+    if events.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array of events, got shape {events.shape}")
+    for f in EVENT_FIELDS:
+        kind = events.dtype.fields[f][0].kind
+        if kind not in "iub":
+            raise TypeError(f"{name}[{f!r}]: expected an integer field, got {events.dtype.fields[f][0]}"
+                            + (" (convert float microsecond timestamps to int64)" if f == "t" else ""))
+    H, W = sensor_size
+    x = events["x"].astype(np.int64)
+    y = events["y"].astype(np.int64)
+    t = events["t"].astype(np.int64)
+    c = (events["p"] > 0).astype(np.int64)
+    if x.size:
+        if x.min() < 0 or x.max() >= W:
+            raise ValueError(f"{name}['x']: expected 0 <= x < W = {W}, got range [{x.min()}, {x.max()}]")
+        if y.min() < 0 or y.max() >= H:
+            raise ValueError(f"{name}['y']: expected 0 <= y < H = {H}, got range [{y.min()}, {y.max()}]")
+    return x, y, t, c
+
+
+def _check_sensor(sensor_size) -> tuple[int, int]:
+    if not isinstance(sensor_size, (tuple, list)) or len(sensor_size) != 2:
+        raise TypeError(f"sensor_size: expected a pair (H, W), got {sensor_size!r}")
+    H = check_int("sensor_size[0]", sensor_size[0], lo=1)
+    W = check_int("sensor_size[1]", sensor_size[1], lo=1)
+    return H, W
+
+
+def _time_range(t: np.ndarray, t_range) -> tuple[int, int]:
+    if t_range is None:
+        if t.size == 0:
+            return 0, 0
+        return int(t.min()), int(t.max())
+    if not isinstance(t_range, (tuple, list)) or len(t_range) != 2:
+        raise TypeError(f"t_range: expected a pair (t0, t1) of integer microseconds, got {t_range!r}")
+    t0 = check_int("t_range[0]", t_range[0])
+    t1 = check_int("t_range[1]", t_range[1], lo=t0)
+    return t0, t1
+
+
+@numba.njit(cache=True)
+def _frames_kernel(x, y, t, p, t0, t1, out):  # pragma: no cover - compiled
+    """Add one count per event to ``out[bin, p > 0, y, x]`` (float32 [T, 2, H, W]); module docs."""
+    T = out.shape[0]
+    span = t1 - t0
+    for i in range(t.shape[0]):
+        ti = t[i]
+        if ti < t0 or ti > t1:
+            continue
+        if span == 0:
+            b = 0
+        else:
+            b = ((ti - t0) * T) // span
+            if b > T - 1:
+                b = T - 1
+        c = 1 if p[i] > 0 else 0
+        out[b, c, y[i], x[i]] += 1.0
+
+
+def events_to_frames(events: np.ndarray, sensor_size: tuple[int, int], n_time_bins: int, *,
+                     t_range: tuple[int, int] | None = None) -> np.ndarray:
+    """Count events per time bin, polarity and pixel (SPEC §4.3).
+
+    Parameters
+    ----------
+    events : structured ndarray (n,) with integer fields ``x, y, t, p`` (see module docstring)
+    sensor_size : (H, W)
+    n_time_bins : T >= 1
+    t_range : (t0, t1) in microseconds, optional
+        The span cut into T equal bins; default ``(t.min(), t.max())`` of this recording.
+        Events outside it are ignored.
+
+    Returns
+    -------
+    frames : float32 ndarray (T, 2, H, W)
+        ``frames[b, c, y, x]`` = number of events with channel c (0 = OFF ``p <= 0``, 1 = ON
+        ``p > 0``) at pixel (y, x) whose bin ``min(T-1, ((t - t0) * T) // (t1 - t0))`` is b
+        (bin 0 for every event when ``t1 == t0``). Empty input gives all zeros.
+    """
+    H, W = _check_sensor(sensor_size)
+    T = check_int("n_time_bins", n_time_bins, lo=1)
+    x, y, t, c = _columns(events, (H, W))
+    t0, t1 = _time_range(t, t_range)
+    out = np.zeros((T, 2, H, W), dtype=np.float32)
+    if t.size:
+        _frames_kernel(x, y, t, c, np.int64(t0), np.int64(t1), out)
+    return out
+
+
+def events_to_frames_ref(events: np.ndarray, sensor_size: tuple[int, int], n_time_bins: int, *,
+                         t_range: tuple[int, int] | None = None) -> np.ndarray:
+    """Plain-NumPy oracle of :func:`events_to_frames` (``np.add.at``); same contract."""
+    H, W = _check_sensor(sensor_size)
+    T = check_int("n_time_bins", n_time_bins, lo=1)
+    x, y, t, c = _columns(events, (H, W))
+    t0, t1 = _time_range(t, t_range)
+    out = np.zeros((T, 2, H, W), dtype=np.float32)
+    keep = (t >= t0) & (t <= t1)
+    x, y, t, c = x[keep], y[keep], t[keep], c[keep]
+    if t1 == t0:
+        b = np.zeros_like(t)
+    else:
+        b = np.minimum((t - t0) * T // (t1 - t0), T - 1)
+    np.add.at(out, (b, c, y, x), np.float32(1.0))
+    return out
+
+
+# ---- directory loader ---------------------------------------------------------------------------
+
+def _read_events_file(path: Path) -> np.ndarray:
+    try:
+        if path.suffix == ".npy":
+            ev = np.load(path, allow_pickle=False)
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                if "events" in z.files:
+                    ev = z["events"]
+                elif all(f in z.files for f in EVENT_FIELDS):
+                    ev = make_events(*(z[f] for f in EVENT_FIELDS))
+                else:
+                    raise ValueError(f"expected an array 'events' or arrays x, y, t, p; found {z.files}")
+    except (ValueError, OSError, EOFError, TypeError) as e:
+        raise ValueError(f"{path}: not a readable event file: {e}") from None
+    if not isinstance(ev, np.ndarray) or ev.dtype.names is None:
+        raise ValueError(f"{path}: expected a structured event array with fields x, y, t, p, "
+                         f"got dtype {getattr(ev, 'dtype', type(ev).__name__)}")
+    return ev
+
+
+def read_meta(root) -> dict:
+    """Read and validate ``root/meta.json`` of an event directory (layout in the module docstring)."""
+    root = Path(root)
+    mp = root / "meta.json"
+    if not mp.is_file():
+        raise FileNotFoundError(f"{mp}: missing; an event directory needs meta.json with "
+                                f"'sensor_size': [H, W]")
+    try:
+        meta = json.loads(mp.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{mp}: not valid JSON: {e}") from None
+    if not isinstance(meta, dict) or "sensor_size" not in meta:
+        raise ValueError(f"{mp}: expected a JSON object with 'sensor_size': [H, W]")
+    ss = meta["sensor_size"]
+    if not (isinstance(ss, list) and len(ss) == 2 and all(isinstance(v, int) and v > 0 for v in ss)):
+        raise ValueError(f"{mp}: 'sensor_size' must be [H, W] with positive integers, got {ss!r}")
+    classes = meta.get("classes")
+    if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)
+                                    and len(set(classes)) == len(classes) and classes):
+        raise ValueError(f"{mp}: 'classes' must be a non-empty list of distinct strings")
+    pad = meta.get("augment_pad", 0)
+    if not (isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0):
+        raise ValueError(f"{mp}: 'augment_pad' must be an integer >= 0, got {pad!r}")
+    flip = meta.get("augment_flip", False)
+    if not isinstance(flip, bool):
+        raise ValueError(f"{mp}: 'augment_flip' must be true or false, got {flip!r}")
+    return {"sensor_size": (ss[0], ss[1]), "classes": classes, "augment_pad": pad,
+            "augment_flip": flip}
+
+
+def list_event_split(root, split: str, classes: Sequence[str] | None) -> list[tuple[Path, int]]:
+    """``[(file, label), ...]`` of ``root/split``, ordered by (label, file name)."""
+    d = Path(root) / split
+    if not d.is_dir():
+        raise FileNotFoundError(f"{d}: missing; expected {split}/<label>/<sample>.npy|.npz")
+    items = []
+    for sub in sorted(p for p in d.iterdir() if p.is_dir()):
+        if classes is not None:
+            if sub.name not in classes:
+                raise ValueError(f"{sub}: class directory not listed in meta.json 'classes'")
+            label = classes.index(sub.name)
+        else:
+            if not sub.name.isdigit():
+                raise ValueError(f"{sub}: class directories must be non-negative integers "
+                                 f"(or list the names in meta.json 'classes')")
+            label = int(sub.name)
+        files = sorted(p for p in sub.iterdir() if p.suffix in (".npy", ".npz") and p.is_file())
+        items.extend((f, label) for f in files)
+    items.sort(key=lambda fl: (fl[1], fl[0].name))
+    if not items:
+        raise ValueError(f"{d}: no .npy/.npz event files found under {split}/<label>/")
+    return items
+
+
+def load_event_split(root, split: str, n_time_bins: int, meta: Mapping | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Frames float32 (N, T, 2, H, W) and labels int64 (N,) of ``root/split`` (module docstring)."""
+    meta = read_meta(root) if meta is None else meta
+    items = list_event_split(root, split, meta["classes"])
+    H, W = meta["sensor_size"]
+    T = check_int("n_time_bins", n_time_bins, lo=1)
+    x = np.zeros((len(items), T, 2, H, W), dtype=np.float32)
+    y = np.empty(len(items), dtype=np.int64)
+    for i, (f, label) in enumerate(items):
+        ev = _read_events_file(f)
+        try:
+            x[i] = events_to_frames(ev, (H, W), T)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{f}: {e}") from None
+        y[i] = label
+    return x, y
+
+
+def save_event_dir(root, samples: Mapping[str, Iterable[tuple[np.ndarray, int]]],
+                   sensor_size: tuple[int, int], *, classes: Sequence[str] | None = None,
+                   fmt: str = "npy", **meta_extra) -> Path:
+    """Write ``{"train": [(events, label), ...], "test": [...]}`` in the ``events:DIR`` layout.
+
+    Files are named ``<label>/<index:06d>.npy`` (or ``.npz`` with one array ``events`` when
+    ``fmt="npz"``) and written atomically; ``meta.json`` gets ``sensor_size``, ``classes`` and
+    any ``meta_extra`` (``augment_pad``, ``augment_flip``).
+    """
+    import io as _io
+    root = Path(root)
+    H, W = _check_sensor(tuple(sensor_size))
+    if fmt not in ("npy", "npz"):
+        raise ValueError(f"fmt: expected 'npy' or 'npz', got {fmt!r}")
+    for split, items in samples.items():
+        for i, (ev, label) in enumerate(items):
+            _columns(ev, (H, W), name=f"samples[{split!r}][{i}]")
+            sub = classes[label] if classes is not None else str(int(label))
+            buf = _io.BytesIO()
+            if fmt == "npy":
+                np.save(buf, ev, allow_pickle=False)
+            else:
+                np.savez_compressed(buf, events=ev)
+            atomic_write_bytes(root / split / sub / f"{i:06d}.{fmt}", buf.getvalue())
+    meta = {"sensor_size": [H, W], **meta_extra}
+    if classes is not None:
+        meta["classes"] = list(classes)
+    atomic_write_json(root / "meta.json", meta)
+    return root
+
+
+def _warmup() -> None:
+    """Compile (or load from cache) the binning kernel."""
+    ev = make_events([0, 1], [0, 1], [0, 5], [0, 1])
+    events_to_frames(ev, (2, 2), 2)
