@@ -20,7 +20,7 @@ from refsnn.datasets import (EVENT_DTYPE, Dataset, data_dir, data_file, events_t
                              events_to_frames_ref, iterate_batches, load, make_events, save_event_dir)
 from refsnn.datasets import cifar, paths, saccades
 from refsnn.datasets.mnist import load_mnist5k_arrays
-from tests.strategies import event_streams
+from strategies import event_streams
 
 REPO = Path(__file__).resolve().parents[1]
 
