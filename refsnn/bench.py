@@ -28,6 +28,10 @@ from refsnn.io import atomic_write_json
 BENCHES: list[tuple[str, str, str]] = [
     ("lif_fwd_bwd_speedup_vs_numpy", "refsnn.kernels.lif:bench_lif",
      "multi-step LIF forward+backward, T=8, 2M neurons, float32, vs a vectorised NumPy loop over T"),
+    ("rsnn_packed_speedup_vs_dense", "refsnn.ec.bench:bench_rsnn_packed",
+     "EC RSNN env step (33 substeps, N=256, 64 members, own connectivity): bit-packed Numba vs NumPy float32 batched matmul"),
+    ("ec_policy_overhead", "refsnn.ec.bench:bench_policy_overhead",
+     "seconds in the RSNN policy / seconds in env.step during one Hopper-v5 EC generation (lower is better, target <= 0.25)"),
 ]
 
 

@@ -10,6 +10,7 @@ import importlib
 
 WARMUPS = [
     "refsnn.kernels.lif:_warmup",
+    "refsnn.kernels.cuba:_warmup",
 ]
 
 
