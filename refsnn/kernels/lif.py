@@ -1,0 +1,517 @@
+"""Multi-step LIF neuron for deep SNNs: forward and BPTT backward (SPEC §2.1).
+
+Equations (seed 000, "Conv-LIF Dynamics"; SpikingJelly's charge-fire-reset form), per step t over a
+time-major input ``X[t]`` of shape ``[T, ...]``::
+
+    charge, decay_input=True :  H[t] = V[t-1] + (X[t] - (V[t-1] - v_r)) / tau
+    charge, decay_input=False:  H[t] = V[t-1] - (V[t-1] - v_r) / tau + X[t]
+                                (with v_r = 0 this is the seed's V[t] = (1 - 1/tau) V[t-1] + I[t])
+    fire                     :  S[t] = Heaviside(H[t] - v_th), ">" or ">=" as configured
+    reset, hard (v_reset=v_r):  V[t] = H[t] (1 - S[t]) + v_r S[t]
+    reset, soft (v_reset=None): V[t] = H[t] - v_th S[t]          (and v_r = 0 inside charge)
+    V[-1] = v_r (0 for soft reset)
+
+Backward (BPTT through the membrane; ``sg`` is the surrogate derivative at ``H[t] - v_th``)::
+
+    dV[t]/dH[t]|_S = 1 - S[t] (hard)  or 1 (soft)
+    dV[t]/dS[t]    = v_r - H[t] (hard) or -v_th (soft); 0 when detach_reset=True
+    gH[t]   = (gS[t] + gV[t] dV/dS) sg[t] + gV[t] dV/dH|_S
+    gX[t]   = gH[t] / tau (decay_input=True)  or gH[t] (decay_input=False)
+    gV[t-1] = gH[t] (1 - 1/tau),  gV[T-1] = 0
+
+"Relaxed mode" replaces the Heaviside by the surrogate's primitive in the forward pass, so the
+layer is a smooth function and the same backward is its exact gradient (SPEC §4.1).
+
+Functions: :func:`lif_forward` / :func:`lif_backward` (fused Numba kernels, parallel over neurons —
+each neuron's time loop is sequential, so results do not depend on the thread count) and the
+oracles :func:`lif_forward_ref` / :func:`lif_backward_ref` (a vectorised NumPy loop over T, written
+as the equations read). Both compute in the input dtype (float32 or float64) with the operations in
+the order written above, so spikes agree exactly and floats to rounding of ``exp``/``atan``.
+
+Presets (:data:`PRESETS`, :func:`lif_preset`) map other frameworks' neurons onto these equations:
+
+* ``msenas`` — BrainCog ``LIFNode`` as used by the released MSE-NAS code: ``mem += (x - mem)/tau``,
+  tau 2, spike when ``mem - 0.5 > 0``, ``mem *= (1 - spike.detach())``, QGateGrad(alpha 2):
+  ``tau=2, v_th=0.5, v_reset=0, decay_input=True, ">", triangle(2), detach_reset=True``.
+  (SPEC §2.1 lists the same values; the reset detach is BrainCog's ``spike.detach()``.)
+* ``seed`` — the seed's equations: ``V[t] = (1 - 1/tau) V[t-1] + I[t]``, fire on ``V >= 0.5``, hard
+  reset to 0: ``decay_input=False, ">=", v_th=0.5, tau=2`` (the seed gives no tau; 2 as in MSE-NAS).
+* ``spikingjelly`` — ``spikingjelly.activation_based.neuron.LIFNode()`` defaults: ``tau=2, v_th=1,
+  v_reset=0, decay_input=True, ">=", sigmoid(4), detach_reset=False``.
+* ``snntorch_zero`` — ``snntorch.Leaky(beta, threshold=1, reset_mechanism="zero")``, whose update is
+  ``U[t] = beta (1 - R[t]) U[t-1] + I[t]`` with ``R[t] = [U[t-1] > threshold]`` (the reset is applied
+  one step late, from the previous membrane, and detached) and spike ``[U[t] > threshold]``. With
+  ``H[t] = U[t]`` and ``V[t] = (1 - S[t]) H[t]`` this is exactly the hard-reset form above with
+  ``decay_input=False, v_reset=0, ">", tau = 1/(1 - beta), detach_reset=True``, surrogate
+  ``atan(2)`` (snnTorch's default). In floating point ``V - V/tau`` and ``beta V`` round
+  differently, so a cross-check agrees to about one ulp per step, not bit for bit.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import numba
+import numpy as np
+
+from refsnn._checks import check_array, check_choice, check_float, check_same_shape, check_same_dtype
+from refsnn.kernels import surrogate as sg
+
+__all__ = [
+    "LIFParams", "PRESETS", "lif_preset", "lif_forward", "lif_backward",
+    "lif_forward_ref", "lif_backward_ref",
+]
+
+
+@dataclass(frozen=True)
+class LIFParams:
+    """Parameters of the multi-step LIF neuron (SPEC §2.1). Defaults: the MSE-NAS neuron.
+
+    ``v_reset=None`` selects soft reset (subtract ``v_th``). ``alpha=None`` takes the surrogate's
+    default from SPEC §2.2.
+    """
+
+    tau: float = 2.0
+    v_th: float = 0.5
+    v_reset: float | None = 0.0
+    decay_input: bool = True
+    threshold: str = ">"
+    surrogate: str = "triangle"
+    alpha: float | None = None
+    detach_reset: bool = True
+
+    def __post_init__(self):
+        # tau > 1 keeps the leak factor 1 - 1/tau in (0, 1); tau == 1 is allowed (no memory).
+        check_float("tau", self.tau, lo=1.0)
+        check_float("v_th", self.v_th)
+        if self.v_reset is not None:
+            check_float("v_reset", self.v_reset)
+            if self.v_reset >= self.v_th:
+                raise ValueError(f"v_reset: expected a value below v_th={self.v_th}, got {self.v_reset}")
+        if not isinstance(self.decay_input, (bool, np.bool_)):
+            raise TypeError(f"decay_input: expected a bool, got {type(self.decay_input).__name__}")
+        if not isinstance(self.detach_reset, (bool, np.bool_)):
+            raise TypeError(f"detach_reset: expected a bool, got {type(self.detach_reset).__name__}")
+        check_choice("threshold", self.threshold, (">", ">="))
+        check_choice("surrogate", self.surrogate, sg.NAMES)
+        if self.alpha is not None:
+            check_float("alpha", self.alpha, lo=0.0, lo_open=True)
+
+    @property
+    def surrogate_alpha(self) -> float:
+        return sg.DEFAULT_ALPHA[self.surrogate] if self.alpha is None else float(self.alpha)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, LIFParams] = {
+    "msenas": LIFParams(),
+    "seed": LIFParams(tau=2.0, v_th=0.5, v_reset=0.0, decay_input=False, threshold=">=",
+                      surrogate="triangle", detach_reset=True),
+    "spikingjelly": LIFParams(tau=2.0, v_th=1.0, v_reset=0.0, decay_input=True, threshold=">=",
+                              surrogate="sigmoid", alpha=4.0, detach_reset=False),
+    "snntorch_zero": LIFParams(tau=2.0, v_th=1.0, v_reset=0.0, decay_input=False, threshold=">",
+                               surrogate="atan", alpha=2.0, detach_reset=True),
+}
+
+
+def lif_preset(name: str, *, beta: float | None = None, **overrides) -> LIFParams:
+    """A preset from :data:`PRESETS` with fields overridden.
+
+    ``beta`` (snnTorch's decay factor, ``0 <= beta < 1``) sets ``tau = 1/(1 - beta)``; it is how
+    ``snntorch.Leaky(beta=..., reset_mechanism="zero")`` maps: ``lif_preset("snntorch_zero", beta=0.9)``.
+    """
+    check_choice("name", name, tuple(PRESETS))
+    if beta is not None:
+        b = check_float("beta", beta, lo=0.0, hi=1.0, hi_open=True)
+        if "tau" in overrides:
+            raise ValueError("beta: give either beta or tau, not both")
+        overrides["tau"] = 1.0 / (1.0 - b)
+    return replace(PRESETS[name], **overrides)
+
+
+def _check_params(params) -> LIFParams:
+    if not isinstance(params, LIFParams):
+        raise TypeError(f"params: expected refsnn.kernels.lif.LIFParams, got {type(params).__name__}")
+    return params
+
+
+# Parameter vector layout, in the compute dtype (so float32 kernels stay float32).
+_P_TAU, _P_VTH, _P_VR, _P_ALPHA, _P_LEAK, _P_KX = range(6)
+
+
+def _param_vector(p: LIFParams, dtype) -> np.ndarray:
+    dt = np.dtype(dtype).type
+    vr = 0.0 if p.v_reset is None else p.v_reset
+    tau = dt(p.tau)
+    leak = dt(1) - dt(1) / tau
+    kx = dt(1) / tau if p.decay_input else dt(1)
+    return np.array([tau, p.v_th, vr, p.surrogate_alpha, leak, kx], dtype=dtype)
+
+
+def _flags(p: LIFParams, relaxed: bool) -> np.ndarray:
+    # [hard, ge, decay_input, detach, relaxed, surrogate code]
+    return np.array([p.v_reset is not None, p.threshold == ">=", p.decay_input, p.detach_reset,
+                     relaxed, sg.CODES[p.surrogate]], dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Numba kernels. Data are viewed as [T, N] (N = product of the non-time axes). Neurons are split
+# into blocks of _BLOCK processed in parallel (prange; each neuron's time loop is sequential, so the
+# result does not depend on the thread count). Inside a block the time loop is outermost and one
+# fused, contiguous neuron loop does charge, fire and reset; the mode flags are loop-invariant, so
+# LLVM unswitches them and vectorises each variant. Relaxed mode (gradient checks only) calls the
+# surrogate primitive and takes its own loop so it does not slow down the spiking path.
+# ---------------------------------------------------------------------------------------------
+_BLOCK = 2048
+
+
+@numba.njit(cache=True, inline="always")
+def _any_nonfinite(v):
+    # NaN or +-inf anywhere in an input leaves the final state of that neuron non-finite (a NaN
+    # propagates through +, *, and the reset; inf * 0 = NaN), so checking the final state of each
+    # block detects bad input without an extra pass over the (large) input arrays.
+    for i in range(v.size):
+        if not np.isfinite(v[i]):
+            return 1
+    return 0
+
+
+@numba.njit(cache=True, inline="always")
+def _spike(z, ge, one, zero):
+    if ge:
+        return one if z >= zero else zero
+    return one if z > zero else zero
+
+
+@numba.njit(cache=True, parallel=True)
+def _lif_forward_nb(x, s_out, h_out, prm, flags, c, bad):
+    T, N = x.shape
+    tau, vth, vr, a = prm[_P_TAU], prm[_P_VTH], prm[_P_VR], prm[_P_ALPHA]
+    hard, ge, decay, relaxed, code = flags[0], flags[1], flags[2], flags[4], flags[5]
+    one, zero = c[sg.C_ONE], c[sg.C_ZERO]
+    nblk = (N + _BLOCK - 1) // _BLOCK
+    for b in numba.prange(nblk):
+        i0 = b * _BLOCK
+        n = min(N, i0 + _BLOCK) - i0
+        v = np.empty(n, dtype=x.dtype)
+        v[:] = vr if hard else zero
+        for t in range(T):
+            xt = x[t, i0:i0 + n]
+            ho = h_out[t, i0:i0 + n]
+            so = s_out[t, i0:i0 + n]
+            if relaxed:
+                for i in range(n):
+                    vi = v[i]
+                    h = vi + (xt[i] - (vi - vr)) / tau if decay else vi - (vi - vr) / tau + xt[i]
+                    s = sg._prim_nb(code, h - vth, a, c)
+                    v[i] = h * (one - s) + vr * s if hard else h - vth * s
+                    ho[i] = h
+                    so[i] = s
+            else:
+                for i in range(n):
+                    vi = v[i]
+                    if decay:  # charge
+                        h = vi + (xt[i] - (vi - vr)) / tau
+                    else:
+                        h = vi - (vi - vr) / tau + xt[i]
+                    s = _spike(h - vth, ge, one, zero)  # fire
+                    if hard:  # reset
+                        v[i] = h * (one - s) + vr * s
+                    else:
+                        v[i] = h - vth * s
+                    ho[i] = h
+                    so[i] = s
+        bad[b] = _any_nonfinite(v)
+
+
+@numba.njit(cache=True, parallel=True)
+def _lif_backward_nb(gs, h_in, gx_out, prm, flags, c, bad):
+    T, N = gs.shape
+    vth, vr, a, leak, kx = prm[_P_VTH], prm[_P_VR], prm[_P_ALPHA], prm[_P_LEAK], prm[_P_KX]
+    hard, ge, detach, relaxed, code = flags[0], flags[1], flags[3], flags[4], flags[5]
+    one, zero = c[sg.C_ONE], c[sg.C_ZERO]
+    aa = a * a
+    nblk = (N + _BLOCK - 1) // _BLOCK
+    for b in numba.prange(nblk):
+        i0 = b * _BLOCK
+        n = min(N, i0 + _BLOCK) - i0
+        gv = np.zeros(n, dtype=gs.dtype)  # dL/dV[t], flowing backwards in time
+        d = np.empty(n, dtype=gs.dtype)   # surrogate derivative at H[t] - v_th
+        s = np.empty(n, dtype=gs.dtype)   # S[t], recomputed from H[t]
+        for t in range(T - 1, -1, -1):
+            ht = h_in[t, i0:i0 + n]
+            gst = gs[t, i0:i0 + n]
+            gxt = gx_out[t, i0:i0 + n]
+            if code == 3 and not relaxed:
+                # fast path (the MSE-NAS default): triangle surrogate, one fused loop
+                for i in range(n):
+                    h = ht[i]
+                    z = h - vth
+                    di = max(zero, a - aa * abs(z))
+                    si = _spike(z, ge, one, zero)
+                    g = gv[i]
+                    if hard:
+                        dv_dh = one - si
+                        dv_ds = vr - h
+                    else:
+                        dv_dh = one
+                        dv_ds = -vth
+                    if detach:
+                        gh = gst[i] * di + g * dv_dh
+                    else:
+                        gh = (gst[i] + g * dv_ds) * di + g * dv_dh
+                    gxt[i] = gh * kx
+                    gv[i] = gh * leak
+                continue
+            # general path, pass 1: surrogate derivative and spikes (choice outside the loops)
+            if code == 3:
+                for i in range(n):
+                    d[i] = max(zero, a - aa * abs(ht[i] - vth))
+            else:
+                for i in range(n):
+                    d[i] = sg._grad_nb(code, ht[i] - vth, a, c)
+            if relaxed:
+                for i in range(n):
+                    s[i] = sg._prim_nb(code, ht[i] - vth, a, c)
+            else:
+                for i in range(n):
+                    s[i] = _spike(ht[i] - vth, ge, one, zero)
+            # pass 2: BPTT through reset and leak
+            for i in range(n):
+                g = gv[i]
+                if hard:
+                    dv_dh = one - s[i]
+                    dv_ds = vr - ht[i]
+                else:
+                    dv_dh = one
+                    dv_ds = -vth
+                if detach:
+                    gh = gst[i] * d[i] + g * dv_dh
+                else:
+                    gh = (gst[i] + g * dv_ds) * d[i] + g * dv_dh
+                gxt[i] = gh * kx
+                gv[i] = gh * leak
+        bad[b] = _any_nonfinite(gv)
+
+
+def _nblocks(n: int) -> int:
+    return (n + _BLOCK - 1) // _BLOCK
+
+
+def _prepare(name: str, x, params):
+    params = _check_params(params)
+    # finiteness is checked inside the kernels (see _any_nonfinite), not by an extra pass here
+    x = check_array(name, x, ndim_min=1, finite=False)
+    if x.shape[0] < 1:
+        raise ValueError(f"{name}: expected at least one time step, got shape {x.shape}")
+    return np.ascontiguousarray(x), params
+
+
+def _check_out(name, o, like):
+    check_array(name, o, shape=like.shape, dtypes=(like.dtype,), finite=False)
+    if not o.flags.c_contiguous or not o.flags.writeable:
+        raise ValueError(f"{name}: expected a writeable C-contiguous array")
+    return o
+
+
+def lif_forward(x: np.ndarray, params: LIFParams = PRESETS["msenas"], *,
+                relaxed: bool = False, out: tuple[np.ndarray, np.ndarray] | None = None,
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Run the LIF neuron over a time-major input.
+
+    Parameters
+    ----------
+    x : ndarray, float32 or float64, shape ``[T, ...]``
+        Input current ``X[t]`` (e.g. a convolution's output, time-major).
+    params : LIFParams
+    relaxed : bool
+        Use the surrogate's primitive instead of the Heaviside (gradient checks).
+    out : (s, h), optional
+        Preallocated C-contiguous outputs of ``x``'s shape and dtype (a training loop reuses them
+        to avoid allocating, and page-faulting, large arrays every step).
+
+    Returns
+    -------
+    s : ndarray, same shape and dtype as ``x``
+        Spikes ``S[t]`` (0.0/1.0; in relaxed mode values in the primitive's range).
+    h : ndarray, same shape and dtype as ``x``
+        Membrane before reset ``H[t]``: what :func:`lif_backward` needs.
+    """
+    x, params = _prepare("x", x, params)
+    if out is None:
+        s, h = np.empty_like(x), np.empty_like(x)
+    else:
+        s, h = (_check_out(f"out[{k}]", o, x) for k, o in enumerate(out))
+    n = x.size // x.shape[0]
+    bad = np.zeros(_nblocks(n), np.int64)
+    _lif_forward_nb(x.reshape(x.shape[0], n), s.reshape(x.shape[0], n), h.reshape(x.shape[0], n),
+                    _param_vector(params, x.dtype), _flags(params, relaxed), sg.constants(x.dtype),
+                    bad)
+    if bad.any():
+        raise ValueError("x: contains NaN or infinity (or values so large the membrane overflowed)")
+    return s, h
+
+
+def lif_backward(grad_s: np.ndarray, h: np.ndarray, params: LIFParams = PRESETS["msenas"], *,
+                 relaxed: bool = False, out: np.ndarray | None = None) -> np.ndarray:
+    """BPTT through the LIF neuron: ``dL/dX`` from ``dL/dS`` (equations in the module docstring).
+
+    Parameters
+    ----------
+    grad_s : ndarray ``[T, ...]``, float32 or float64
+        Gradient of the loss with respect to the spikes ``S``.
+    h : ndarray, same shape and dtype
+        Membrane before reset, as returned by :func:`lif_forward` with the same params and mode.
+    out : ndarray, optional
+        Preallocated C-contiguous output (may be ``grad_s`` itself: the update is in place-safe).
+
+    Returns
+    -------
+    grad_x : ndarray, same shape and dtype
+    """
+    grad_s, params = _prepare("grad_s", grad_s, params)
+    h = check_array("h", h, finite=False)
+    check_same_shape("grad_s", grad_s, "h", h)
+    check_same_dtype("grad_s", grad_s, "h", h)
+    h = np.ascontiguousarray(h)
+    gx = np.empty_like(grad_s) if out is None else _check_out("out", out, grad_s)
+    T = grad_s.shape[0]
+    n = grad_s.size // T
+    bad = np.zeros(_nblocks(n), np.int64)
+    _lif_backward_nb(grad_s.reshape(T, n), h.reshape(T, n), gx.reshape(T, n),
+                     _param_vector(params, grad_s.dtype), _flags(params, relaxed),
+                     sg.constants(grad_s.dtype), bad)
+    if bad.any():
+        raise ValueError("grad_s: grad_s or h contains NaN or infinity")
+    return gx
+
+
+# ---------------------------------------------------------------------------------------------
+# Oracles: a vectorised NumPy loop over T, the equations as written. Also the bench baseline.
+# ---------------------------------------------------------------------------------------------
+
+def _fire_ref(z, p: LIFParams, relaxed: bool):
+    if relaxed:
+        return sg.primitive(p.surrogate, z, p.surrogate_alpha)
+    return sg.heaviside(z, p.threshold)
+
+
+def lif_forward_ref(x: np.ndarray, params: LIFParams = PRESETS["msenas"], *,
+                    relaxed: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Oracle for :func:`lif_forward` (same signature and results)."""
+    x, p = _prepare("x", x, params)
+    dt = x.dtype.type
+    tau, vth = dt(p.tau), dt(p.v_th)
+    vr = dt(0.0 if p.v_reset is None else p.v_reset)
+    one = dt(1)
+    s_all = np.empty_like(x)
+    h_all = np.empty_like(x)
+    v = np.full(x.shape[1:], vr, dtype=x.dtype)
+    for t in range(x.shape[0]):
+        if p.decay_input:
+            h = v + (x[t] - (v - vr)) / tau
+        else:
+            h = v - (v - vr) / tau + x[t]
+        s = _fire_ref(h - vth, p, relaxed)
+        v = h * (one - s) + vr * s if p.v_reset is not None else h - vth * s
+        s_all[t] = s
+        h_all[t] = h
+    return s_all, h_all
+
+
+def lif_backward_ref(grad_s: np.ndarray, h: np.ndarray, params: LIFParams = PRESETS["msenas"], *,
+                     relaxed: bool = False) -> np.ndarray:
+    """Oracle for :func:`lif_backward` (same signature and results)."""
+    grad_s, p = _prepare("grad_s", grad_s, params)
+    h = check_array("h", h)
+    check_same_shape("grad_s", grad_s, "h", h)
+    check_same_dtype("grad_s", grad_s, "h", h)
+    dt = grad_s.dtype.type
+    tau, vth = dt(p.tau), dt(p.v_th)
+    vr = dt(0.0 if p.v_reset is None else p.v_reset)
+    one = dt(1)
+    leak = one - one / tau
+    kx = one / tau if p.decay_input else one
+    a = p.surrogate_alpha
+    gx = np.empty_like(grad_s)
+    gv = np.zeros(grad_s.shape[1:], dtype=grad_s.dtype)
+    for t in range(grad_s.shape[0] - 1, -1, -1):
+        z = h[t] - vth
+        d = sg.grad(p.surrogate, z, a)
+        s = _fire_ref(z, p, relaxed)
+        if p.v_reset is not None:
+            dv_dh, dv_ds = one - s, vr - h[t]
+        else:
+            dv_dh, dv_ds = one, -vth
+        if p.detach_reset:
+            gh = grad_s[t] * d + gv * dv_dh
+        else:
+            gh = (grad_s[t] + gv * dv_ds) * d + gv * dv_dh
+        gx[t] = gh * kx
+        gv = gh * leak
+    return gx
+
+
+# ---------------------------------------------------------------------------------------------
+
+def _warmup() -> None:
+    for dtype in (np.float32, np.float64):
+        x = np.linspace(-1, 2, 24, dtype=dtype).reshape(3, 2, 4)
+        for relaxed in (False, True):
+            s, h = lif_forward(x, relaxed=relaxed)
+            lif_backward(np.ones_like(s), h, relaxed=relaxed)
+        for name in sg.NAMES:
+            sg.grad_nb(name, x)
+            sg.primitive_nb(name, x)
+
+
+def bench_lif() -> dict:
+    """Multi-step LIF forward+backward, T=8, B*C*H*W = 2M, float32, MSE-NAS neuron.
+
+    Baseline: the same equations as a straightforward vectorised NumPy loop over T (what one
+    writes first; no validation overhead), forward storing H and S, backward through time.
+    """
+    from refsnn.bench import time_side_by_side
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.3, 0.6, size=(8, 32, 64, 32, 32)).astype(np.float32)  # 32*64*32*32 = 2M
+    g = rng.normal(size=x.shape).astype(np.float32)
+    p = PRESETS["msenas"]
+    f32 = np.float32
+    tau, vth, a = f32(p.tau), f32(p.v_th), f32(p.surrogate_alpha)
+
+    def baseline():
+        h_all = np.empty_like(x)
+        s_all = np.empty_like(x)
+        v = np.zeros(x.shape[1:], f32)
+        for t in range(x.shape[0]):
+            h = v + (x[t] - v) / tau
+            s = (h - vth > 0).astype(f32)
+            v = h * (1 - s)
+            h_all[t], s_all[t] = h, s
+        gx = np.empty_like(x)
+        gv = np.zeros(x.shape[1:], f32)
+        for t in range(x.shape[0] - 1, -1, -1):
+            sgd = np.maximum(f32(0), a - a * a * np.abs(h_all[t] - vth))
+            gh = g[t] * sgd + gv * (1 - s_all[t])
+            gx[t] = gh / tau
+            gv = gh * (1 - 1 / tau)
+        return gx
+
+    work = (np.empty_like(x), np.empty_like(x), np.empty_like(x))
+
+    def candidate():  # as the STBP engine calls it: outputs in reused workspace buffers
+        s, h = lif_forward(x, p, out=work[:2])
+        return lif_backward(g, h, p, out=work[2])
+
+    def candidate_alloc():  # fresh output arrays every call (page faults included)
+        s, h = lif_forward(x, p)
+        return lif_backward(g, h, p)
+
+    tb, tc = time_side_by_side(baseline, candidate, repeats=3)
+    tb2, ta = time_side_by_side(baseline, candidate_alloc, repeats=3)
+    return {"lif_fwd_bwd_speedup_vs_numpy": tb / tc,
+            "lif_fwd_bwd_alloc_speedup_vs_numpy": tb2 / ta,
+            "lif_fwd_bwd_ms": tc * 1e3, "lif_fwd_bwd_numpy_ms": tb * 1e3}
