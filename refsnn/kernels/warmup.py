@@ -10,7 +10,11 @@ import importlib
 
 WARMUPS = [
     "refsnn.kernels.lif:_warmup",
+    "refsnn.kernels.conv:_warmup",
     "refsnn.kernels.cuba:_warmup",
+    "refsnn.nas.bie:_warmup",
+    "refsnn.datasets.events:_warmup",
+    "refsnn.datasets.saccades:_warmup",
 ]
 
 
