@@ -147,3 +147,20 @@ def test_es_pairs_and_gradient():
     g = es_gradient(fam, c, np.array([1.0, 0.0, 0.0, 0.0]), 0, 1)
     eps0 = fam.noise(0, 1, 0)
     assert np.sum(g["h"] * eps0["h"]) > 0
+
+
+def test_dask_executor_matches_local(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    train(_tiny(tmp_path, "local", generations=1))
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        train(_tiny(tmp_path, "dask", generations=1, executor="dask", scheduler=cluster.scheduler_address))
+    _same_run(tmp_path / "local", tmp_path / "dask")
+
+
+@pytest.mark.slow
+def test_demo_ec(tmp_path):
+    from refsnn.ec.demo import demo_ec
+    r = demo_ec(tmp_path, generations=2, population=8, max_steps=100, log=lambda *a: None)
+    assert r["ec_generations"] == 2 and r["ec_env_steps"] > 0
+    assert (tmp_path / "ec" / "learning_curve.png").exists()
