@@ -118,3 +118,18 @@ def test_adamw_decay():
     opt = nes.Adam({"x": (1,)}, lr=0.1, weight_decay=0.5)
     out = opt.step({"x": np.array([2.0])}, {"x": np.array([0.0])})
     np.testing.assert_allclose(out["x"], [2.0 - 0.1 * 0.5 * 2.0])
+
+
+def test_nes_step_matches_pieces_and_uniforms():
+    rng = np.random.default_rng(3)
+    rho = {"a": rng.uniform(0.2, 0.8, (4, 5))}
+    u = rng.random((6, 4, 5))
+    th = {"a": np.stack([nes.bernoulli_from_uniforms(x, rho["a"]) for x in u])}
+    np.testing.assert_array_equal(th["a"], u < rho["a"])
+    f = rng.standard_normal(6)
+    o1, o2 = nes.Adam({"a": (4, 5)}), nes.Adam({"a": (4, 5)})
+    new = nes.nes_step(rho, th, f, o1)
+    g = nes.nes_gradient(nes.centered_ranks(f), th["a"], rho["a"])
+    np.testing.assert_array_equal(new["a"], nes.clip_rho(o2.step(rho, {"a": g}))["a"])
+    with pytest.raises(ValueError, match="rho"):
+        nes.bernoulli_from_uniforms(u[0], rho["a"][:2])

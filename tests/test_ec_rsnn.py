@@ -63,6 +63,10 @@ def test_packed_count_is_signed_matvec(size, seed):
     pc = cuba.popcount64_ref(P & sb[None, :])
     cnt = pc[:, :we].sum(1) - pc[:, we:].sum(1)
     np.testing.assert_array_equal(cnt, (s @ C[0].astype(np.float64))[0])
+    Pb = cuba.pack_hidden(C, n_exc)
+    sbb = cuba.pack_spikes(s, n_exc)
+    np.testing.assert_array_equal(cuba.packed_matvec(Pb, sbb, n_exc), cuba.packed_matvec_ref(s, C))
+    np.testing.assert_array_equal(cuba.packed_matvec(Pb, sbb, n_exc)[0], cnt)
 
 
 def test_popcount_ref():

@@ -28,7 +28,7 @@ from scipy.stats import rankdata
 
 from refsnn._checks import check_array, check_float, check_int
 
-__all__ = ["member_rng", "sample_connectivity", "deterministic_connectivity", "centered_ranks",
+__all__ = ["member_rng", "sample_connectivity", "bernoulli_from_uniforms", "nes_step", "deterministic_connectivity", "centered_ranks",
            "nes_gradient", "Adam", "clip_rho", "bernoulli_entropy"]
 
 # Generator streams of one (seed, generation, index) triple (the 4th SeedSequence word):
@@ -52,6 +52,13 @@ def sample_connectivity(rho: Mapping[str, np.ndarray], rng: np.random.Generator)
         r = rho[k]
         out[k] = rng.random(r.shape) < r
     return out
+
+
+def bernoulli_from_uniforms(u: np.ndarray, rho: np.ndarray) -> np.ndarray:
+    """Eq. 9 given the uniforms: ``theta = u < rho`` (bool; for cross-checking other backends)."""
+    u = check_array("u", u)
+    rho = check_array("rho", rho, shape=u.shape)
+    return u < rho
 
 
 def deterministic_connectivity(rho: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -151,6 +158,15 @@ class Adam:
                     raise ValueError(f"checkpoint: optimiser state opt.{part}.{k} missing or of the wrong shape")
                 store[k] = a.astype(np.float64)
         self.t = int(d["opt.t"])
+
+
+def nes_step(rho: Mapping[str, np.ndarray], thetas: Mapping[str, np.ndarray], fitness: np.ndarray,
+             opt: "Adam", *, eps: float = 1e-3, natural: bool = True) -> dict[str, np.ndarray]:
+    """One EC update (SPEC §5.2): ranks -> estimate -> Adam ascent -> clip. ``thetas[k]`` is the
+    ``(P, *rho[k].shape)`` bool stack of the stochastic members; ``opt`` is advanced in place."""
+    w = centered_ranks(fitness)
+    g = {k: nes_gradient(w, thetas[k], rho[k], natural=natural) for k in rho}
+    return clip_rho(opt.step(rho, g), eps)
 
 
 def clip_rho(rho: Mapping[str, np.ndarray], eps: float = 1e-3) -> dict[str, np.ndarray]:

@@ -70,7 +70,7 @@ __all__ = [
     "CubaConfig", "n_words", "pack_hidden", "unpack_hidden", "pack_spikes", "unpack_spikes",
     "initial_state", "initial_state_packed", "input_current_ref", "readout_ref",
     "cuba_env_step_ref", "cuba_env_step_packed", "float_env_step_ref", "float_env_step",
-    "popcount64_ref",
+    "popcount64_ref", "packed_matvec", "packed_matvec_ref",
 ]
 
 
@@ -241,6 +241,43 @@ def unpack_spikes(sbits: np.ndarray, n_neurons: int, n_exc: int, dtype=np.float3
     sign = np.ones(n_neurons, dtype=dtype)
     sign[n_exc:] = -1
     return (b * sign).astype(dtype)
+
+
+@numba.njit(cache=True)
+def _counts_kernel(Chp, sbits, we, out):
+    for m in range(Chp.shape[0]):
+        for j in range(Chp.shape[2]):
+            out[m, j] = 0
+        for w in range(Chp.shape[1]):
+            sw = sbits[m, w]
+            if sw == 0:
+                continue
+            if w < we:
+                for j in range(Chp.shape[2]):
+                    out[m, j] += _popcount64(Chp[m, w, j] & sw)
+            else:
+                for j in range(Chp.shape[2]):
+                    out[m, j] -= _popcount64(Chp[m, w, j] & sw)
+
+
+def packed_matvec(Chp: np.ndarray, sbits: np.ndarray, n_exc: int) -> np.ndarray:
+    """``s @ C_h`` from packed operands (SPEC §5.3): int64 ``(B, N)`` counts
+    ``sum_{w<WE} popcount(Chp[:, w, j] & sbits[:, w]) - sum_{w>=WE} popcount(...)``."""
+    Chp = check_array("Chp", Chp, ndim=3, dtypes=(np.dtype(np.uint64),))
+    B, W, N = Chp.shape
+    n_exc = check_int("n_exc", n_exc, lo=0, hi=N)
+    we, wi = n_words(n_exc, N)
+    if W != we + wi:
+        raise ValueError(f"Chp: expected {we + wi} words for N={N}, n_exc={n_exc}, got shape {Chp.shape}")
+    check_array("sbits", sbits, shape=(B, W), dtypes=(np.dtype(np.uint64),))
+    out = np.empty((B, N), dtype=np.int64)
+    _counts_kernel(Chp, sbits, we, out)
+    return out
+
+
+def packed_matvec_ref(s: np.ndarray, C_h: np.ndarray) -> np.ndarray:
+    """Oracle of :func:`packed_matvec`: signed spikes ``s`` (B, N) times bool ``C_h`` (B, N, N), int64."""
+    return np.einsum("bi,bij->bj", np.sign(s).astype(np.int64), C_h.astype(np.int64))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -611,6 +648,7 @@ def _warmup() -> None:
             C_out = rng.random((B, 8, 2)) < 0.5
             st = initial_state_packed(cfg, rng.random((B, 8)), dtype)
             cuba_env_step_packed(cfg, u, C_in, pack_hidden(C_h, cfg.n_exc), C_out, st, parallel=parallel)
+            packed_matvec(pack_hidden(C_h, cfg.n_exc), st[3], cfg.n_exc)
             fcfg = CubaConfig(n_neurons=8, dale=False, sparsity=1.0)
             fs = initial_state(fcfg, rng.random((B, 8)), dtype)
             float_env_step(fcfg, u[:, :d], rng.standard_normal((B, d, 8)).astype(dtype),
