@@ -28,6 +28,7 @@ from refsnn.io import atomic_write_json
 BENCHES: list[tuple[str, str, str]] = [
     ("lif_fwd_bwd_speedup_vs_numpy", "refsnn.kernels.lif:bench_lif",
      "multi-step LIF forward+backward, T=8, 2M neurons, float32, vs a vectorised NumPy loop over T"),
+    ("conv_fwd_bwd_speedup_vs_numpy", "refsnn.kernels.conv:bench_conv", "conv2d forward+backward [64,64,16,16] 3x3 64 filters float32 vs NumPy sliding-window im2col + matmul"),
     ("rsnn_packed_speedup_vs_dense", "refsnn.ec.bench:bench_rsnn_packed",
      "EC RSNN env step (33 substeps, N=256, 64 members, own connectivity): bit-packed Numba vs NumPy float32 batched matmul"),
     ("ec_policy_overhead", "refsnn.ec.bench:bench_policy_overhead",

@@ -75,3 +75,26 @@ def event_streams(draw, max_events: int = 200, max_side: int = 6):
     ev["t"] = t0 + rng.integers(0, span + 1, n)
     ev["p"] = rng.integers(0, 2, n) * (2 if draw(st.booleans()) else 1) - (1 if draw(st.booleans()) else 0)
     return ev, (H, W)
+
+
+# ---- §3 convolution, pooling, linear, BatchNorm ------------------------------------------------
+@st.composite
+def conv_cases(draw):
+    """(x_shape, w_shape, stride, padding) with rectangular kernels and valid output sizes."""
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    H = draw(st.integers(max(1, kh - 2 * ph), 8))
+    W = draw(st.integers(max(1, kw - 2 * pw), 8))
+    N, C, O = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    stride = draw(st.sampled_from([(sh, sw), sh]))
+    padding = draw(st.sampled_from([(ph, pw), ph]))
+    if isinstance(stride, int):
+        sh = sw = stride
+    if isinstance(padding, int):
+        ph = pw = padding
+        H, W = max(H, kh - 2 * ph), max(W, kw - 2 * pw)
+    return (N, C, H, W), (O, C, kh, kw), stride, padding
+
+
+nchw_shapes = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 6), st.integers(1, 6))

@@ -11,6 +11,8 @@ import importlib
 WARMUPS = [
     "refsnn.kernels.lif:_warmup",
     "refsnn.kernels.conv:_warmup",
+    "refsnn.kernels.pool:_warmup",
+    "refsnn.kernels.batchnorm:_warmup",
     "refsnn.kernels.cuba:_warmup",
     "refsnn.nas.bie:_warmup",
     "refsnn.datasets.events:_warmup",

@@ -1,0 +1,512 @@
+"""2-D convolution through hand-written Numba ``im2col`` / ``col2im`` (SPEC §3, conventions §1).
+
+Equations and shapes
+--------------------
+Input ``x`` has shape ``(N, C, H, W)`` (NCHW; the network folds time into the batch, so
+``N = T*B``), weight ``w`` has shape ``(O, C, kh, kw)`` (PyTorch layout, rectangular kernels
+allowed), bias ``b`` has shape ``(O,)`` or is absent. With stride ``(sh, sw)`` and zero padding
+``(ph, pw)`` the output is ``y`` of shape ``(N, O, Ho, Wo)``, ``Ho = (H + 2 ph - kh) // sh + 1``,
+``Wo = (W + 2 pw - kw) // sw + 1``, and (cross-correlation, PyTorch ``conv2d`` semantics)::
+
+    y[n, o, p, q] = b[o] + sum_{c, i, j} w[o, c, i, j] * xpad[n, c, p*sh + i, q*sw + j]
+
+where ``xpad`` is ``x`` zero-padded by ``ph`` rows and ``pw`` columns on each side.
+
+im2col form (SPEC §3): with ``K = C*kh*kw`` and ``P = N*Ho*Wo``, the column matrix
+``col`` of shape ``(K, P)`` holds ``col[(c, i, j), (n, p, q)] = xpad[n, c, p*sh + i, q*sw + j]``
+(row index ``c*kh*kw + i*kw + j``, column index ``n*Ho*Wo + p*Wo + q``) and ``W_col = w.reshape(O, K)``:
+
+* forward  ``Y = W_col @ col``            (``(O, P)``, then laid out as ``(N, O, Ho, Wo)``, plus ``b``)
+* backward ``dW = dY @ col.T``            (``dY`` is ``dy`` laid out as ``(O, P)``)
+* backward ``db[o] = sum_{n, p, q} dy[n, o, p, q]``
+* backward ``dX = col2im(W_col.T @ dY)``  (``col2im`` scatters-adds each column entry back to the
+  input pixel it was copied from; padding entries are dropped)
+
+Memory layout: refsnn stores the *transpose* ``colT = col.T`` of shape ``(P, K)`` (one row per
+output position, holding its receptive field), and evaluates the same products transposed,
+``Y.T = colT @ W_col.T``, ``dW = dY @ colT`` (with ``dY.T`` of shape ``(P, O)``) and
+``dcol.T = dY.T @ W_col``: with OpenBLAS these ``(P, K) x (K, O)``-shaped GEMMs ran 1.3-2.4x
+faster than the ``(O, K) x (K, P)`` ones. Mathematically nothing changes.
+
+The GEMMs go through ``np.dot`` (BLAS, multithreaded); ``im2col``, ``col2im`` and the NCHW <-> NHWC
+layout changes are *serial* Numba kernels. They are memory-bound and alternate with BLAS calls;
+with ``parallel=True`` the OpenMP workers spinning between parallel regions competed with the BLAS
+threads for the cores and made forward+backward up to 5x slower on a 2-core machine, so all the
+threads go to BLAS. ``col2im`` accumulates each element of ``dx`` in a fixed order (output
+position ``(p, q)`` outer, kernel offset ``(i, j)`` inner); the bias gradient sums each channel in
+float64 in a fixed order. Results are therefore deterministic and independent of any thread count
+(BLAS results depend only on the BLAS build).
+
+``dX`` is computed in chunks of images (``dY.T[chunk] @ W_col`` then ``col2im`` of that chunk)
+so the ``(chunk, K)`` intermediate stays in cache; the chunking does not change the result of any
+element (each element of ``W_col.T @ dY`` is one dot product over ``O``, whichever chunk it is in).
+
+Oracles: :func:`conv2d_forward_ref` / :func:`conv2d_backward_ref` are direct loops over the kernel
+offsets in plain NumPy; the tests also compare with ``scipy.signal.correlate``.
+
+Dtypes: float32 in -> float32 out, float64 in -> float64 out; ``x``, ``w``, ``b`` (and ``dy``)
+must share the dtype (``TypeError`` naming the argument otherwise).
+"""
+from __future__ import annotations
+
+import sys
+import threading
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from refsnn._checks import FLOAT_DTYPES, check_array, check_int, check_same_dtype
+
+__all__ = [
+    "Conv2dContext",
+    "conv2d_forward",
+    "conv2d_backward",
+    "conv2d_forward_ref",
+    "conv2d_backward_ref",
+    "bench_conv",
+    "clear_buffer_pool",
+]
+
+# Target size (bytes) of one chunk of W_col.T @ dY in the backward pass: small enough to stay in
+# the L2/L3 cache before col2im consumes it, large enough for BLAS to run at full speed.
+_DX_CHUNK_BYTES = 8 << 20
+
+
+# ---------------------------------------------------------------------------------------------
+# buffer recycling
+# ---------------------------------------------------------------------------------------------
+class _BufferPool:
+    """Recycles large work arrays (im2col matrices, GEMM outputs) between calls.
+
+    Fresh multi-megabyte arrays cost a page fault per page on first touch, which measured as much
+    as the im2col itself. The pool keeps the arrays it hands out and gives one back out again only
+    when nothing else references it any more (CPython reference count: not the caller, not a
+    ``Conv2dContext``, not a view), so a recycled buffer is never one still in use. At most
+    ``max_bytes`` are retained; :func:`clear_buffer_pool` releases them.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._bufs: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def empty(self, shape, dtype) -> np.ndarray:
+        shape = tuple(int(s) for s in shape)
+        dtype = np.dtype(dtype)
+        with self._lock:
+            idle = self._idle()
+            for i in idle:
+                buf = self._bufs[i]
+                if buf.shape == shape and buf.dtype == dtype:
+                    return buf
+            arr = np.empty(shape, dtype=dtype)
+            held = sum(b.nbytes for b in self._bufs)
+            for i in reversed(idle):                  # evict idle buffers to make room
+                if held + arr.nbytes <= self.max_bytes:
+                    break
+                held -= self._bufs.pop(i).nbytes
+            if held + arr.nbytes <= self.max_bytes:
+                self._bufs.append(arr)
+            return arr
+
+    def _idle(self) -> list[int]:
+        # an idle buffer is referenced only by the list and by getrefcount's argument
+        return [i for i in range(len(self._bufs)) if sys.getrefcount(self._bufs[i]) <= 2]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._bufs.clear()
+
+
+_POOL = _BufferPool(256 << 20)
+
+
+def clear_buffer_pool() -> None:
+    """Release the work arrays that conv2d keeps for reuse (at most 256 MiB)."""
+    _POOL.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# argument handling
+# ---------------------------------------------------------------------------------------------
+def _pair(name: str, v, *, lo: int) -> tuple[int, int]:
+    """``v`` as an ``(h, w)`` pair of ints >= ``lo`` (an int means the same for both)."""
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"{name}: expected an int or an (h, w) pair, got {v!r}")
+        return (check_int(f"{name}[0]", v[0], lo=lo), check_int(f"{name}[1]", v[1], lo=lo))
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int or an (h, w) pair of ints, got {type(v).__name__}")
+    v = check_int(name, v, lo=lo)
+    return (v, v)
+
+
+def _out_size(size: int, k: int, s: int, p: int, axis: str) -> int:
+    if size + 2 * p < k:
+        raise ValueError(
+            f"w: kernel {axis} {k} exceeds the padded input {axis} {size} + 2*{p} = {size + 2 * p}")
+    return (size + 2 * p - k) // s + 1
+
+
+def _check_forward_args(x, w, b, stride, padding):
+    x = check_array("x", x, ndim=4, dtypes=FLOAT_DTYPES)
+    w = check_array("w", w, ndim=4, dtypes=FLOAT_DTYPES)
+    check_same_dtype("x", x, "w", w)
+    if w.shape[1] != x.shape[1]:
+        raise ValueError(f"w: expected {x.shape[1]} input channels (w.shape[1], from x.shape[1]), "
+                         f"got shape {w.shape}")
+    if min(w.shape) < 1:
+        raise ValueError(f"w: expected all dimensions >= 1, got shape {w.shape}")
+    if b is not None:
+        b = check_array("b", b, ndim=1, dtypes=FLOAT_DTYPES, shape=(w.shape[0],))
+        check_same_dtype("x", x, "b", b)
+    sh, sw = _pair("stride", stride, lo=1)
+    ph, pw = _pair("padding", padding, lo=0)
+    return x, w, b, (sh, sw), (ph, pw)
+
+
+@dataclass
+class Conv2dContext:
+    """What :func:`conv2d_backward` needs from the forward pass (treat as opaque).
+
+    Attributes
+    ----------
+    colT : ndarray, shape ``(N*Ho*Wo, C*kh*kw)``
+        The transpose of the im2col matrix ``col`` of the forward input (see the module notes).
+    w_col : ndarray, shape ``(O, C*kh*kw)``
+        The weight as a matrix (a view of the forward ``w``, not a copy).
+    x_shape, w_shape : tuple
+        Shapes of ``x`` and ``w``.
+    out_hw : tuple ``(Ho, Wo)``
+    stride, padding : tuple ``(h, w)``
+    has_bias : bool
+        Whether forward received a bias (otherwise ``db`` is None).
+    """
+
+    colT: np.ndarray
+    w_col: np.ndarray
+    x_shape: tuple
+    w_shape: tuple
+    out_hw: tuple
+    stride: tuple
+    padding: tuple
+    has_bias: bool
+
+
+# ---------------------------------------------------------------------------------------------
+# Numba kernels
+# ---------------------------------------------------------------------------------------------
+@numba.njit(cache=True)
+def _im2col(x, kh, kw, sh, sw, ph, pw, Ho, Wo, colT):
+    """``colT[(n, p, q), (c, i, j)] = xpad[n, c, p*sh + i, q*sw + j]`` (the transpose of ``col``)."""
+    N, C, H, W = x.shape
+    khw = kh * kw
+    for n in range(N):
+        for p in range(Ho):
+            for q in range(Wo):
+                row = (n * Ho + p) * Wo + q
+                for c in range(C):
+                    for i in range(kh):
+                        ih = p * sh - ph + i
+                        k0 = c * khw + i * kw
+                        if ih < 0 or ih >= H:
+                            for j in range(kw):
+                                colT[row, k0 + j] = 0.0
+                        else:
+                            for j in range(kw):
+                                iw = q * sw - pw + j
+                                if iw < 0 or iw >= W:
+                                    colT[row, k0 + j] = 0.0
+                                else:
+                                    colT[row, k0 + j] = x[n, c, ih, iw]
+    return colT
+
+
+@numba.njit(cache=True)
+def _col2im(dcolT, n0, kh, kw, sh, sw, ph, pw, Ho, Wo, dx):
+    """``dx[n0 + m]`` = scatter-add of the rows ``(m, p, q)`` of ``dcolT`` to their input pixels.
+
+    Images one at a time; within an image each element of ``dx`` is accumulated in the fixed order
+    ``(p, q)`` outer, ``(i, j)`` inner, so the result does not depend on any thread count.
+    """
+    _, C, H, W = dx.shape
+    nb = dcolT.shape[0] // (Ho * Wo)
+    khw = kh * kw
+    for m in range(nb):
+        n = n0 + m
+        for c in range(C):
+            for a in range(H):
+                for bb in range(W):
+                    dx[n, c, a, bb] = 0.0
+        for p in range(Ho):
+            for q in range(Wo):
+                row = (m * Ho + p) * Wo + q
+                for c in range(C):
+                    for i in range(kh):
+                        ih = p * sh - ph + i
+                        if ih < 0 or ih >= H:
+                            continue
+                        k0 = c * khw + i * kw
+                        for j in range(kw):
+                            iw = q * sw - pw + j
+                            if iw >= 0 and iw < W:
+                                dx[n, c, ih, iw] += dcolT[row, k0 + j]
+    return dx
+
+
+@numba.njit(cache=True)
+def _nhwc_to_nchw(yt, b, has_bias, y):
+    """``y[n, o, s] = yt[n, s, o] (+ b[o])``; ``yt`` is ``(N, Ho*Wo, O)``, ``y`` is ``(N, O, Ho*Wo)``."""
+    N, S, O = yt.shape
+    for n in range(N):
+        for s in range(S):
+            for o in range(O):
+                y[n, o, s] = yt[n, s, o]
+        if has_bias:
+            for o in range(O):
+                bo = b[o]
+                for s in range(S):
+                    y[n, o, s] += bo
+    return y
+
+
+@numba.njit(cache=True)
+def _nchw_to_nhwc(dy, dyt, db):
+    """``dyt[n, s, o] = dy[n, o, s]`` and ``db[o] = sum_{n, s} dy[n, o, s]`` (float64, fixed order)."""
+    N, O, S = dy.shape
+    for o in range(O):
+        db[o] = 0.0
+    for n in range(N):
+        for o in range(O):
+            acc = 0.0
+            for s in range(S):
+                v = dy[n, o, s]
+                dyt[n, s, o] = v
+                acc += np.float64(v)
+            db[o] += acc
+    return dyt
+
+
+# ---------------------------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------------------------
+def conv2d_forward(x, w, b=None, *, stride=1, padding=0):
+    """2-D cross-correlation with zero padding, PyTorch ``conv2d`` semantics (SPEC §3).
+
+    ``y[n, o, p, q] = b[o] + sum_{c,i,j} w[o, c, i, j] * xpad[n, c, p*sh + i, q*sw + j]``,
+    computed as ``Y = W_col @ im2col(x)``.
+
+    Parameters
+    ----------
+    x : ndarray, shape ``(N, C, H, W)``, float32 or float64
+    w : ndarray, shape ``(O, C, kh, kw)``, same dtype as ``x``
+    b : ndarray, shape ``(O,)``, same dtype, or None
+    stride : int or (int, int), >= 1
+    padding : int or (int, int), >= 0 (zero padding on both sides)
+
+    Returns
+    -------
+    y : ndarray, shape ``(N, O, Ho, Wo)``, dtype of ``x``
+        ``Ho = (H + 2 ph - kh) // sh + 1``, ``Wo = (W + 2 pw - kw) // sw + 1``.
+    ctx : Conv2dContext
+        Opaque; pass to :func:`conv2d_backward`. Holds the im2col matrix (as ``colT``, ``N*Ho*Wo x C*kh*kw``).
+
+    Raises
+    ------
+    TypeError
+        Non-float dtype or dtypes that differ (names the argument).
+    ValueError
+        Wrong rank, channel mismatch, NaN/inf, bad stride/padding, kernel larger than the padded
+        input (names the argument).
+    """
+    x, w, b, (sh, sw), (ph, pw) = _check_forward_args(x, w, b, stride, padding)
+    N, C, H, W = x.shape
+    O, _, kh, kw = w.shape
+    Ho = _out_size(H, kh, sh, ph, "height")
+    Wo = _out_size(W, kw, sw, pw, "width")
+    x = np.ascontiguousarray(x)
+    w_col = np.ascontiguousarray(w).reshape(O, C * kh * kw)
+    colT = _POOL.empty((N * Ho * Wo, C * kh * kw), x.dtype)
+    _im2col(x, kh, kw, sh, sw, ph, pw, Ho, Wo, colT)
+    yt = _POOL.empty((N * Ho * Wo, O), x.dtype)
+    np.dot(colT, w_col.T, out=yt)                            # Y.T, (N*Ho*Wo, O)
+    y = _POOL.empty((N, O, Ho * Wo), x.dtype)
+    bb = b if b is not None else np.zeros(1, dtype=x.dtype)
+    _nhwc_to_nchw(yt.reshape(N, Ho * Wo, O), np.ascontiguousarray(bb), b is not None, y)
+    ctx = Conv2dContext(colT=colT, w_col=w_col, x_shape=x.shape, w_shape=w.shape, out_hw=(Ho, Wo),
+                        stride=(sh, sw), padding=(ph, pw), has_bias=b is not None)
+    return y.reshape(N, O, Ho, Wo), ctx
+
+
+def conv2d_backward(dy, ctx, *, need_dx=True):
+    """Gradients of :func:`conv2d_forward` (SPEC §3).
+
+    ``dW = dY @ col.T``, ``db[o] = sum_{n,p,q} dy[n, o, p, q]``, ``dX = col2im(W_col.T @ dY)``.
+
+    Parameters
+    ----------
+    dy : ndarray, shape ``(N, O, Ho, Wo)``, dtype of the forward input
+        Gradient of the loss with respect to ``y``.
+    ctx : Conv2dContext
+        From :func:`conv2d_forward`.
+    need_dx : bool
+        If False, ``dx`` is not computed (e.g. the first layer) and None is returned for it.
+
+    Returns
+    -------
+    dx : ndarray ``(N, C, H, W)`` or None
+    dw : ndarray ``(O, C, kh, kw)``
+    db : ndarray ``(O,)`` or None (None when forward had no bias)
+    """
+    if not isinstance(ctx, Conv2dContext):
+        raise TypeError(f"ctx: expected a Conv2dContext from conv2d_forward, got {type(ctx).__name__}")
+    N, C, H, W = ctx.x_shape
+    O, _, kh, kw = ctx.w_shape
+    Ho, Wo = ctx.out_hw
+    dy = check_array("dy", dy, ndim=4, dtypes=FLOAT_DTYPES, shape=(N, O, Ho, Wo))
+    check_same_dtype("x (forward input)", ctx.colT, "dy", dy)
+    sh, sw = ctx.stride
+    ph, pw = ctx.padding
+    HoWo = Ho * Wo
+    dyt = _POOL.empty((N * HoWo, O), dy.dtype)             # dY.T, (N*Ho*Wo, O)
+    db64 = np.empty(O, dtype=np.float64)
+    _nchw_to_nhwc(np.ascontiguousarray(dy).reshape(N, O, HoWo), dyt.reshape(N, HoWo, O), db64)
+    dw = np.dot(dyt.T, ctx.colT).reshape(ctx.w_shape)        # dW = dY @ col.T
+    db = db64.astype(dy.dtype) if ctx.has_bias else None
+    dx = None
+    if need_dx:
+        dx = _POOL.empty((N, C, H, W), dy.dtype)
+        K = C * kh * kw
+        per_image = K * HoWo * dy.itemsize
+        nb = max(1, min(N, _DX_CHUNK_BYTES // max(per_image, 1)))
+        n_chunks = -(-N // nb)
+        nb = -(-N // n_chunks)                               # even chunks, no tiny last one
+        buf = _POOL.empty((nb * HoWo, K), dy.dtype)
+        for n0 in range(0, N, nb):
+            m = min(nb, N - n0)
+            dcolT = buf[: m * HoWo]
+            np.dot(dyt[n0 * HoWo:(n0 + m) * HoWo], ctx.w_col, out=dcolT)   # (W_col.T @ dY).T
+            _col2im(dcolT, n0, kh, kw, sh, sw, ph, pw, Ho, Wo, dx)
+    return dx, dw, db
+
+
+# ---------------------------------------------------------------------------------------------
+# oracles
+# ---------------------------------------------------------------------------------------------
+def conv2d_forward_ref(x, w, b=None, *, stride=1, padding=0):
+    """Direct convolution: a plain NumPy loop over the kernel offsets ``(i, j)`` (oracle).
+
+    ``y[n, o, p, q] = b[o] + sum_{i,j} sum_c w[o, c, i, j] xpad[n, c, p*sh + i, q*sw + j]``.
+    Same arguments, validation and dtype rules as :func:`conv2d_forward`; returns ``y`` only.
+    """
+    x, w, b, (sh, sw), (ph, pw) = _check_forward_args(x, w, b, stride, padding)
+    N, C, H, W = x.shape
+    O, _, kh, kw = w.shape
+    Ho = _out_size(H, kh, sh, ph, "height")
+    Wo = _out_size(W, kw, sw, pw, "width")
+    xp = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
+    xp[:, :, ph:ph + H, pw:pw + W] = x
+    y = np.zeros((N, O, Ho, Wo), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[:, :, i:i + sh * (Ho - 1) + 1:sh, j:j + sw * (Wo - 1) + 1:sw]  # (N,C,Ho,Wo)
+            y += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
+    if b is not None:
+        y += b[None, :, None, None]
+    return y
+
+
+def conv2d_backward_ref(dy, x, w, *, stride=1, padding=0, has_bias=True):
+    """Gradients of the direct convolution by the same loop over kernel offsets (oracle).
+
+    ``dw[o, c, i, j] = sum_{n,p,q} dy[n, o, p, q] xpad[n, c, p*sh + i, q*sw + j]``,
+    ``dxpad[n, c, p*sh + i, q*sw + j] += sum_o dy[n, o, p, q] w[o, c, i, j]``,
+    ``db[o] = sum_{n,p,q} dy[n, o, p, q]``. Returns ``(dx, dw, db)``, ``db`` None if not ``has_bias``.
+    """
+    x, w, _, (sh, sw), (ph, pw) = _check_forward_args(x, w, None, stride, padding)
+    N, C, H, W = x.shape
+    O, _, kh, kw = w.shape
+    Ho = _out_size(H, kh, sh, ph, "height")
+    Wo = _out_size(W, kw, sw, pw, "width")
+    dy = check_array("dy", dy, ndim=4, dtypes=FLOAT_DTYPES, shape=(N, O, Ho, Wo))
+    check_same_dtype("x", x, "dy", dy)
+    xp = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
+    xp[:, :, ph:ph + H, pw:pw + W] = x
+    dxp = np.zeros_like(xp)
+    dw = np.zeros_like(w)
+    for i in range(kh):
+        for j in range(kw):
+            sl = (slice(None), slice(None),
+                  slice(i, i + sh * (Ho - 1) + 1, sh), slice(j, j + sw * (Wo - 1) + 1, sw))
+            dw[:, :, i, j] = np.einsum("nohw,nchw->oc", dy, xp[sl])
+            dxp[sl] += np.einsum("nohw,oc->nchw", dy, w[:, :, i, j])
+    dx = dxp[:, :, ph:ph + H, pw:pw + W].copy()
+    db = dy.sum(axis=(0, 2, 3)) if has_bias else None
+    return dx, dw, db
+
+
+# ---------------------------------------------------------------------------------------------
+# warm-up and benchmark
+# ---------------------------------------------------------------------------------------------
+def _warmup() -> None:
+    """Compile (or load from cache) every kernel of this module, float32 and float64."""
+    for dt in FLOAT_DTYPES:
+        x = np.ones((1, 2, 4, 4), dtype=dt)
+        w = np.ones((3, 2, 3, 2), dtype=dt)
+        b = np.zeros(3, dtype=dt)
+        y, ctx = conv2d_forward(x, w, b, stride=(1, 2), padding=1)
+        conv2d_backward(np.ones_like(y), ctx)
+        y, ctx = conv2d_forward(x, w)
+        conv2d_backward(np.ones_like(y), ctx, need_dx=False)
+
+
+def bench_conv() -> dict:
+    """conv2d forward + backward (dx, dw), x ``[64, 64, 16, 16]`` float32, 3x3, 64 filters, padding 1.
+
+    Baseline: NumPy im2col through ``sliding_window_view`` + matmul for the forward pass; matmul
+    plus a NumPy col2im looping over the kernel offsets for the backward pass. Both use the same
+    (multithreaded) BLAS. Returns ``{"conv_fwd_bwd_speedup_vs_numpy": baseline_s / refsnn_s}``.
+    """
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from refsnn.bench import time_side_by_side
+
+    rng = np.random.default_rng(np.random.SeedSequence(2024))
+    N, C, H, W, O, k, pad = 64, 64, 16, 16, 64, 3, 1
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = (rng.standard_normal((O, C, k, k)) * 0.05).astype(np.float32)
+    dy = rng.standard_normal((N, O, H, W)).astype(np.float32)
+
+    def baseline():
+        xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+        Ho, Wo = xp.shape[2] - k + 1, xp.shape[3] - k + 1
+        win = sliding_window_view(xp, (k, k), axis=(2, 3))           # (N, C, Ho, Wo, k, k)
+        col = win.transpose(0, 2, 3, 1, 4, 5).reshape(N * Ho * Wo, C * k * k)
+        w_col = w.reshape(O, C * k * k)
+        y = (col @ w_col.T).reshape(N, Ho, Wo, O).transpose(0, 3, 1, 2)
+        y = np.ascontiguousarray(y)
+        dy_mat = dy.transpose(0, 2, 3, 1).reshape(N * Ho * Wo, O)
+        dw = (dy_mat.T @ col).reshape(O, C, k, k)
+        dcol = (dy_mat @ w_col).reshape(N, Ho, Wo, C, k, k)
+        dxp = np.zeros_like(xp)
+        for i in range(k):
+            for j in range(k):
+                dxp[:, :, i:i + Ho, j:j + Wo] += dcol[..., i, j].transpose(0, 3, 1, 2)
+        dx = dxp[:, :, pad:pad + H, pad:pad + W]
+        return y, dx, dw
+
+    def candidate():
+        y, ctx = conv2d_forward(x, w, padding=pad)
+        dx, dw, _ = conv2d_backward(dy, ctx)
+        return y, dx, dw
+
+    # sanity: both compute the same thing
+    yb, dxb, dwb = baseline()
+    yc, dxc, dwc = candidate()
+    for name, a, c in (("y", yb, yc), ("dx", dxb, dxc), ("dw", dwb, dwc)):
+        scale = float(np.abs(a).max()) or 1.0
+        if float(np.abs(a - c).max()) > 1e-4 * scale:
+            raise AssertionError(f"bench_conv: {name} of refsnn and the NumPy baseline disagree")
+    base_s, cand_s = time_side_by_side(baseline, candidate)
+    return {"conv_fwd_bwd_speedup_vs_numpy": base_s / cand_s}

@@ -1,0 +1,67 @@
+"""Linear (fully connected) layer, ``y = x @ W.T + b`` (SPEC §1, §3), plain NumPy + BLAS.
+
+Shapes: ``x (N, in)``, ``w (out, in)`` (PyTorch layout), ``b (out,)`` or None, ``y (N, out)``.
+Backward, with ``dy (N, out)``: ``dx = dy @ W`` ``(N, in)``, ``dW = dy.T @ x`` ``(out, in)``,
+``db = sum_n dy[n]`` ``(out,)`` (None without bias). These are single GEMMs, so there is no Numba
+kernel here: BLAS is the fast path, and the oracles are explicit ``einsum`` contractions.
+float32 in -> float32 out, float64 -> float64; mixed dtypes raise ``TypeError`` naming the argument.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from refsnn._checks import FLOAT_DTYPES, check_array, check_same_dtype
+
+__all__ = ["linear_forward", "linear_backward", "linear_forward_ref", "linear_backward_ref"]
+
+
+def _check(x, w, b):
+    x = check_array("x", x, ndim=2, dtypes=FLOAT_DTYPES)
+    w = check_array("w", w, ndim=2, dtypes=FLOAT_DTYPES)
+    check_same_dtype("x", x, "w", w)
+    if w.shape[1] != x.shape[1]:
+        raise ValueError(f"w: expected {x.shape[1]} input features (w.shape[1], from x.shape[1]), "
+                         f"got shape {w.shape}")
+    if b is not None:
+        b = check_array("b", b, ndim=1, dtypes=FLOAT_DTYPES, shape=(w.shape[0],))
+        check_same_dtype("x", x, "b", b)
+    return x, w, b
+
+
+def linear_forward(x, w, b=None):
+    """``y = x @ w.T + b``; ``x (N, in)``, ``w (out, in)``, ``b (out,)`` or None -> ``y (N, out)``."""
+    x, w, b = _check(x, w, b)
+    y = x @ w.T
+    if b is not None:
+        y += b
+    return y
+
+
+def linear_backward(dy, x, w, has_bias):
+    """Gradients of :func:`linear_forward`: ``(dx, dw, db)`` = ``(dy @ w, dy.T @ x, dy.sum(0))``.
+
+    ``db`` is None when ``has_bias`` is False.
+    """
+    x, w, _ = _check(x, w, None)
+    dy = check_array("dy", dy, ndim=2, dtypes=FLOAT_DTYPES, shape=(x.shape[0], w.shape[0]))
+    check_same_dtype("x", x, "dy", dy)
+    dx = dy @ w
+    dw = dy.T @ x
+    db = dy.sum(axis=0, dtype=np.float64).astype(dy.dtype) if has_bias else None
+    return dx, dw, db
+
+
+def linear_forward_ref(x, w, b=None):
+    """Oracle: ``einsum('ni,oi->no')`` plus bias."""
+    x, w, b = _check(x, w, b)
+    y = np.einsum("ni,oi->no", x, w)
+    return y + b if b is not None else y
+
+
+def linear_backward_ref(dy, x, w, has_bias):
+    """Oracle: the three contractions written with ``einsum``."""
+    x, w, _ = _check(x, w, None)
+    dy = check_array("dy", dy, ndim=2, dtypes=FLOAT_DTYPES, shape=(x.shape[0], w.shape[0]))
+    check_same_dtype("x", x, "dy", dy)
+    return (np.einsum("no,oi->ni", dy, w), np.einsum("no,ni->oi", dy, x),
+            np.einsum("no->o", dy) if has_bias else None)

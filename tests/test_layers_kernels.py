@@ -1,0 +1,194 @@
+"""SPEC §3: average/global pooling, linear and BatchNorm2d kernels vs oracles and finite differences."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from refsnn.kernels.batchnorm import (batchnorm2d_backward, batchnorm2d_backward_ref,
+                                      batchnorm2d_forward, batchnorm2d_forward_ref)
+from refsnn.kernels.linear import (linear_backward, linear_backward_ref, linear_forward,
+                                   linear_forward_ref)
+from refsnn.kernels.pool import (avgpool2d_backward, avgpool2d_backward_ref, avgpool2d_forward,
+                                 avgpool2d_forward_ref, global_avgpool_backward,
+                                 global_avgpool_backward_ref, global_avgpool_forward,
+                                 global_avgpool_forward_ref)
+from strategies import dtypes, nchw_shapes, rng_from, seeds
+
+TOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+def _close(a, b, dt, k=10):
+    assert a.dtype == np.dtype(dt) and a.shape == b.shape
+    scale = max(1.0, float(np.abs(b).max()) if b.size else 1.0)
+    np.testing.assert_allclose(a, b, rtol=0, atol=TOL[dt] * scale * k)
+
+
+def _fd(f, a, eps=1e-6):
+    g = np.zeros_like(a)
+    for i in np.ndindex(a.shape):
+        old = a[i]
+        a[i] = old + eps
+        fp = f()
+        a[i] = old - eps
+        fm = f()
+        a[i] = old
+        g[i] = (fp - fm) / (2 * eps)
+    return g
+
+
+# ---- pooling ----
+@settings(max_examples=40, deadline=None)
+@given(nchw_shapes, st.integers(1, 3), dtypes, seeds)
+def test_avgpool_matches_oracle(shape, k, dt, seed):
+    N, C, H, W = shape
+    x = rng_from(seed).uniform(-2, 2, (N, C, H * k, W * k)).astype(dt)
+    y = avgpool2d_forward(x, k)
+    _close(y, avgpool2d_forward_ref(x, k), dt)
+    dy = rng_from(seed + 1).uniform(-2, 2, y.shape).astype(dt)
+    _close(avgpool2d_backward(dy, k), avgpool2d_backward_ref(dy, k), dt)
+    g = global_avgpool_forward(x)
+    _close(g, global_avgpool_forward_ref(x), dt)
+    dg = rng_from(seed + 2).uniform(-2, 2, g.shape).astype(dt)
+    _close(global_avgpool_backward(dg, x.shape[2:]), global_avgpool_backward_ref(dg, x.shape[2:]), dt)
+
+
+def test_pool_backward_finite_differences():
+    rng = rng_from(11)
+    x = rng.uniform(-1, 1, (2, 2, 4, 6))
+    dy = rng.uniform(-1, 1, (2, 2, 2, 3))
+    np.testing.assert_allclose(avgpool2d_backward(dy, 2),
+                               _fd(lambda: float((avgpool2d_forward(x, 2) * dy).sum()), x), atol=1e-8)
+    dg = rng.uniform(-1, 1, (2, 2))
+    np.testing.assert_allclose(global_avgpool_backward(dg, (4, 6)),
+                               _fd(lambda: float((global_avgpool_forward(x) * dg).sum()), x), atol=1e-8)
+
+
+def test_pool_bad_input():
+    x = np.zeros((1, 2, 4, 6), np.float32)
+    with pytest.raises(ValueError, match=r"^k\b"):
+        avgpool2d_forward(x, 4)
+    with pytest.raises(ValueError, match=r"^k\b"):
+        avgpool2d_forward(x, 0)
+    with pytest.raises(TypeError, match=r"^x\b"):
+        avgpool2d_forward(x.astype(np.float16), 2)
+    with pytest.raises(ValueError, match=r"^x\b"):
+        global_avgpool_forward(x[0])
+    with pytest.raises(ValueError, match=r"^hw"):
+        global_avgpool_backward(np.zeros((1, 2), np.float32), (4,))
+    with pytest.raises(ValueError, match=r"^x\b"):
+        avgpool2d_forward(np.full((1, 1, 2, 2), np.nan), 2)
+
+
+# ---- linear ----
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 6), st.integers(1, 6), dtypes, seeds, st.booleans())
+def test_linear_matches_oracle(n, fin, fout, dt, seed, bias):
+    rng = rng_from(seed)
+    x = rng.uniform(-1, 1, (n, fin)).astype(dt)
+    w = rng.uniform(-1, 1, (fout, fin)).astype(dt)
+    b = rng.uniform(-1, 1, fout).astype(dt) if bias else None
+    _close(linear_forward(x, w, b), linear_forward_ref(x, w, b), dt)
+    dy = rng.uniform(-1, 1, (n, fout)).astype(dt)
+    got, ref = linear_backward(dy, x, w, bias), linear_backward_ref(dy, x, w, bias)
+    for a, r in zip(got, ref):
+        assert (a is None) == (r is None)
+        if a is not None:
+            _close(a, r, dt)
+
+
+def test_linear_finite_differences():
+    rng = rng_from(5)
+    x, w, b = rng.uniform(-1, 1, (3, 4)), rng.uniform(-1, 1, (2, 4)), rng.uniform(-1, 1, 2)
+    dy = rng.uniform(-1, 1, (3, 2))
+    loss = lambda: float((linear_forward(x, w, b) * dy).sum())
+    for g, a in zip(linear_backward(dy, x, w, True), (x, w, b)):
+        np.testing.assert_allclose(g, _fd(loss, a), atol=1e-8)
+
+
+def test_linear_bad_input():
+    x, w = np.zeros((2, 3)), np.zeros((4, 3))
+    with pytest.raises(ValueError, match=r"^w\b"):
+        linear_forward(x, np.zeros((4, 5)))
+    with pytest.raises(TypeError, match=r"^w\b"):
+        linear_forward(x, w.astype(np.float32))
+    with pytest.raises(ValueError, match=r"^b\b"):
+        linear_forward(x, w, np.zeros(3))
+    with pytest.raises(ValueError, match=r"^dy\b"):
+        linear_backward(np.zeros((2, 3)), x, w, True)
+
+
+# ---- BatchNorm ----
+def _bn_inputs(shape, dt, seed):
+    rng = rng_from(seed)
+    C = shape[1]
+    x = rng.uniform(-2, 2, shape).astype(dt)
+    gamma = rng.uniform(0.5, 1.5, C).astype(dt)
+    beta = rng.uniform(-1, 1, C).astype(dt)
+    rm = rng.uniform(-0.5, 0.5, C).astype(dt)
+    rv = rng.uniform(0.5, 2, C).astype(dt)
+    return x, gamma, beta, rm, rv
+
+
+@settings(max_examples=40, deadline=None)
+@given(nchw_shapes, dtypes, seeds, st.booleans())
+def test_bn_matches_oracle(shape, dt, seed, training):
+    if training and shape[0] * shape[2] * shape[3] < 2:
+        shape = (2,) + shape[1:]
+    x, gamma, beta, rm, rv = _bn_inputs(shape, dt, seed)
+    yr, rmr, rvr = batchnorm2d_forward_ref(x, gamma, beta, rm, rv, training=training)
+    rm0, rv0 = rm.copy(), rv.copy()
+    y, ctx = batchnorm2d_forward(x, gamma, beta, rm, rv, training=training)
+    _close(y, yr, dt, k=100)
+    _close(rm, rmr, dt)
+    _close(rv, rvr, dt)
+    if not training:
+        np.testing.assert_array_equal(rm, rm0)
+        np.testing.assert_array_equal(rv, rv0)
+    dy = rng_from(seed + 1).uniform(-1, 1, shape).astype(dt)
+    got = batchnorm2d_backward(dy, ctx)
+    ref = batchnorm2d_backward_ref(dy, x, gamma, rm0, rv0, training=training)
+    for a, r in zip(got, ref):
+        _close(a, r, dt, k=1000)
+
+
+def test_bn_running_stats_by_hand():
+    x = np.arange(2 * 1 * 1 * 3, dtype=np.float64).reshape(2, 1, 1, 3)   # values 0..5
+    rm, rv = np.array([1.0]), np.array([2.0])
+    batchnorm2d_forward(x, np.ones(1), np.zeros(1), rm, rv, training=True, momentum=0.1)
+    # mean 2.5; unbiased variance of 0..5 = 17.5/5 = 3.5
+    np.testing.assert_allclose(rm, [0.9 * 1.0 + 0.1 * 2.5], rtol=1e-15)
+    np.testing.assert_allclose(rv, [0.9 * 2.0 + 0.1 * 3.5], rtol=1e-15)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_bn_finite_differences(training):
+    x, gamma, beta, rm, rv = _bn_inputs((3, 2, 2, 3), np.float64, 17)
+    dy = rng_from(18).uniform(-1, 1, x.shape)
+
+    def loss():
+        y, _ = batchnorm2d_forward(x, gamma, beta, rm.copy(), rv.copy(), training=training)
+        return float((y * dy).sum())
+
+    _, ctx = batchnorm2d_forward(x, gamma, beta, rm.copy(), rv.copy(), training=training)
+    dx, dg, db = batchnorm2d_backward(dy, ctx)
+    np.testing.assert_allclose(dx, _fd(loss, x), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(dg, _fd(loss, gamma), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(db, _fd(loss, beta), rtol=1e-5, atol=1e-7)
+
+
+def test_bn_bad_input():
+    x, gamma, beta, rm, rv = _bn_inputs((2, 3, 2, 2), np.float32, 1)
+    with pytest.raises(ValueError, match=r"^gamma\b"):
+        batchnorm2d_forward(x, gamma[:2], beta, rm, rv, training=True)
+    with pytest.raises(TypeError, match=r"^running_var\b"):
+        batchnorm2d_forward(x, gamma, beta, rm, rv.astype(np.float64), training=True)
+    with pytest.raises(ValueError, match=r"^momentum\b"):
+        batchnorm2d_forward(x, gamma, beta, rm, rv, training=True, momentum=1.5)
+    with pytest.raises(ValueError, match=r"^eps\b"):
+        batchnorm2d_forward(x, gamma, beta, rm, rv, training=True, eps=0.0)
+    with pytest.raises(ValueError, match=r"^x\b"):
+        batchnorm2d_forward(x[:1, :, :1, :1], gamma, beta, rm, rv, training=True)
+    with pytest.raises(ValueError, match=r"^x\b"):
+        batchnorm2d_forward(x[0], gamma, beta, rm, rv, training=False)
+    with pytest.raises(TypeError, match=r"^training\b"):
+        batchnorm2d_forward(x, gamma, beta, rm, rv, training="yes")
