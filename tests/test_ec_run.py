@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import gymnasium as gym
 import numpy as np
@@ -81,6 +82,13 @@ def test_corrupt_or_mismatched_checkpoint(tmp_path):
     train(a)
     with pytest.raises(ValueError, match="population"):
         train(_tiny(tmp_path, "r", generations=2, population=10, resume=True))
+    with pytest.raises(ValueError, match="--resume"):
+        train(_tiny(tmp_path, "r", generations=2))
+    (tmp_path / "r" / ".lock").write_text(str(os.getppid()))   # a live process holds the directory
+    with pytest.raises(ValueError, match="in use by another run"):
+        train(_tiny(tmp_path, "r", generations=2, resume=True))
+    (tmp_path / "r" / ".lock").write_text("999999999")          # stale lock: ignored
+    train(_tiny(tmp_path, "r", generations=1, resume=True))
     p = tmp_path / "r" / "checkpoint.npz"
     p.write_bytes(p.read_bytes()[:100])
     with pytest.raises(ValueError, match="checkpoint.npz"):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -177,13 +178,58 @@ def _make_executor(a: ECArgs):
     return Evaluator(a.workers), None
 
 
-def train(a: ECArgs, *, log=print, executor=None, chunks: int | None = None) -> dict:
+class _RunLock:
+    """``OUT/.lock`` holding the pid, so two runs never write the same directory at once."""
+
+    def __init__(self, out: Path):
+        self.path = out / ".lock"
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                alive = pid > 0 and pid != os.getpid()
+                if alive:
+                    try:
+                        os.kill(pid, 0)
+                    except ProcessLookupError:
+                        alive = False
+                    except PermissionError:
+                        pass
+                if alive:
+                    raise ValueError(f"out: {self.path.parent} is in use by another run (pid {pid}); "
+                                     f"wait for it or remove {self.path} if that process is gone") from None
+                self.path.unlink(missing_ok=True)  # stale lock of a dead process
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return self
+        raise ValueError(f"out: cannot lock {self.path}")
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+
+
+def train(a: ECArgs, *, log=print, executor=None, chunks: int | None = None, overwrite: bool = False) -> dict:
     """Run (or resume) an EC / ES-RSNN run as configured by ``a``; returns the summary dict.
 
     ``executor``: optional ``concurrent.futures.Executor`` overriding ``a.workers``/``a.executor``.
+    An output directory that already holds a checkpoint is an error unless ``a.resume`` (continue)
+    or ``overwrite=True`` (start again).
     """
     a.validate()
     out = Path(a.out)
+    with _RunLock(out):
+        return _train_locked(a, out, log=log, executor=executor, chunks=chunks, overwrite=overwrite)
+
+
+def _train_locked(a: ECArgs, out: Path, *, log, executor, chunks, overwrite) -> dict:
     env, obs_dim, act_dim = check_env(a.env, a.max_steps)
     env.close()
     fam = make_family(a.method, _cfg_kwargs(a), obs_dim, act_dim, a.sigma)
@@ -219,6 +265,9 @@ def train(a: ECArgs, *, log=print, executor=None, chunks: int | None = None) -> 
         log(f"resuming {out} at generation {start_gen}")
     elif a.resume:
         log(f"--resume: no checkpoint in {out}, starting from scratch")
+    elif ckpt_path.exists() and not overwrite:
+        raise ValueError(f"out: {out} already holds a run (checkpoint.npz); pass --resume to continue it "
+                         "or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
 
     client = None

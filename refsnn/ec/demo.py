@@ -23,7 +23,7 @@ def demo_ec(out_dir, *, workers: int = 2, log=print, **overrides) -> dict:
     settings = dict(DEMO_SETTINGS)
     settings.update(overrides)
     a = ECArgs(workers=workers, out=str(out), **settings)
-    summary = train(a, log=log)
+    summary = train(a, log=log, overwrite=True)
     hist = load_npz(out / "checkpoint.npz")["history"]
     c = {k: i for i, k in enumerate(COLUMNS)}
     played = play(out, episodes=2, max_steps=a.max_steps)
