@@ -12,30 +12,36 @@ allowed), bias ``b`` has shape ``(O,)`` or is absent. With stride ``(sh, sw)`` a
 
 where ``xpad`` is ``x`` zero-padded by ``ph`` rows and ``pw`` columns on each side.
 
-im2col form (SPEC §3): with ``K = C*kh*kw`` and ``P = N*Ho*Wo``, the column matrix
-``col`` of shape ``(K, P)`` holds ``col[(c, i, j), (n, p, q)] = xpad[n, c, p*sh + i, q*sw + j]``
-(row index ``c*kh*kw + i*kw + j``, column index ``n*Ho*Wo + p*Wo + q``) and ``W_col = w.reshape(O, K)``:
+im2col form (SPEC §3): with ``K = C*kh*kw`` and ``P = N*Ho*Wo``, the column matrix ``col`` of
+shape ``(K, P)`` holds one receptive field per column, ``W_col`` is the weight as an ``(O, K)``
+matrix with the same ordering of ``K``, and
 
 * forward  ``Y = W_col @ col``            (``(O, P)``, then laid out as ``(N, O, Ho, Wo)``, plus ``b``)
 * backward ``dW = dY @ col.T``            (``dY`` is ``dy`` laid out as ``(O, P)``)
 * backward ``db[o] = sum_{n, p, q} dy[n, o, p, q]``
-* backward ``dX = col2im(W_col.T @ dY)``  (``col2im`` scatters-adds each column entry back to the
+* backward ``dX = col2im(W_col.T @ dY)``  (``col2im`` scatter-adds each column entry back to the
   input pixel it was copied from; padding entries are dropped)
 
-Memory layout: refsnn stores the *transpose* ``colT = col.T`` of shape ``(P, K)`` (one row per
-output position, holding its receptive field), and evaluates the same products transposed,
-``Y.T = colT @ W_col.T``, ``dW = dY @ colT`` (with ``dY.T`` of shape ``(P, O)``) and
-``dcol.T = dY.T @ W_col``: with OpenBLAS these ``(P, K) x (K, O)``-shaped GEMMs ran 1.3-2.4x
-faster than the ``(O, K) x (K, P)`` ones. Mathematically nothing changes.
+Memory layout (an implementation choice; the mathematics above is unchanged):
+
+* ``K`` is ordered ``(i, j, c)`` — kernel row, kernel column, input channel — so
+  ``W_col = w.transpose(0, 2, 3, 1).reshape(O, K)`` (a small copy of the weight), and the input is
+  first copied into a zero-padded channels-last buffer ``xp`` of shape ``(N, H+2ph, W+2pw, C)``.
+  Then every ``(i, j)`` block of a receptive field is one contiguous run of ``C`` values of ``xp``:
+  ``im2col`` and ``col2im`` are branch-free contiguous vector copies/adds instead of a gather with
+  bounds checks per element.
+* refsnn stores ``colT = col.T`` of shape ``(P, K)`` (one row per output position) and evaluates
+  the products transposed, ``Y.T = colT @ W_col.T`` (which is the output in NHWC order),
+  ``dW = dY @ colT`` and ``dcol.T = dY.T @ W_col``: with OpenBLAS these ``(P, K) x (K, O)`` GEMMs
+  ran faster than the ``(O, K) x (K, P)`` ones.
 
 The GEMMs go through ``np.dot`` (BLAS, multithreaded); ``im2col``, ``col2im`` and the NCHW <-> NHWC
 layout changes are *serial* Numba kernels. They are memory-bound and alternate with BLAS calls;
 with ``parallel=True`` the OpenMP workers spinning between parallel regions competed with the BLAS
-threads for the cores and made forward+backward up to 5x slower on a 2-core machine, so all the
-threads go to BLAS. ``col2im`` accumulates each element of ``dx`` in a fixed order (output
-position ``(p, q)`` outer, kernel offset ``(i, j)`` inner); the bias gradient sums each channel in
-float64 in a fixed order. Results are therefore deterministic and independent of any thread count
-(BLAS results depend only on the BLAS build).
+threads for the cores on a 2-core machine, so all the threads go to BLAS. ``col2im`` accumulates
+each element of ``dx`` in a fixed order (output position ``(p, q)`` outer, kernel offset ``(i, j)``
+inner); the bias gradient sums each channel in float64 in a fixed order. Results are therefore
+deterministic and independent of any thread count (BLAS results depend only on the BLAS build).
 
 ``dX`` is computed in chunks of images (``dY.T[chunk] @ W_col`` then ``col2im`` of that chunk)
 so the ``(chunk, K)`` intermediate stays in cache; the chunking does not change the result of any
@@ -198,60 +204,70 @@ class Conv2dContext:
 # Numba kernels
 # ---------------------------------------------------------------------------------------------
 @numba.njit(cache=True)
-def _im2col(x, kh, kw, sh, sw, ph, pw, Ho, Wo, colT):
-    """``colT[(n, p, q), (c, i, j)] = xpad[n, c, p*sh + i, q*sw + j]`` (the transpose of ``col``)."""
+def _pad_to_nhwc(x, ph, pw, xp):
+    """``xp[n, ph + a, pw + b, c] = x[n, c, a, b]``, zero elsewhere; ``xp`` is ``(N, H+2ph, W+2pw, C)``."""
     N, C, H, W = x.shape
-    khw = kh * kw
+    xp[:] = 0.0
+    for n in range(N):
+        for a in range(H):
+            for b in range(W):
+                row = xp[n, ph + a, pw + b]
+                for c in range(C):
+                    row[c] = x[n, c, a, b]
+    return xp
+
+
+@numba.njit(cache=True)
+def _im2col(xp, kh, kw, sh, sw, Ho, Wo, colT):
+    """``colT[(n, p, q), (i, j, c)] = xp[n, p*sh + i, q*sw + j, c]`` (``xp`` padded NHWC)."""
+    N = xp.shape[0]
+    C = xp.shape[3]
     for n in range(N):
         for p in range(Ho):
             for q in range(Wo):
-                row = (n * Ho + p) * Wo + q
-                for c in range(C):
-                    for i in range(kh):
-                        ih = p * sh - ph + i
-                        k0 = c * khw + i * kw
-                        if ih < 0 or ih >= H:
-                            for j in range(kw):
-                                colT[row, k0 + j] = 0.0
-                        else:
-                            for j in range(kw):
-                                iw = q * sw - pw + j
-                                if iw < 0 or iw >= W:
-                                    colT[row, k0 + j] = 0.0
-                                else:
-                                    colT[row, k0 + j] = x[n, c, ih, iw]
+                dst = colT[(n * Ho + p) * Wo + q]
+                for i in range(kh):
+                    for j in range(kw):
+                        src = xp[n, p * sh + i, q * sw + j]
+                        k0 = (i * kw + j) * C
+                        for c in range(C):
+                            dst[k0 + c] = src[c]
     return colT
 
 
 @numba.njit(cache=True)
-def _col2im(dcolT, n0, kh, kw, sh, sw, ph, pw, Ho, Wo, dx):
-    """``dx[n0 + m]`` = scatter-add of the rows ``(m, p, q)`` of ``dcolT`` to their input pixels.
+def _col2im(dcolT, n0, kh, kw, sh, sw, Ho, Wo, dxp):
+    """``dxp[n0 + m]`` (padded NHWC) = scatter-add of the rows ``(m, p, q)`` of ``dcolT``.
 
-    Images one at a time; within an image each element of ``dx`` is accumulated in the fixed order
+    Images one at a time; within an image each element of ``dxp`` is accumulated in the fixed order
     ``(p, q)`` outer, ``(i, j)`` inner, so the result does not depend on any thread count.
     """
-    _, C, H, W = dx.shape
+    C = dxp.shape[3]
     nb = dcolT.shape[0] // (Ho * Wo)
-    khw = kh * kw
     for m in range(nb):
         n = n0 + m
-        for c in range(C):
-            for a in range(H):
-                for bb in range(W):
-                    dx[n, c, a, bb] = 0.0
+        dxp[n] = 0.0
         for p in range(Ho):
             for q in range(Wo):
-                row = (m * Ho + p) * Wo + q
-                for c in range(C):
-                    for i in range(kh):
-                        ih = p * sh - ph + i
-                        if ih < 0 or ih >= H:
-                            continue
-                        k0 = c * khw + i * kw
-                        for j in range(kw):
-                            iw = q * sw - pw + j
-                            if iw >= 0 and iw < W:
-                                dx[n, c, ih, iw] += dcolT[row, k0 + j]
+                src = dcolT[(m * Ho + p) * Wo + q]
+                for i in range(kh):
+                    for j in range(kw):
+                        dst = dxp[n, p * sh + i, q * sw + j]
+                        k0 = (i * kw + j) * C
+                        for c in range(C):
+                            dst[c] += src[k0 + c]
+    return dxp
+
+
+@numba.njit(cache=True)
+def _unpad_from_nhwc(dxp, ph, pw, dx):
+    """``dx[n, c, a, b] = dxp[n, ph + a, pw + b, c]`` (drops the padding entries)."""
+    N, C, H, W = dx.shape
+    for n in range(N):
+        for c in range(C):
+            for a in range(H):
+                for b in range(W):
+                    dx[n, c, a, b] = dxp[n, ph + a, pw + b, c]
     return dx
 
 
@@ -326,11 +342,14 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0):
     Ho = _out_size(H, kh, sh, ph, "height")
     Wo = _out_size(W, kw, sw, pw, "width")
     x = np.ascontiguousarray(x)
-    w_col = np.ascontiguousarray(w).reshape(O, C * kh * kw)
+    w_col = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(O, kh * kw * C)  # K = (i, j, c)
+    xp = _POOL.empty((N, H + 2 * ph, W + 2 * pw, C), x.dtype)
+    _pad_to_nhwc(x, ph, pw, xp)
     colT = _POOL.empty((N * Ho * Wo, C * kh * kw), x.dtype)
-    _im2col(x, kh, kw, sh, sw, ph, pw, Ho, Wo, colT)
+    _im2col(xp, kh, kw, sh, sw, Ho, Wo, colT)
+    del xp
     yt = _POOL.empty((N * Ho * Wo, O), x.dtype)
-    np.dot(colT, w_col.T, out=yt)                            # Y.T, (N*Ho*Wo, O)
+    np.dot(colT, w_col.T, out=yt)                            # Y.T, (N*Ho*Wo, O): NHWC output
     y = _POOL.empty((N, O, Ho * Wo), x.dtype)
     bb = b if b is not None else np.zeros(1, dtype=x.dtype)
     _nhwc_to_nchw(yt.reshape(N, Ho * Wo, O), np.ascontiguousarray(bb), b is not None, y)
@@ -372,11 +391,12 @@ def conv2d_backward(dy, ctx, *, need_dx=True):
     dyt = _POOL.empty((N * HoWo, O), dy.dtype)             # dY.T, (N*Ho*Wo, O)
     db64 = np.empty(O, dtype=np.float64)
     _nchw_to_nhwc(np.ascontiguousarray(dy).reshape(N, O, HoWo), dyt.reshape(N, HoWo, O), db64)
-    dw = np.dot(dyt.T, ctx.colT).reshape(ctx.w_shape)        # dW = dY @ col.T
+    dw = np.dot(dyt.T, ctx.colT)                             # dW = dY @ col.T, K = (i, j, c)
+    dw = np.ascontiguousarray(dw.reshape(O, kh, kw, C).transpose(0, 3, 1, 2))
     db = db64.astype(dy.dtype) if ctx.has_bias else None
     dx = None
     if need_dx:
-        dx = _POOL.empty((N, C, H, W), dy.dtype)
+        dxp = _POOL.empty((N, H + 2 * ph, W + 2 * pw, C), dy.dtype)
         K = C * kh * kw
         per_image = K * HoWo * dy.itemsize
         nb = max(1, min(N, _DX_CHUNK_BYTES // max(per_image, 1)))
@@ -387,7 +407,9 @@ def conv2d_backward(dy, ctx, *, need_dx=True):
             m = min(nb, N - n0)
             dcolT = buf[: m * HoWo]
             np.dot(dyt[n0 * HoWo:(n0 + m) * HoWo], ctx.w_col, out=dcolT)   # (W_col.T @ dY).T
-            _col2im(dcolT, n0, kh, kw, sh, sw, ph, pw, Ho, Wo, dx)
+            _col2im(dcolT, n0, kh, kw, sh, sw, Ho, Wo, dxp)
+        del dcolT, buf
+        dx = _unpad_from_nhwc(dxp, ph, pw, np.empty((N, C, H, W), dy.dtype))
     return dx, dw, db
 
 
