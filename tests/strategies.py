@@ -98,3 +98,10 @@ def conv_cases(draw):
 
 
 nchw_shapes = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 6), st.integers(1, 6))
+
+
+# ---- §4.1 STBP (losses over per-step logits) ---------------------------------------------------
+# ((T, B, K), loss kind, label smoothing)
+def stbp_loss_settings():
+    return st.tuples(st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(2, 5)),
+                     st.sampled_from(["ce", "tet"]), st.sampled_from([0.0, 0.1, 0.3]))

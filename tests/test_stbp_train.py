@@ -1,0 +1,107 @@
+"""SPEC §4.1, §8: ``refsnn train`` — outputs, exact resume, bad input; the MSE-NAS graph builder."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from refsnn.snn.archs import build_arch, from_graph
+from refsnn.snn.checkpoint import read_checkpoint
+from refsnn.snn.loss import loss_and_grad
+from refsnn.train import TrainConfig, train
+from tests.strategies import rng_from
+
+TINY = dict(arch="c4-p", timesteps=2, batch_size=16, n_train=48, n_test=20, eval_batch_size=10,
+            quiet=True)
+
+
+def test_tiny_run_writes_outputs(tmp_path):
+    s = train(TrainConfig(epochs=2, out=str(tmp_path), **TINY))
+    for f in ("metrics.csv", "summary.json", "curve.png", "checkpoint.npz", "config.json"):
+        assert (tmp_path / f).is_file(), f
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary == json.loads(json.dumps(s))
+    assert all(not isinstance(v, (dict, list)) for v in summary.values())  # flat
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    assert summary["epochs"] == 2 and summary["wall_seconds"] > 0 and summary["spikes_per_sample"] >= 0
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    full = train(TrainConfig(epochs=3, out=str(tmp_path / "a"), **TINY))
+    train(TrainConfig(epochs=3, out=str(tmp_path / "b"), stop_after=1, **TINY))
+    part = train(TrainConfig(epochs=3, out=str(tmp_path / "b"), resume=True, stop_after=1, **TINY))
+    assert part["epochs"] == 2 and not part["complete"]
+    resumed = train(TrainConfig(epochs=3, out=str(tmp_path / "b"), resume=True, **TINY))
+    assert resumed["complete"]
+    a, _ = read_checkpoint(tmp_path / "a" / "checkpoint.npz")
+    b, _ = read_checkpoint(tmp_path / "b" / "checkpoint.npz")
+    assert sorted(a) == sorted(b)
+    for k in a:
+        if k != "meta_json":
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    ra = list(csv.DictReader((tmp_path / "a" / "metrics.csv").open()))
+    rb = list(csv.DictReader((tmp_path / "b" / "metrics.csv").open()))
+    for x, y in zip(ra, rb):
+        for k in ("loss", "train_accuracy", "test_accuracy", "spikes_per_sample", "lr"):
+            assert x[k] == y[k], k
+    assert full["test_accuracy"] == resumed["test_accuracy"]
+    # resuming a finished run does nothing and reports the same result; other settings are refused
+    again = train(TrainConfig(epochs=3, out=str(tmp_path / "b"), resume=True, **TINY))
+    assert again["test_accuracy"] == resumed["test_accuracy"] and again["epochs"] == 3
+    with pytest.raises(ValueError, match="lr"):
+        train(TrainConfig(epochs=4, out=str(tmp_path / "b"), resume=True, **{**TINY, "lr": 0.1}))
+
+
+def test_cli_train_and_errors(tmp_path, capsys):
+    from refsnn.cli import main
+
+    rc = main(["train", "--arch", "c4-p", "--timesteps", "2", "--epochs", "1", "--batch-size", "16",
+               "--n-train", "32", "--n-test", "16", "--loss", "tet", "--label-smoothing", "0.1",
+               "--optimizer", "sgd", "--lr", "0.05", "--neuron", "spikingjelly", "--out", str(tmp_path)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "epoch   1/1" in out and "test_acc" in out and "eta" in out
+    assert main(["train", "--arch", "x9", "--out", str(tmp_path / "x")]) == 2
+    assert "arch" in capsys.readouterr().err
+    assert main(["train", "--data", "nope", "--out", str(tmp_path / "y")]) == 2
+    assert "spec" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(tmp_path / "z")]) == 2
+    assert "checkpoint" in capsys.readouterr().err
+
+
+def test_build_arch_shapes():
+    net = build_arch("c4-p-c8-p-f16", input_shape=(2, 9, 9), num_classes=3, timesteps=2,
+                     rng=rng_from(0))
+    x = rng_from(1).normal(size=(2, 5, 2, 9, 9)).astype(np.float32)
+    assert net.forward(x).shape == (2, 5, 3)
+    with pytest.raises(ValueError, match="arch"):
+        build_arch("c4-q", input_shape=(1, 8, 8), num_classes=3, timesteps=2, rng=rng_from(0))
+
+
+@pytest.mark.parametrize("flat", [
+    [2, 1, 1, 2, 0, 0, 0, 0, 0, 1, 2, 1, 0, 0, 0, 0, 0, 0, 2, 1],       # the docs/msenas.md example
+    [4, 1, 2, 1, 1, 2, 1, 1, 1, 5, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 2],
+])
+def test_from_msenas_graph(flat):
+    """Every MSE-NAS graph description builds, runs and back-propagates (SPEC §6.2–6.3)."""
+    from refsnn.nas.graph import decode
+
+    g = decode(flat, (1, 8, 8), 4, 10)
+    net = from_graph(g, timesteps=2, rng=rng_from(0), dtype=np.float64)
+    x = np.broadcast_to(rng_from(1).normal(0.5, 1, size=(3, 1, 8, 8)), (2, 3, 1, 8, 8))
+    logits = net.forward(x)
+    assert logits.shape == (2, 3, 10)
+    _, d, _ = loss_and_grad(logits, np.array([0, 1, 2]))
+    net.backward(d)
+    assert len(net.gradients()) == len(net.parameters())
+    pops = [n["name"] for n in g["nodes"] if n["op"] == "lif"]
+    for p in pops:
+        assert net[p].last_spikes.shape[:2] == (2, 3)
+    inhibitory = [e for e in g["edges"] if e["sign"] < 0]
+    for e in inhibitory:
+        assert net[e["name"] + "/act"].sign == -1
