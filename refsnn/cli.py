@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ec": ("refsnn.ec.cli", "Evolving Connectivity (or --method es: ES-RSNN) on a Gymnasium task"),
     "play": ("refsnn.ec.play", "run the deployed 1-bit network of an 'refsnn ec' run, report its return"),
     "train": ("refsnn.train", "STBP training of a Conv-LIF network (surrogate-gradient BPTT) on mnist5k/events/CIFAR"),
+    "vectors": ("refsnn.vectors", "reference vectors: generate (deterministic) or verify against the current code"),
+    "check": ("refsnn.check", "compare another backend's outputs (a directory of .npz) with the reference vectors"),
 }
 
 

@@ -1,0 +1,143 @@
+"""Cross-check snnTorch's ``Leaky`` neuron and surrogates against refsnn's reference vectors (SPEC §7).
+
+Runs ``snntorch.Leaky(beta, threshold, reset_mechanism="zero", spike_grad=...)`` step by step on
+the ``in.x`` of every ``lif.*`` case it can express, its surrogate functions on the ``surrogate.*``
+cases, writes a conforming output directory and runs ``refsnn check`` on it. See
+docs/frameworks.md for the results and why some cases differ.
+
+    python examples/crosscheck_snntorch.py [--out DIR] [--ref data/vectors]
+
+Mapping (``lif_preset("snntorch_zero", beta=b)``): snnTorch's
+``U[t] = beta (1 - R[t]) U[t-1] + I[t]``, ``R[t] = [U[t-1] > threshold]`` (detached), spike
+``[U[t] > threshold]`` is refsnn's hard reset to 0 with ``decay_input=False``, ``">"``,
+``tau = 1/(1 - beta)``, ``detach_reset=True``: snnTorch's ``mem`` is refsnn's ``H`` (the membrane
+before reset; snnTorch applies the reset one step late, at the start of the next step), so
+``out.h = mem``, ``out.s = spk``. A case is expressible only with ``decay_input=False``,
+``v_reset=0`` (hard), ``">"``, ``detach_reset=True``, not relaxed, and a surrogate snnTorch has with
+the same derivative: ``atan(alpha)``, ``sigmoid(slope=alpha)``, ``fast_sigmoid(slope=alpha)``.
+``beta`` is passed as a tensor of the case's dtype (a Python float becomes a float32 tensor).
+
+Surrogate cases: ``grad`` = autograd through snnTorch's spike function and ``heaviside_gt`` its
+forward; snnTorch has no primitive and no ``>=`` step, so ``primitive`` and ``heaviside_ge`` are
+computed from SPEC §2.2 in torch (not by snnTorch).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from refsnn.check import check
+from refsnn.vectors import default_dir, load_manifest, npz_bytes, read_npz
+
+try:
+    import snntorch
+    import torch
+    from snntorch import surrogate
+except ImportError as e:  # pragma: no cover - optional
+    print(f"snnTorch (and torch) are needed for this example: {e}")
+    sys.exit(0)
+
+SPIKE_GRAD = {"atan": lambda a: surrogate.atan(alpha=a), "sigmoid": lambda a: surrogate.sigmoid(slope=a),
+              "fast_sigmoid": lambda a: surrogate.fast_sigmoid(slope=a)}
+
+
+def _why_not(params) -> str | None:
+    p = params["lif"]
+    why = []
+    if p["decay_input"]:
+        why.append("decay_input=True (Leaky adds I[t] undecayed)")
+    if p["v_reset"] is None:
+        why.append("soft reset (Leaky 'subtract' subtracts threshold without the decay: differs)")
+    elif p["v_reset"] != 0:
+        why.append("v_reset != 0")
+    if p["threshold"] != ">":
+        why.append("'>=' (Leaky fires on U > threshold)")
+    if not p["detach_reset"]:
+        why.append("detach_reset=False (Leaky's reset is detached)")
+    if params.get("relaxed"):
+        why.append("relaxed mode")
+    if p["surrogate"] not in SPIKE_GRAD:
+        why.append(f"surrogate {p['surrogate']!r} (no snnTorch surrogate with that derivative)")
+    return "; ".join(why) or None
+
+
+def run_lif(params, inp):
+    why = _why_not(params)
+    if why:
+        return None, "not expressible: " + why
+    p = params["lif"]
+    x_np = inp["x"]
+    dt = torch.float64 if x_np.dtype == np.float64 else torch.float32
+    beta = params.get("beta", 1.0 - 1.0 / p["tau"])
+    lif = snntorch.Leaky(beta=torch.tensor(beta, dtype=dt), threshold=p["v_th"], reset_mechanism="zero",
+                         spike_grad=SPIKE_GRAD[p["surrogate"]](p["alpha_effective"]))
+    x = torch.tensor(x_np, requires_grad=True)
+    mem = torch.zeros_like(x[0])
+    spks, mems = [], []
+    for t in range(x.shape[0]):
+        spk, mem = lif(x[t], mem)
+        spks.append(spk.to(dt))  # snnTorch's spike functions return float32 whatever the input
+        mems.append(mem)
+    s, h = torch.stack(spks), torch.stack(mems)
+    (gx,) = torch.autograd.grad((s * torch.tensor(inp["grad_s"])).sum(), x)
+    return {"s": s.detach().numpy(), "h": h.detach().numpy(), "grad_x": gx.numpy()}, ""
+
+
+def run_surrogate(params, inp):
+    name, a = params["surrogate"], params["alpha"]
+    if name not in SPIKE_GRAD:
+        return None, f"no snnTorch surrogate with the derivative of {name!r}"
+    x = torch.tensor(inp["x"], requires_grad=True)
+    y = SPIKE_GRAD[name](a)(x)
+    (g,) = torch.autograd.grad(y.sum(), x)
+    xd = x.detach()
+    prim = {"atan": lambda: 0.5 + torch.atan(math.pi / 2 * a * xd) / math.pi,
+            "sigmoid": lambda: torch.sigmoid(a * xd),
+            "fast_sigmoid": lambda: xd / (1 + a * xd.abs())}[name]()
+    return {"grad": g.to(x.dtype).numpy(), "heaviside_gt": y.detach().to(x.dtype).numpy(),
+            "primitive": prim.numpy(), "heaviside_ge": (xd >= 0).to(x.dtype).numpy()}, \
+        "primitive and heaviside_ge from SPEC §2.2 in torch, not snnTorch"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="crosscheck_out/snntorch", help="output directory")
+    ap.add_argument("--ref", default=None, help="reference vectors (default: data/vectors)")
+    args = ap.parse_args(argv)
+    ref = Path(args.ref) if args.ref else default_dir()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in out.glob("*.npz"):
+        f.unlink()
+    torch.set_num_threads(1)
+    written, notes = [], []
+    for e in load_manifest(ref)["cases"]:
+        name = e["name"]
+        if name.startswith("lif."):
+            fn = run_lif
+        elif name.startswith("surrogate."):
+            fn = run_surrogate
+        else:
+            continue
+        arrays = read_npz(ref / e["file"])
+        inp = {k[3:]: v for k, v in arrays.items() if k.startswith("in.")}
+        res, note = fn(e["params"], inp)
+        if note:
+            notes.append(f"{name}: {note}")
+        if res is None:
+            continue
+        (out / e["file"]).write_bytes(npz_bytes({f"out.{k}": v for k, v in res.items()}))
+        written.append(name)
+    print(f"snnTorch {snntorch.__version__}, torch {torch.__version__}: wrote {len(written)} cases to {out}")
+    for n in notes:
+        print("  " + n)
+    ok, _ = check(out, ref_dir=ref, allow_missing=True, only=["lif.*", "surrogate.*"])
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
