@@ -992,10 +992,7 @@ def _cases_nas() -> list[Case]:
 # =============================================================================================
 # registry
 # =============================================================================================
-# _cases_network (the whole Conv-LIF network, SPEC §4.1) is written and runs against the STBP engine
-# in refsnn/snn, but stays out of the registry until refsnn/snn is committed: add it here then and
-# run 'refsnn vectors generate'.
-_BUILDERS = (_cases_lif, _cases_surrogate, _cases_conv, _cases_bn_pool_linear, _cases_cuba,
+_BUILDERS = (_cases_lif, _cases_surrogate, _cases_conv, _cases_bn_pool_linear, _cases_network, _cases_cuba,
              _cases_packing, _cases_ec, _cases_nas)
 
 

@@ -139,7 +139,7 @@ def test_manifest_covers_spec_section_7(gen_dir):
         for v in ("soft_reset", "hard_nodetach", "threshold_ge", "threshold_gt_seed"):
             assert f"lif.variant.{v}.{dtype}" in names
         for prefix in ("conv2d.", "batchnorm2d.train.", "batchnorm2d.eval.", "pool.", "linear.",
-                       "cuba.env_step.dense.", "cuba.env_step.packed."):
+                       "network.convlif.", "cuba.env_step.dense.", "cuba.env_step.packed."):
             assert any(n.startswith(prefix) and n.endswith(dtype) for n in names), prefix + dtype
     for prefix in ("cuba.pack.", "cuba.unpack.", "cuba.packed_matvec.", "ec.bernoulli", "ec.member_sampling",
                    "ec.centered_ranks", "ec.nes_update.", "nas.bie", "nas.logdet", "nas.decode."):
