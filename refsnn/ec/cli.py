@@ -280,6 +280,7 @@ def _train_locked(a: ECArgs, out: Path, *, log, executor, chunks, overwrite) -> 
     log(f"refsnn ec: {a.method.upper()}-RSNN on {a.env} (obs {obs_dim}, act {act_dim}), N={a.neurons}, "
         f"P={P}+{E} deterministic, {a.generations} generations, workers={a.workers}, seed={a.seed} -> {out}")
     summary = {}
+    ok = False
     try:
         for g in range(start_gen, a.generations):
             t0 = time.perf_counter()
@@ -337,8 +338,9 @@ def _train_locked(a: ECArgs, out: Path, *, log, executor, chunks, overwrite) -> 
                        "wall_seconds": elapsed, "population": P, "eval_members": E, "seed": a.seed,
                        "neurons": a.neurons}
             atomic_write_json(out / "summary.json", summary)
+        ok = True
     finally:
-        evaluator.close()
+        evaluator.close(abort=not ok)
         if client is not None:
             client.close()
     if not summary and (out / "summary.json").exists():
@@ -379,7 +381,17 @@ def args_from_namespace(ns) -> ECArgs:
     return ECArgs(**{f.name: getattr(ns, f.name) for f in fields(ECArgs) if hasattr(ns, f.name)})
 
 
+def _sigterm_to_exit(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def run(ns) -> int:
+    # SIGTERM (e.g. from a scheduler or `timeout`) unwinds like Ctrl-C: the worker processes are
+    # stopped and the run lock released; the last completed generation's checkpoint stays valid.
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm_to_exit)
     summary = train(args_from_namespace(ns))
     print(f"final deterministic return {summary.get('final_deterministic_return', float('nan')):.1f}, "
           f"best {summary.get('best_deterministic_return', float('nan')):.1f}, "

@@ -221,6 +221,20 @@ def _init_worker() -> None:
         numba.set_num_threads(1)
     except Exception:  # pragma: no cover
         pass
+    _load_kernels()
+
+
+def _load_kernels() -> None:
+    """Load (or compile) the float32 serial kernels once, so that JIT time is not counted as policy time."""
+    from refsnn.kernels import cuba
+    cfg = cuba.CubaConfig(n_neurons=8)
+    st = cuba.initial_state_packed(cfg, np.zeros((1, 8)), np.float32)
+    cuba.cuba_env_step_packed(cfg, np.zeros((1, 2), np.float32), np.zeros((1, 2, 8), bool),
+                              cuba.pack_hidden(np.zeros((1, 8, 8), bool), cfg.n_exc), np.zeros((1, 8, 1), bool), st)
+    fcfg = cuba.CubaConfig(n_neurons=8, dale=False, sparsity=1.0)
+    cuba.float_env_step(fcfg, np.zeros((1, 1), np.float32), np.zeros((1, 1, 8), np.float32),
+                        np.zeros((1, 8, 8), np.float32), np.zeros((1, 8, 1), np.float32),
+                        cuba.initial_state(fcfg, np.zeros((1, 8)), np.float32))
 
 
 class InlineExecutor(Executor):
@@ -248,6 +262,7 @@ class Evaluator:
         if executor is not None:
             self.executor = executor
         elif workers == 0:
+            _load_kernels()
             self.executor = InlineExecutor()
         else:
             import multiprocessing as mp
@@ -284,12 +299,24 @@ class Evaluator:
         out["n_neurons"], out["n_substeps"], out["dt"] = meta["n_neurons"], meta["n_substeps"], meta["dt"]
         return out
 
-    def close(self) -> None:
-        if self._own:
+    def close(self, *, abort: bool = False) -> None:
+        """Shut down an executor this object created. ``abort=True`` (after an error or a signal)
+        terminates the local worker processes instead of waiting for their current task."""
+        if not self._own:
+            return
+        if abort and isinstance(self.executor, ProcessPoolExecutor):
+            procs = list((getattr(self.executor, "_processes", None) or {}).values())
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            for pr in procs:
+                if pr.is_alive():
+                    pr.terminate()
+            for pr in procs:
+                pr.join(timeout=5)
+        else:
             self.executor.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        self.close(abort=exc_type is not None)
