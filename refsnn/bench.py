@@ -33,6 +33,7 @@ BENCHES: list[tuple[str, str, str]] = [
      "EC RSNN env step (33 substeps, N=256, 64 members, own connectivity): bit-packed Numba vs NumPy float32 batched matmul"),
     ("ec_policy_overhead", "refsnn.ec.bench:bench_policy_overhead",
      "seconds in the RSNN policy / seconds in env.step during one Hopper-v5 EC generation (lower is better, target <= 0.25)"),
+    ("stbp_step_speedup_vs_numpy", "refsnn.snn.bench:bench_stbp_step", "one STBP training step of csnn (T=4, batch 32, AdamW) vs the same network in straightforward NumPy"),
 ]
 
 

@@ -54,8 +54,8 @@ import numpy as np
 class TrainConfig:
     data: str = "mnist5k"          # mnist5k | mnist5k-events | cifar10:DIR | cifar100:DIR | events:DIR
     arch: str = "csnn"             # refsnn.snn.archs.ARCHS name or spec string like "c32-p-c64-p"
-    timesteps: int = 4             # T
-    epochs: int = 20
+    timesteps: int = 2             # T
+    epochs: int = 15
     batch_size: int = 64
     lr: float = 4e-3               # peak learning rate
     optimizer: str = "adamw"       # sgd | adamw
@@ -72,6 +72,7 @@ class TrainConfig:
     n_train: int | None = None     # use only the first n training samples (quick runs, tests)
     n_test: int | None = None
     dtype: str = "float32"
+    threads: int | None = 1        # BLAS + Numba threads (None: the libraries' defaults)
     out: str = "runs/train"
     resume: bool = False
     stop_after: int | None = None  # run at most this many epochs in this invocation (resume later)
@@ -102,7 +103,7 @@ def _check_config(cfg: TrainConfig) -> None:
     check_choice("dtype", cfg.dtype, ("float32", "float64"))
     if cfg.weight_decay is not None:
         check_float("weight_decay", cfg.weight_decay, lo=0.0)
-    for k in ("n_train", "n_test", "stop_after"):
+    for k in ("n_train", "n_test", "stop_after", "threads"):
         if getattr(cfg, k) is not None:
             check_int(k, getattr(cfg, k), lo=1)
 
@@ -180,8 +181,11 @@ def train(config: TrainConfig | None = None, **overrides) -> dict:
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
 
     ckpt = out / "checkpoint.npz"
+    if cfg.threads is not None:
+        from refsnn.snn.threads import set_threads
+        set_threads(cfg.threads)
     cfg_dict = {k: v for k, v in dataclasses.asdict(cfg).items()
-                if k not in ("resume", "quiet", "out", "stop_after")}
+                if k not in ("resume", "quiet", "out", "stop_after", "threads")}
     history: list[dict] = []
     start_epoch, wall_before = 0, 0.0
     if cfg.resume:
@@ -283,6 +287,7 @@ _HELP = {
     "n_train": "use only the first N training samples",
     "n_test": "use only the first N test samples",
     "out": "output directory",
+    "threads": "threads for BLAS and Numba (default 1: robust on a busy 2-core machine)",
     "resume": "continue from OUT/checkpoint.npz",
     "stop_after": "stop after N epochs of this invocation (continue later with --resume)",
 }
@@ -304,7 +309,8 @@ def add_arguments(p) -> None:
                 p.add_argument(flag, dest=f.name, action="store_true", help=h or None)
             continue
         kind = {"timesteps": int, "epochs": int, "batch_size": int, "seed": int, "eval_batch_size": int,
-                "n_train": int, "n_test": int, "weight_decay": float, "stop_after": int}.get(f.name, type(default))
+                "n_train": int, "n_test": int, "weight_decay": float, "stop_after": int,
+                "threads": int}.get(f.name, type(default))
         kw = {}
         if f.name == "optimizer":
             kw["choices"] = ["sgd", "adamw"]

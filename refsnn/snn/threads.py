@@ -1,0 +1,60 @@
+"""Thread counts of the two thread pools a training step uses: BLAS (GEMMs) and Numba (LIF).
+
+On a small shared machine, a multithreaded OpenBLAS GEMM whose threads get descheduled by other
+processes can be many times slower than a single-threaded one (its threads wait for each other),
+so ``refsnn train --threads N`` sets both pools explicitly. Setting the BLAS thread count at run time
+has no portable API; :func:`set_blas_threads` looks for the ``*set_num_threads*`` entry points of
+the OpenBLAS library NumPy loaded (NumPy wheels bundle ``scipy_openblas``) and returns False when it
+finds none (the environment variable ``OPENBLAS_NUM_THREADS``, set before Python starts, always
+works). Thread counts never change results here: the Numba kernels do not reduce across threads and
+OpenBLAS's GEMM gives the same bits for any thread count on the same machine.
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+
+import numpy as np
+
+from refsnn._checks import check_int
+
+__all__ = ["set_threads", "set_blas_threads"]
+
+_SYMBOLS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+            "openblas_set_num_threads64_", "openblas_set_num_threads")
+
+
+def _blas_libs():
+    here = os.path.dirname(np.__file__)
+    pats = [os.path.join(here, "..", "numpy.libs", "*openblas*"), os.path.join(here, ".libs", "*openblas*"),
+            os.path.join(here, "..", "scipy_openblas*", "lib", "*openblas*")]
+    for pat in pats:
+        for path in sorted(glob.glob(pat)):
+            if ".so" in path or path.endswith((".dylib", ".dll")):
+                yield path
+
+
+def set_blas_threads(n: int) -> bool:
+    """Set OpenBLAS's thread count in this process; True if an entry point was found."""
+    n = check_int("threads", n, lo=1)
+    for path in _blas_libs():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for sym in _SYMBOLS:
+            fn = getattr(lib, sym, None)
+            if fn is not None:
+                fn(ctypes.c_int(n))
+                return True
+    return False
+
+
+def set_threads(n: int) -> bool:
+    """Use ``n`` threads for BLAS and for Numba's parallel kernels (``n`` capped at Numba's maximum)."""
+    import numba
+
+    n = check_int("threads", n, lo=1)
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    return set_blas_threads(n)
