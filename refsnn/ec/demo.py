@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEMO_SETTINGS = dict(env="Hopper-v5", method="ec", generations=10, population=48, eval_members=2,
+DEMO_SETTINGS = dict(env="Hopper-v5", method="ec", generations=20, population=64, eval_members=2,
                      max_steps=400, neurons=256, seed=0)
 
 
