@@ -105,3 +105,48 @@ def test_from_msenas_graph(flat):
     inhibitory = [e for e in g["edges"] if e["sign"] < 0]
     for e in inhibitory:
         assert net[e["name"] + "/act"].sign == -1
+
+
+def test_msenas_network_relaxed_gradients_match_finite_differences():
+    """The network of a decoded genotype (inhibitory edge, cross edges with pooling) in relaxed
+    mode has the gradients of central finite differences."""
+    from refsnn.kernels.lif import LIFParams
+    from refsnn.nas.graph import decode
+
+    g = decode([2, 1, 1, 2, 0, 0, 0, 0, 0, 1, 2, 1, 0, 0, 0, 0, 0, 0, 2, 1], (1, 4, 4), 2, 3)
+    net = from_graph(g, timesteps=2, rng=rng_from(3), dtype=np.float64,
+                     neuron=LIFParams(surrogate="sigmoid", detach_reset=False))
+    net.relaxed = True
+    x = rng_from(4).normal(0.5, 1, size=(2, 2, 1, 4, 4))
+    y = np.array([0, 2])
+
+    def f():
+        return loss_and_grad(net.forward(x), y, loss="tet", label_smoothing=0.1)[0]
+
+    _, d, _ = loss_and_grad(net.forward(x), y, loss="tet", label_smoothing=0.1)
+    net.backward(d)
+    grads = dict(net.gradients())
+    pick = rng_from(5)
+    for name, p in net.parameters():
+        for flat in pick.choice(p.size, size=min(p.size, 3), replace=False):
+            idx = np.unravel_index(flat, p.shape)
+            old = p[idx]
+            p[idx] = old + 1e-6
+            lp = f()
+            p[idx] = old - 1e-6
+            lm = f()
+            p[idx] = old
+            assert (lp - lm) / 2e-6 == pytest.approx(grads[name][idx], rel=1e-5, abs=1e-9), f"{name}{idx}"
+
+
+def test_set_threads():
+    import numba
+
+    from refsnn.snn.threads import set_threads
+
+    before = numba.get_num_threads()
+    assert isinstance(set_threads(1), bool)
+    assert numba.get_num_threads() == 1
+    numba.set_num_threads(before)
+    with pytest.raises(ValueError, match="threads"):
+        set_threads(0)
