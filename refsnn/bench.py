@@ -33,6 +33,7 @@ BENCHES: list[tuple[str, str, str]] = [
      "EC RSNN env step (33 substeps, N=256, 64 members, own connectivity): bit-packed Numba vs NumPy float32 batched matmul"),
     ("ec_policy_overhead", "refsnn.ec.bench:bench_policy_overhead",
      "seconds in the RSNN policy / seconds in env.step during one Hopper-v5 EC generation (lower is better, target <= 0.25)"),
+    ("bie_speedup_vs_train_epoch", "refsnn.nas.fitness:bench_bie_speedup", "one STBP training epoch of a 3-cell MSE-NAS genotype on mnist5k (measured on 4 steps, scaled to 63) / scoring it with the BIE fitness (target >= 50)"),
     ("stbp_step_speedup_vs_numpy", "refsnn.snn.bench:bench_stbp_step", "one STBP training step of csnn (T=4, batch 32, AdamW) vs the same network in straightforward NumPy"),
 ]
 

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("refsnn.bench", "speed ratios against NumPy baselines measured side by side"),
     "ec": ("refsnn.ec.cli", "Evolving Connectivity (or --method es: ES-RSNN) on a Gymnasium task"),
     "play": ("refsnn.ec.play", "run the deployed 1-bit network of an 'refsnn ec' run, report its return"),
+    "nas": ("refsnn.nas.cli", "MSE-NAS evolutionary search with the training-free BIE fitness, then optional training of the winner"),
     "train": ("refsnn.train", "STBP training of a Conv-LIF network (surrogate-gradient BPTT) on mnist5k/events/CIFAR"),
     "vectors": ("refsnn.vectors", "reference vectors: generate (deterministic) or verify against the current code"),
     "check": ("refsnn.check", "compare another backend's outputs (a directory of .npz) with the reference vectors"),

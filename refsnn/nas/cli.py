@@ -1,0 +1,386 @@
+"""``refsnn nas``: MSE-NAS evolutionary search with the training-free BIE fitness, then (optionally)
+STBP training of the winner (SPEC §6, §8).
+
+One readable file: the hyperparameters are the :class:`NASArgs` dataclass below (every field is a
+command-line flag), then the loop::
+
+    refsnn nas --data mnist5k                       # search only (80 generations)
+    refsnn nas --data mnist5k --train-epochs 15     # search, then train the best genotype
+
+Search: :class:`refsnn.nas.search.EvolutionarySearch` (tournament 2, two-point crossover 0.9,
+per-gene mutation 1/len, 2 elites, duplicates removed, fitness cached by canonical genotype) over
+genotypes of ``--cells`` cells, maximising :class:`refsnn.nas.fitness.NASFitness` (``--fitness
+bie-min``: the seed's minimisation of BIE, ``bie-max``, or ``logdet``) of the untrained network of
+width ``--channels`` on ``--fitness-batches`` fixed batches of ``--fitness-batch`` training images,
+``--timesteps`` steps. Evaluation goes through a ``concurrent.futures`` process pool of
+``--workers`` processes (0: in-process); results do not depend on the number of workers.
+
+Training (``--train-epochs N > 0``): the best genotype is written to ``best_genotype.json`` and
+trained by :func:`refsnn.train.train` with ``arch = "genotype:OUT/best_genotype.json"``
+(:func:`refsnn.nas.network.build_from_arch_string`), the trainer's defaults otherwise, into
+``OUT/train`` (its own metrics, curve, checkpoint and summary).
+
+Outputs in ``--out``: ``search_state.json`` (the search checkpoint, written atomically after every
+generation), ``metrics.csv`` (one row per generation), ``fitness.png`` (best / mean / best-so-far
+fitness per generation), ``best_genotype.json`` (genotype JSON plus ``channels``, ``fitness``,
+``fitness_kind``), ``best_graph.json`` (its graph description), ``summary.json`` (flat:
+``best_genotype`` flat int list, ``best_fitness``, ``generations``, ``wall_seconds``, and
+``test_accuracy`` when the winner was trained), ``config.json``. ``--resume`` continues from
+``search_state.json`` (and ``train/checkpoint.npz``) to the same result as an uninterrupted run;
+wall-clock columns are the only difference.
+
+Defaults (2 shared CPU cores): 3 cells, 8 channels, T = 4, population 20, 80 generations (SPEC),
+fitness on 2 batches of 16 images. These keep the search to a few minutes and the networks small
+enough to train on mnist5k at roughly 15-40 s per epoch; see docs/msenas.md for measured runs.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# ------------------------------------------------------------------------------------------------
+# hyperparameters
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class NASArgs:
+    data: str = "mnist5k"          # dataset spec (refsnn.datasets.load)
+    generations: int = 80         # SPEC §6.5
+    population: int = 20
+    cells: int = 3                 # l
+    channels: int = 8              # C, stage-0 channels per population (search and training)
+    fitness: str = "bie-min"       # bie-min (seed) | bie-max (released code's path) | logdet
+    timesteps: int = 4             # T, for the fitness and the training
+    fitness_batch: int = 16        # j, samples per fitness batch
+    fitness_batches: int = 2       # s, batches
+    elites: int = 2
+    train_epochs: int = 0          # > 0: train the best genotype for this many epochs
+    train_lr: float = 4e-3
+    train_batch_size: int = 64
+    train_subset: int | None = None  # train on the first N training images only (quick runs, tests)
+    workers: int = 0               # fitness worker processes (0: in-process)
+    threads: int | None = 1        # BLAS + Numba threads per process (None: library defaults)
+    seed: int = 0
+    out: str = "runs/nas"
+    resume: bool = False
+    quiet: bool = False
+
+
+# keys that define a run (a resumed run must match them; generations and train_* may change)
+RUN_KEYS = ("data", "population", "cells", "channels", "fitness", "timesteps", "fitness_batch",
+            "fitness_batches", "elites", "seed")
+COLUMNS = ("generation", "best_fitness", "mean_fitness", "best_so_far_fitness", "n_invalid", "n_unique",
+           "n_evaluated", "n_cached", "frac_inhibitory", "best_genotype", "generation_seconds",
+           "elapsed_seconds")
+
+# ------------------------------------------------------------------------------------------------
+
+
+def _check(a: NASArgs) -> NASArgs:
+    from refsnn._checks import check_choice, check_float, check_int
+    from refsnn.nas.fitness import KINDS
+
+    check_int("generations", a.generations, lo=0)
+    check_int("population", a.population, lo=2)
+    check_int("cells", a.cells, lo=1)
+    check_int("channels", a.channels, lo=1)
+    check_choice("fitness", a.fitness, KINDS)
+    check_int("timesteps", a.timesteps, lo=1)
+    check_int("fitness_batch", a.fitness_batch, lo=2)
+    check_int("fitness_batches", a.fitness_batches, lo=1)
+    check_int("elites", a.elites, lo=0, hi=a.population - 1)
+    check_int("train_epochs", a.train_epochs, lo=0)
+    check_float("train_lr", a.train_lr, lo=0.0, lo_open=True)
+    check_int("train_batch_size", a.train_batch_size, lo=1)
+    if a.train_subset is not None:
+        check_int("train_subset", a.train_subset, lo=1)
+    check_int("workers", a.workers, lo=0)
+    check_int("seed", a.seed, lo=0)
+    if a.threads is not None:
+        check_int("threads", a.threads, lo=1)
+    return a
+
+
+def _fmt_time(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = int(round(s))
+    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _fmt_f(f) -> str:
+    if f is None:
+        return "-"
+    return f"{f:.6g}" if math.isfinite(f) else ("-inf" if f < 0 else str(f))
+
+
+def make_fitness(a: NASArgs):
+    from refsnn.nas.fitness import NASFitness
+
+    return NASFitness(kind=a.fitness, data=a.data, channels=a.channels, timesteps=a.timesteps,
+                      batch_size=a.fitness_batch, n_batches=a.fitness_batches, data_seed=a.seed)
+
+
+def _worker_init(threads):
+    if threads is not None:
+        from refsnn.snn.threads import set_threads
+        set_threads(threads)
+
+
+def _metrics_rows(history: list[dict], timing: dict) -> list[dict]:
+    rows = []
+    for r in history:
+        g = r["generation"]
+        t = timing.get(str(g), {})
+        rows.append({
+            "generation": g, "best_fitness": _fmt_f(r["best_fitness"]),
+            "mean_fitness": _fmt_f(r["mean_fitness"]), "best_so_far_fitness": _fmt_f(r["best_so_far_fitness"]),
+            "n_invalid": r["n_invalid"], "n_unique": r["n_unique"], "n_evaluated": r["n_evaluated"],
+            "n_cached": r["n_cached"],
+            "frac_inhibitory": "" if r["ei"]["frac_inhibitory"] is None else f"{r['ei']['frac_inhibitory']:.6g}",
+            "best_genotype": " ".join(map(str, r["best_genotype"])),
+            "generation_seconds": f"{t['generation_seconds']:.3f}" if "generation_seconds" in t else "",
+            "elapsed_seconds": f"{t['elapsed_seconds']:.3f}" if "elapsed_seconds" in t else "",
+        })
+    return rows
+
+
+def _write_outputs(out: Path, a: NASArgs, history: list[dict], timing: dict) -> None:
+    from refsnn.ec.plot import line_plot_png
+    from refsnn.io import atomic_write_text
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
+    w.writeheader()
+    w.writerows(_metrics_rows(history, timing))
+    atomic_write_text(out / "metrics.csv", buf.getvalue())
+    fin = lambda v: v if v is not None and math.isfinite(v) else float("nan")  # noqa: E731
+    line_plot_png(out / "fitness.png", [r["generation"] for r in history],
+                  {"best": [fin(r["best_fitness"]) for r in history],
+                   "mean": [fin(r["mean_fitness"]) for r in history],
+                   "best so far": [fin(r["best_so_far_fitness"]) for r in history]},
+                  title=f"refsnn nas {a.data} {a.fitness} (l={a.cells}, C={a.channels}, P={a.population}, seed {a.seed})",
+                  xlabel="generation", ylabel="fitness (maximised)")
+
+
+class genotype_arch_hook:
+    """Until ``refsnn.snn.archs.build_arch`` forwards ``"genotype:..."`` strings to
+    :func:`refsnn.nas.network.build_from_arch_string` itself, wrap it for the duration of the
+    ``train()`` call (harmless once it does: both paths build the same network)."""
+
+    def __enter__(self):
+        import refsnn.snn.archs as archs
+        from refsnn.nas.network import ARCH_PREFIX, build_from_arch_string
+
+        self.archs, self.orig = archs, archs.build_arch
+        orig = self.orig
+
+        def build_arch(arch, **kw):
+            if isinstance(arch, str) and arch.startswith(ARCH_PREFIX):
+                return build_from_arch_string(arch, **kw)
+            return orig(arch, **kw)
+
+        archs.build_arch = build_arch
+        return self
+
+    def __exit__(self, *exc):
+        self.archs.build_arch = self.orig
+
+
+def search(a: NASArgs, *, log=print, executor=None) -> dict:
+    """Run (or resume) the search and the optional training (module docstring); returns the summary."""
+    import concurrent.futures as cf
+
+    import numpy as np  # noqa: F401  (imported for the side effect of a consistent numpy in workers)
+
+    from refsnn.io import atomic_write_json, atomic_write_text
+    from refsnn.nas.genotype import to_json
+    from refsnn.nas.graph import decode, ei_counts, graph_stats
+    from refsnn.nas.graph import to_json as graph_to_json
+    from refsnn.nas.search import EvolutionarySearch, SearchConfig
+
+    _check(a)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "search_state.json"
+    timing_path = out / "timing.json"
+    cfg_path = out / "config.json"
+    if state_path.exists() and not a.resume:
+        raise ValueError(f"out: {out} already holds a search (search_state.json); pass --resume to continue "
+                         "it or choose another --out")
+    if a.resume and cfg_path.exists():
+        old = json.loads(cfg_path.read_text(encoding="utf-8"))
+        diff = [k for k in RUN_KEYS if old.get(k) != getattr(a, k)]
+        if diff:
+            raise ValueError(f"--resume: {out} was written with different settings: {diff}")
+    atomic_write_json(cfg_path, dataclasses.asdict(a))
+    _worker_init(a.threads)
+    fitness = make_fitness(a)
+    config = SearchConfig(n_cells=a.cells, population_size=a.population, generations=a.generations,
+                          n_elites=a.elites, seed=a.seed)
+    own_pool = None
+    if executor is None and a.workers > 0:
+        own_pool = executor = cf.ProcessPoolExecutor(a.workers, initializer=_worker_init,
+                                                     initargs=(a.threads,))
+    timing: dict = {}
+    wall_before = 0.0
+    try:
+        if a.resume and state_path.exists():
+            s = EvolutionarySearch.load(state_path, fitness, executor, generations=a.generations)
+            from dataclasses import replace
+            if replace(s.config, generations=a.generations) != config:
+                raise ValueError(f"--resume: {state_path} was written with a different search configuration")
+            if timing_path.exists():
+                timing = json.loads(timing_path.read_text(encoding="utf-8"))
+            done = [v for k, v in timing.items() if int(k) <= s.generation]
+            wall_before = max((v["elapsed_seconds"] for v in done), default=0.0)
+            log(f"resumed {state_path} after generation {s.generation}")
+        else:
+            s = EvolutionarySearch(fitness, config, executor)
+        log(f"refsnn nas: {a.data}, {a.cells} cells x C={a.channels}, T={a.timesteps}, fitness {a.fitness} on "
+            f"{a.fitness_batches}x{a.fitness_batch} images, population {a.population}, {a.generations} generations, "
+            f"workers {a.workers}, seed {a.seed}")
+        t_start = time.perf_counter()
+        t_last = [t_start]
+        first_gen = s.generation + 1
+
+        def on_generation(rec):
+            now = time.perf_counter()
+            g = rec["generation"]
+            elapsed = wall_before + (now - t_start)
+            timing[str(g)] = {"generation_seconds": now - t_last[0], "elapsed_seconds": elapsed}
+            t_last[0] = now
+            atomic_write_json(timing_path, timing)
+            n_done = g - first_gen + 1
+            eta = (now - t_start) / max(n_done, 1) * (a.generations - g)
+            fi = rec["ei"]["frac_inhibitory"]
+            log(f"gen {g:3d}/{a.generations}  best {_fmt_f(rec['best_fitness'])}  "
+                f"mean {_fmt_f(rec['mean_fitness'])}  best-so-far {_fmt_f(rec['best_so_far_fitness'])}  "
+                f"unique {rec['n_unique']}  new {rec['n_evaluated']}  invalid {rec['n_invalid']}  "
+                f"I-edge frac {'-' if fi is None else f'{fi:.3f}'}  "
+                f"elapsed {_fmt_time(elapsed)}  eta {_fmt_time(eta)}")
+            _write_outputs(out, a, s.history, timing)
+
+        result = s.run(on_generation=on_generation, checkpoint=state_path)
+    finally:
+        if own_pool is not None:
+            own_pool.shutdown()
+    if s.history:
+        _write_outputs(out, a, s.history, timing)
+    search_wall = max((v["elapsed_seconds"] for v in timing.values()), default=0.0)
+    best = result.best_genotype
+    gobj = json.loads(to_json(best))
+    gobj.update(channels=a.channels, fitness=_fmt_f(result.best_fitness), fitness_kind=a.fitness,
+                timesteps=a.timesteps, data=a.data)
+    atomic_write_json(out / "best_genotype.json", gobj)
+    from refsnn.nas.fitness import fitness_batches
+    input_shape, n_classes, _, _ = fitness_batches(a.data, a.timesteps, a.fitness_batch, a.fitness_batches, a.seed)
+    graph = decode(best, input_shape, a.channels, n_classes)
+    atomic_write_text(out / "best_graph.json", graph_to_json(graph) + "\n")
+    st = graph_stats(graph)
+    ei = ei_counts(best)
+    log(f"best genotype {best}  fitness {_fmt_f(result.best_fitness)}  ({st['n_params']} parameters, "
+        f"{st['n_populations']} populations, {result.n_evaluations} architectures scored, "
+        f"search {_fmt_time(search_wall)})")
+    summary = {
+        "best_genotype": list(best.flat),
+        "best_genotype_str": str(best),
+        "best_fitness": result.best_fitness if math.isfinite(result.best_fitness) else None,
+        "fitness_kind": a.fitness,
+        "generations": s.generation,
+        "n_evaluations": result.n_evaluations,
+        "search_seconds": search_wall,
+        "wall_seconds": search_wall,
+        "n_params": st["n_params"],
+        "n_populations": st["n_populations"],
+        "frac_inhibitory": ei["frac_inhibitory"],
+        "cells": a.cells, "channels": a.channels, "timesteps": a.timesteps, "population": a.population,
+        "data": a.data, "seed": a.seed,
+    }
+    if a.train_epochs > 0:
+        from refsnn.train import TrainConfig, train
+
+        tdir = out / "train"
+        tcfg = TrainConfig(data=a.data, arch=f"genotype:{(out / 'best_genotype.json').resolve()}",
+                           timesteps=a.timesteps, epochs=a.train_epochs, lr=a.train_lr,
+                           batch_size=a.train_batch_size, seed=a.seed, threads=a.threads,
+                           n_train=a.train_subset,
+                           out=str(tdir), resume=bool(a.resume and (tdir / "checkpoint.npz").exists()),
+                           quiet=a.quiet)
+        log(f"training the best genotype for {a.train_epochs} epochs into {tdir}")
+        with genotype_arch_hook():
+            ts = train(tcfg)
+        summary.update(test_accuracy=ts["test_accuracy"], best_test_accuracy=ts["best_test_accuracy"],
+                       train_epochs=ts["epochs"], train_seconds=ts["wall_seconds"],
+                       spikes_per_sample=ts["spikes_per_sample"])
+        summary["wall_seconds"] = search_wall + ts["wall_seconds"]
+    atomic_write_json(out / "summary.json", summary)
+    log(f"wrote {out}" + (f"; test accuracy {summary['test_accuracy']:.4f}" if "test_accuracy" in summary else ""))
+    return summary
+
+
+def demo_nas(out_dir, *, quiet: bool = False, seed: int = 0) -> dict:
+    """A 3-generation search for ``refsnn demo`` (population 6, 2 cells of 4 channels, BIE on one
+    batch of 16 images): well under a minute. Returns the summary dict."""
+    a = NASArgs(generations=3, population=6, cells=2, channels=4, fitness_batch=16, fitness_batches=1,
+                out=str(out_dir), seed=seed, quiet=quiet, resume=(Path(out_dir) / "search_state.json").exists())
+    say = (lambda *x: None) if quiet else (lambda *x: print(*x, flush=True))
+    return search(a, log=say)
+
+
+# ------------------------------------------------------------------------------------------------
+# command line
+# ------------------------------------------------------------------------------------------------
+
+_HELP = {
+    "data": "dataset: mnist5k | mnist5k-events | cifar10:DIR | cifar100:DIR | events:DIR",
+    "generations": "generations after the random initial population (SPEC default 80)",
+    "population": "population size",
+    "cells": "number of cells l of the genotype",
+    "channels": "channels C per population at full resolution (doubled after each reduction)",
+    "fitness": "bie-min (seed: minimise BIE), bie-max (released code's path), logdet (NASWOT/SNASNet)",
+    "timesteps": "simulation steps T (fitness and training)",
+    "fitness_batch": "j: images per fitness batch",
+    "fitness_batches": "s: fitness batches",
+    "elites": "individuals kept unchanged each generation",
+    "train_epochs": "train the best genotype for N epochs with refsnn train (0: search only)",
+    "train_lr": "peak learning rate of the training",
+    "train_batch_size": "training batch size",
+    "train_subset": "train on the first N training images only (quick runs)",
+    "workers": "fitness worker processes (0: in-process)",
+    "threads": "BLAS/Numba threads per process",
+    "out": "output directory",
+    "resume": "continue the search (and training) in --out",
+    "quiet": "no progress lines",
+}
+
+
+def add_arguments(p) -> None:
+    d = NASArgs()
+    for f in dataclasses.fields(NASArgs):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(d, f.name)
+        h = _HELP.get(f.name, "")
+        if isinstance(default, bool):
+            p.add_argument(flag, dest=f.name, action="store_true", help=h or None)
+            continue
+        kind = {"threads": int, "train_subset": int}.get(f.name, type(default))
+        kw = {}
+        if f.name == "fitness":
+            kw["choices"] = ["bie-min", "bie-max", "logdet"]
+        p.add_argument(flag, dest=f.name, type=kind, default=default,
+                       help=f"{h} (default: {default})".strip(), **kw)
+
+
+def run(args) -> int:
+    a = NASArgs(**{f.name: getattr(args, f.name) for f in dataclasses.fields(NASArgs)})
+    say = (lambda *x: None) if a.quiet else (lambda *x: print(*x, flush=True))
+    search(a, log=say)
+    return 0
