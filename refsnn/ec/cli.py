@@ -108,6 +108,10 @@ def _fmt_time(s: float) -> str:
     return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+def _rms(params) -> float:
+    return float(np.sqrt(sum(float(np.sum(v * v)) for v in params.values()) / sum(v.size for v in params.values())))
+
+
 def _cfg_kwargs(a: ECArgs) -> dict:
     return {"n_neurons": a.neurons}
 
@@ -315,8 +319,9 @@ def _train_locked(a: ECArgs, out: Path, *, log, executor, chunks, overwrite) -> 
             if improved:
                 best = det_ret
             eta = float(np.mean(gen_times[-10:])) * (a.generations - g - 1)
+            ent = f"H(rho) {entropy:.3f}" if math.isfinite(entropy) else f"|w|rms {_rms(params):.3f}"
             log(f"gen {g + 1:4d}/{a.generations}  return mean {row[1]:8.1f} max {row[2]:8.1f}  det {det_ret:8.1f}  "
-                f"H(rho) {entropy:.3f}  rate {rate_hz:5.1f} Hz  {row[7]:6.0f} steps/s  policy/env {pol:.2f}  "
+                f"{ent}  rate {rate_hz:5.1f} Hz  {row[7]:6.0f} steps/s  policy/env {pol:.2f}  "
                 f"elapsed {_fmt_time(elapsed)}  ETA {_fmt_time(eta)}")
             # outputs (every generation, atomically)
             dep = _deployed_arrays(a, params_eval, norm_mean, norm_std, g + 1, det_ret)
