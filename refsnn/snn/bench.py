@@ -10,6 +10,9 @@ offsets, BN / pooling / linear as array expressions, the LIF as a vectorised loo
 stored H and S, AdamW as array expressions. It starts from the same weights and is checked to give
 the same loss and gradients before timing.
 
+Both sides run with one BLAS thread and one Numba thread, the trainer's default (``--threads 1``;
+on a busy 2-core machine multithreaded OpenBLAS is erratic, see :mod:`refsnn.snn.threads`).
+
 Reported: ``stbp_step_speedup_vs_numpy`` (baseline seconds / refsnn seconds, the input as the
 trainer gets it: a direct-encoded broadcast view, so refsnn computes the first conv + BN once
 instead of T times), ``stbp_step_speedup_vs_numpy_full_input`` (refsnn given T explicit copies:
@@ -156,6 +159,7 @@ def bench_stbp_step() -> dict:
     from refsnn.snn.archs import build_arch
     from refsnn.snn.loss import loss_and_grad
     from refsnn.snn.optim import AdamW
+    from refsnn.snn.threads import threads
 
     T, B = 4, 32
     ds = load("mnist5k", timesteps=T)
@@ -188,8 +192,9 @@ def bench_stbp_step() -> dict:
     def baseline():
         base.step(xc, y)
 
-    tb, tc = time_side_by_side(baseline, candidate, repeats=5)
-    tb2, tf = time_side_by_side(baseline, lambda: candidate(xc), repeats=3)
+    with threads(1):  # the trainer's default (refsnn train --threads 1), for both sides
+        tb, tc = time_side_by_side(baseline, candidate, repeats=5)
+        tb2, tf = time_side_by_side(baseline, lambda: candidate(xc), repeats=3)
     return {"stbp_step_speedup_vs_numpy": tb / tc,
             "stbp_step_speedup_vs_numpy_full_input": tb2 / tf,
             "stbp_step_ms": tc * 1e3, "stbp_step_numpy_ms": tb * 1e3}

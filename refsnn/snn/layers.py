@@ -218,22 +218,21 @@ class BatchNorm2d(Layer):
         rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
         xf = _fold(x)
         static = self.training and x.shape[0] == 1 and T > 1
-        if static:
-            # stats of the broadcast tensor equal those of one copy; only the unbiased factor of
-            # the running variance differs (n = T*B*H*W, not B*H*W): update it here instead.
-            rm_k, rv_k = rm.copy(), rv.copy()
-        else:
-            rm_k, rv_k = rm, rv
-        y, ctx = batchnorm2d_forward(xf, self.params["gamma"], self.params["beta"], rm_k, rv_k,
+        # Static input: the batch statistics of the broadcast tensor equal those of one copy, so the
+        # kernel's mean update is right; only the unbiased factor of the running variance differs
+        # (n = T*B*H*W, not B*H*W), so the kernel updates a scratch copy and rv is updated here
+        # from the batch variance var = 1/invstd^2 - eps (float64, from the kernel's context).
+        rv_k = rv.copy() if static else rv
+        y, ctx = batchnorm2d_forward(xf, self.params["gamma"], self.params["beta"], rm, rv_k,
                                      training=self.training, momentum=self.momentum, eps=self.eps)
         if static:
-            x64 = xf.astype(np.float64)
-            mu = x64.mean(axis=(0, 2, 3))
-            var = x64.var(axis=(0, 2, 3))
+            invstd = getattr(ctx, "invstd", None)
+            if invstd is not None:
+                var = 1.0 / np.square(np.asarray(invstd, np.float64)) - self.eps
+            else:  # pragma: no cover - another kernel implementation
+                var = xf.astype(np.float64).var(axis=(0, 2, 3))
             n = T * xf.shape[0] * xf.shape[2] * xf.shape[3]
             m = self.momentum  # same operation order as the kernel's update
-            rm *= (1.0 - m)
-            rm += (m * mu).astype(self.dtype)
             rv *= (1.0 - m)
             rv += (m * var * (n / (n - 1))).astype(self.dtype)
         self._c_ctx = ctx

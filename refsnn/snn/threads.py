@@ -19,10 +19,12 @@ import numpy as np
 
 from refsnn._checks import check_int
 
-__all__ = ["set_threads", "set_blas_threads"]
+__all__ = ["set_threads", "set_blas_threads", "get_blas_threads", "threads"]
 
 _SYMBOLS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
             "openblas_set_num_threads64_", "openblas_set_num_threads")
+_GET_SYMBOLS = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
+                "openblas_get_num_threads64_", "openblas_get_num_threads")
 
 
 def _blas_libs():
@@ -35,20 +37,36 @@ def _blas_libs():
                 yield path
 
 
-def set_blas_threads(n: int) -> bool:
-    """Set OpenBLAS's thread count in this process; True if an entry point was found."""
-    n = check_int("threads", n, lo=1)
+def _blas_fn(symbols):
     for path in _blas_libs():
         try:
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for sym in _SYMBOLS:
+        for sym in symbols:
             fn = getattr(lib, sym, None)
             if fn is not None:
-                fn(ctypes.c_int(n))
-                return True
-    return False
+                return fn
+    return None
+
+
+def set_blas_threads(n: int) -> bool:
+    """Set OpenBLAS's thread count in this process; True if an entry point was found."""
+    n = check_int("threads", n, lo=1)
+    fn = _blas_fn(_SYMBOLS)
+    if fn is None:
+        return False
+    fn(ctypes.c_int(n))
+    return True
+
+
+def get_blas_threads() -> int | None:
+    """OpenBLAS's current thread count, or None if it cannot be queried."""
+    fn = _blas_fn(_GET_SYMBOLS)
+    if fn is None:
+        return None
+    fn.restype = ctypes.c_int
+    return int(fn())
 
 
 def set_threads(n: int) -> bool:
@@ -58,3 +76,26 @@ def set_threads(n: int) -> bool:
     n = check_int("threads", n, lo=1)
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     return set_blas_threads(n)
+
+
+class threads:
+    """Context manager: ``with threads(1): ...`` runs with ``n`` BLAS + Numba threads, then restores."""
+
+    def __init__(self, n: int):
+        self.n = check_int("threads", n, lo=1)
+
+    def __enter__(self):
+        import numba
+
+        self._numba = numba.get_num_threads()
+        self._blas = get_blas_threads()
+        set_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        import numba
+
+        numba.set_num_threads(self._numba)
+        if self._blas is not None:
+            set_blas_threads(self._blas)
+        return False
