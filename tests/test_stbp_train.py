@@ -62,7 +62,8 @@ def test_cli_train_and_errors(tmp_path, capsys):
 
     rc = main(["train", "--arch", "c4-p", "--timesteps", "2", "--epochs", "1", "--batch-size", "16",
                "--n-train", "32", "--n-test", "16", "--loss", "tet", "--label-smoothing", "0.1",
-               "--optimizer", "sgd", "--lr", "0.05", "--neuron", "spikingjelly", "--out", str(tmp_path)])
+               "--optimizer", "sgd", "--lr", "0.05", "--neuron", "spikingjelly", "--dtype", "float64",
+               "--out", str(tmp_path)])
     assert rc == 0
     out = capsys.readouterr().out
     assert "epoch   1/1" in out and "test_acc" in out and "eta" in out
@@ -150,3 +151,43 @@ def test_set_threads():
     numba.set_num_threads(before)
     with pytest.raises(ValueError, match="threads"):
         set_threads(0)
+
+
+def test_train_on_user_datasets(tmp_path):
+    """cifar10:DIR (python batches) and events:DIR run end to end (tiny files, one epoch)."""
+    import pickle
+
+    from refsnn.datasets import make_events, save_event_dir
+
+    rng = np.random.default_rng(0)
+    cdir = tmp_path / "cifar"
+    cdir.mkdir()
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        n = 4
+        d = {b"batch_label": b"b", b"labels": [int(v) for v in rng.integers(0, 10, n)],
+             b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+             b"filenames": [b"f%d.png" % i for i in range(n)]}
+        (cdir / name).write_bytes(pickle.dumps(d, protocol=2))
+    s = train(TrainConfig(data=f"cifar10:{cdir}", epochs=1, out=str(tmp_path / "c"),
+                          **{**TINY, "n_train": None, "n_test": None}))
+    assert s["n_train"] == 20 and s["n_test"] == 4
+
+    def sample(label):
+        n = 50
+        return make_events(rng.integers(0, 6, n), rng.integers(0, 5, n), np.sort(rng.integers(0, 1000, n)),
+                           rng.integers(0, 2, n)), label
+
+    edir = save_event_dir(tmp_path / "ev", {"train": [sample(i % 3) for i in range(12)],
+                                            "test": [sample(i % 3) for i in range(6)]}, (5, 6))
+    s = train(TrainConfig(data=f"events:{edir}", epochs=1, out=str(tmp_path / "e"),
+                          **{**TINY, "n_train": None, "n_test": None}))
+    assert s["n_train"] == 12 and s["n_test"] == 6 and s["epochs"] == 1
+
+
+@pytest.mark.slow
+def test_demo_train(tmp_path):
+    from refsnn.train import demo_train
+
+    s = demo_train(tmp_path, quiet=True)
+    assert s["test_accuracy"] > 0.9 and s["epochs"] == 3
