@@ -87,18 +87,38 @@ def demo_kernels(seed: int = 0) -> dict:
     return out
 
 
+def _demo_train(out_dir: Path) -> dict:
+    from refsnn.train import demo_train
+
+    res = demo_train(out_dir / "train")
+    keep = ("test_accuracy", "epochs", "wall_seconds", "spikes_per_sample")
+    return {k: res[k] for k in keep if k in res}
+
+
+def _demo_ec(out_dir: Path) -> dict:
+    from refsnn.ec.demo import demo_ec
+
+    return demo_ec(out_dir, log=lambda line: print("  " + line, flush=True))
+
+
 def add_arguments(p) -> None:
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", choices=["kernels"], action="append",
+    p.add_argument("--only", choices=["kernels", "train", "ec"], action="append",
                    help="run only these parts (repeatable; default: all)")
 
 
 def run(args) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    parts = [("kernels", "Kernels beside their NumPy oracles, on mnist5k digits and an EC network",
-              lambda: demo_kernels(args.seed))]
+    parts = [
+        ("kernels", "Kernels beside their NumPy oracles, on mnist5k digits and an EC network",
+         lambda: demo_kernels(args.seed)),
+        ("train", "STBP: a short training run of the default Conv-LIF network on mnist5k",
+         lambda: _demo_train(out_dir)),
+        ("ec", "Evolving Connectivity: a few generations on Hopper-v5, then the deployed 1-bit network",
+         lambda: _demo_ec(out_dir)),
+    ]
     summary: dict = {}
     t_all = time.perf_counter()
     for name, title, fn in parts:
