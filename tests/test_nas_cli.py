@@ -87,3 +87,10 @@ def test_cli_entry_and_demo(tmp_path, capsys):
     d = demo_nas(tmp_path / "demo", quiet=True)
     assert d["generations"] == 3 and len(d["best_genotype"]) == 2 * 9 + 2
     assert np.isfinite(d["best_fitness"])
+
+
+def test_worker_processes_give_the_same_search(tmp_path):
+    s0 = search(replace(TINY, generations=1, out=str(tmp_path / "w0")))
+    s2 = search(replace(TINY, generations=1, out=str(tmp_path / "w2"), workers=2))
+    assert s0["best_genotype"] == s2["best_genotype"] and s0["best_fitness"] == s2["best_fitness"]
+    assert (tmp_path / "w0" / "search_state.json").read_text() == (tmp_path / "w2" / "search_state.json").read_text()

@@ -62,7 +62,7 @@ class NASArgs:
     fitness_batches: int = 2       # s, batches
     elites: int = 2
     train_epochs: int = 0          # > 0: train the best genotype for this many epochs
-    train_lr: float = 4e-3
+    train_lr: float = 1e-2          # higher than refsnn train's 4e-3: deep E/I cells learn slowly at 4e-3
     train_batch_size: int = 64
     train_subset: int | None = None  # train on the first N training images only (quick runs, tests)
     workers: int = 0               # fitness worker processes (0: in-process)
@@ -227,8 +227,10 @@ def search(a: NASArgs, *, log=print, executor=None) -> dict:
                           n_elites=a.elites, seed=a.seed)
     own_pool = None
     if executor is None and a.workers > 0:
-        own_pool = executor = cf.ProcessPoolExecutor(a.workers, initializer=_worker_init,
-                                                     initargs=(a.threads,))
+        import multiprocessing as mp
+        # spawn: forking a process that already runs OpenMP/BLAS threads is unsafe
+        own_pool = executor = cf.ProcessPoolExecutor(a.workers, mp_context=mp.get_context("spawn"),
+                                                     initializer=_worker_init, initargs=(a.threads,))
     timing: dict = {}
     wall_before = 0.0
     try:
