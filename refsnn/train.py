@@ -147,7 +147,7 @@ def _plot(path: Path, history: list[dict], title: str) -> None:
     line_plot_png(path, ep, {"train accuracy": [h["train_accuracy"] for h in history],
                              "test accuracy": [h["test_accuracy"] for h in history],
                              "loss": [min(h["loss"], 1.0) for h in history]},
-                  title=title, xlabel="epoch", ylabel="accuracy / loss (clipped at 1)")
+                  title=title + "   (loss clipped at 1)", xlabel="epoch", ylabel="")
 
 
 def train(config: TrainConfig | None = None, **overrides) -> dict:
