@@ -53,7 +53,7 @@ import numpy as np
 @dataclass
 class TrainConfig:
     data: str = "mnist5k"          # mnist5k | mnist5k-events | cifar10:DIR | cifar100:DIR | events:DIR
-    arch: str = "csnn"             # refsnn.snn.archs.ARCHS name or spec string like "c32-p-c64-p"
+    arch: str = "csnn"             # ARCHS name, spec string like "c32-p-c64-p", or "genotype:PATH[@C]"
     timesteps: int = 2             # T
     epochs: int = 15
     batch_size: int = 64
@@ -277,7 +277,8 @@ def demo_train(out_dir, *, quiet: bool = False) -> dict:
 
 _HELP = {
     "data": "dataset: mnist5k | mnist5k-events | cifar10:DIR | cifar100:DIR | events:DIR",
-    "arch": "network: csnn (default, c32-p-c64-p), csnn-small, csnn-fc, or tokens c<N>/p/f<N> joined by '-'",
+    "arch": "network: csnn (default, c32-p-c64-p), csnn-small, csnn-fc, tokens c<N>/p/f<N> joined by '-', "
+            "or genotype:PATH[@C] (an MSE-NAS genotype JSON)",
     "timesteps": "simulation steps T",
     "lr": "peak learning rate (cosine schedule with linear warm-up)",
     "weight_decay": "default 0.01 for adamw, 5e-4 for sgd",

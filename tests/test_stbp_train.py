@@ -191,3 +191,11 @@ def test_demo_train(tmp_path):
 
     s = demo_train(tmp_path, quiet=True)
     assert s["test_accuracy"] > 0.9 and s["epochs"] == 3
+
+
+def test_train_genotype_arch(tmp_path):
+    """``--arch genotype:PATH@C`` trains the MSE-NAS network of a genotype file."""
+    p = tmp_path / "g.json"
+    p.write_text(json.dumps([2, 1, 1, 2, 0, 0, 0, 0, 0, 1, 2, 1, 0, 0, 0, 0, 0, 0, 2, 1]))
+    s = train(TrainConfig(epochs=1, out=str(tmp_path / "run"), **{**TINY, "arch": f"genotype:{p}@2"}))
+    assert s["epochs"] == 1 and s["n_params"] > 0

@@ -50,7 +50,8 @@ def build_arch(arch: str, *, input_shape, num_classes: int, timesteps: int, rng:
 
     Parameters
     ----------
-    arch : str, e.g. ``"csnn"`` or ``"c32-p-c64-p"``
+    arch : str, e.g. ``"csnn"`` or ``"c32-p-c64-p"``, or ``"genotype:PATH[@C]"`` (an MSE-NAS
+        genotype JSON file, built by :func:`refsnn.nas.network.build_from_arch_string`)
     input_shape : (C, H, W) of one step
     num_classes : int
     timesteps : int, T
@@ -59,6 +60,10 @@ def build_arch(arch: str, *, input_shape, num_classes: int, timesteps: int, rng:
     """
     if not isinstance(arch, str):
         raise TypeError(f"arch: expected a string, got {type(arch).__name__}")
+    if arch.startswith("genotype:"):  # an MSE-NAS genotype file: refsnn.nas.network
+        from refsnn.nas.network import build_from_arch_string
+        return build_from_arch_string(arch, input_shape=input_shape, num_classes=num_classes,
+                                      timesteps=timesteps, rng=rng, neuron=neuron, dtype=dtype)
     spec = ARCHS.get(arch, arch)
     toks = [t for t in spec.split("-") if t]
     if not toks or any(not _TOKEN.match(t) for t in toks):
