@@ -109,3 +109,11 @@ def test_network_and_population_spikes(tmp_path):
     with pytest.raises(FileNotFoundError):
         parse_genotype_arch(f"genotype:{tmp_path / 'missing.json'}")
     assert Genotype.from_flat(G).flat == G
+
+
+def test_neuron_cap():
+    graph = decode(G, (1, 28, 28), 4, 10)
+    n = sum(nd["channels"] * nd["shape"][0] * nd["shape"][1] for nd in graph["nodes"] if nd["op"] == "lif")
+    d = NASFitness(max_neurons=n - 1, **SMALL).details(G, 5)
+    assert d["fitness"] == WORST_FITNESS and "max_neurons" in d["reason"] and d["n_neurons"] == n
+    assert NASFitness(max_neurons=n, **SMALL)(G, 5) == NASFitness(**SMALL)(G, 5)

@@ -89,7 +89,9 @@ class NASFitness:
 
     Fields: ``kind`` (``"bie-min"`` | ``"bie-max"`` | ``"logdet"``), ``data`` (dataset spec),
     ``channels`` (C), ``timesteps`` (T), ``batch_size`` (j), ``n_batches`` (s), ``data_seed``
-    (which training images), ``min_rate`` (silent guard), ``dtype``.
+    (which training images), ``min_rate`` (silent guard), ``dtype``, ``max_neurons`` (a resource
+    cap: a genotype whose network has more LIF neurons per sample -- ``graph_stats``'s
+    ``n_neurons_per_sample`` -- gets the worst fitness without being run; ``None``: no cap).
     """
 
     kind: str = "bie-min"
@@ -101,6 +103,7 @@ class NASFitness:
     data_seed: int = 0
     min_rate: float = 1e-3
     dtype: str = "float32"
+    max_neurons: int | None = None
 
     def __post_init__(self):
         check_choice("kind", self.kind, KINDS)
@@ -111,6 +114,8 @@ class NASFitness:
         check_int("data_seed", self.data_seed, lo=0)
         check_float("min_rate", self.min_rate, lo=0.0)
         check_choice("dtype", self.dtype, ("float32", "float64"))
+        if self.max_neurons is not None:
+            check_int("max_neurons", self.max_neurons, lo=1)
 
     def __call__(self, genotype, seed: int) -> float:
         return self.details(genotype, seed)["fitness"]
@@ -125,6 +130,11 @@ class NASFitness:
         input_shape, n_classes, is_event, xs = fitness_batches(
             self.data, self.timesteps, self.batch_size, self.n_batches, self.data_seed)
         graph = decode(genotype, input_shape, self.channels, n_classes)
+        n_neurons = sum(n["channels"] * n["shape"][0] * n["shape"][1] for n in graph["nodes"] if n["op"] == "lif")
+        if self.max_neurons is not None and n_neurons > self.max_neurons:
+            return {"fitness": WORST_FITNESS, "score": float("nan"), "valid": False,
+                    "reason": f"{n_neurons} neurons > max_neurons {self.max_neurons}", "firing_rate": float("nan"),
+                    "n_neurons": n_neurons, "seconds": time.perf_counter() - t0}
         dt = np.dtype(self.dtype)
         net = from_graph(graph, timesteps=self.timesteps,
                          rng=np.random.default_rng(np.random.SeedSequence(seed)), dtype=dt)
@@ -151,7 +161,6 @@ class NASFitness:
         else:
             fit = bie_fitness(spike_batches, outputs, direction=self.kind[4:], min_rate=self.min_rate)
             score = -fit if self.kind == "bie-min" else fit
-        n_neurons = sum(int(np.prod(s.shape[2:])) for s in spike_batches[0].values())
         return {"fitness": float(fit), "score": float(score), "valid": ok, "reason": reason,
                 "firing_rate": rate, "n_neurons": n_neurons, "seconds": time.perf_counter() - t0}
 
@@ -174,7 +183,8 @@ def bench_bie_speedup(steps: int = 4) -> dict:
     """Benchmark ``bie_speedup_vs_train_epoch``: seconds of one STBP training epoch of
     :data:`BENCH_GENOTYPE` on mnist5k (C = 8, T = 4, batch 64, AdamW, augmentation: what
     ``refsnn nas --train-epochs`` runs) / seconds to score it with the default BIE fitness
-    (:class:`NASFitness`: decode, build with random weights, 2 x 16 images, spikes, BIE).
+    (:class:`NASFitness` defaults: decode, build with random weights, 2 x 32 images, spikes, BIE;
+    ``refsnn nas`` uses 2 x 16, so its scores are cheaper still).
 
     The epoch is measured on ``steps`` training steps (forward, loss, STBP backward, optimiser
     update; best of 3 interleaved repeats with the fitness, :func:`refsnn.bench.time_side_by_side`)
