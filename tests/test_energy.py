@@ -101,6 +101,11 @@ def test_csnn_counts_and_noise():
     assert c.spikes == pytest.approx(net.spikes_per_sample())
     assert c.per_layer["conv1"]["kind"] == "mac" and c.per_layer["conv2"]["kind"] == "sop"
     assert c.per_layer["conv1"]["ops"] == 28 * 28 * 16 * 9 * 2
+    from refsnn.snn.energy import energy_report
+    rep = energy_report(net, ds, batch_size=16)
+    assert rep["spikes_per_sample"] == pytest.approx(evaluate(net, ds, "test", 16)[1])
+    assert rep["energy_per_sample_nj"] == pytest.approx(
+        (0.9 * rep["sops_per_sample"] + 4.6 * rep["macs_per_sample"]) / 1e3)
     acc0 = evaluate_with_noise(net, ds, 0.0, batch_size=16)
     assert acc0 == pytest.approx(evaluate(net, ds, "test", 16)[0])
     a = evaluate_with_noise(net, ds, 0.5, seed=3, batch_size=16)
