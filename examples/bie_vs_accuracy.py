@@ -35,7 +35,6 @@ FITNESSES = ("bie-min", "bie-max", "logdet")
 def _one(job):
     """Score and train one genotype (runs in a worker process)."""
     flat, seed, a = job
-    from refsnn.nas.cli import genotype_arch_hook
     from refsnn.nas.fitness import NASFitness
     from refsnn.nas.genotype import Genotype, to_json
     from refsnn.nas.graph import decode, graph_stats
@@ -60,10 +59,9 @@ def _one(job):
     run.mkdir(parents=True, exist_ok=True)
     (run / "genotype.json").write_text(to_json(g))
     t0 = time.perf_counter()
-    with genotype_arch_hook():
-        s = train(TrainConfig(arch=f"genotype:{run / 'genotype.json'}@{a['channels']}", timesteps=a["timesteps"],
-                              epochs=a["epochs"], n_train=a["n_train"], n_test=a["n_test"],
-                              lr=a["lr"], warmup_epochs=0.25, seed=seed, out=str(run), quiet=True, threads=1))
+    s = train(TrainConfig(arch=f"genotype:{run / 'genotype.json'}@{a['channels']}", timesteps=a["timesteps"],
+                          epochs=a["epochs"], n_train=a["n_train"], n_test=a["n_test"],
+                          lr=a["lr"], warmup_epochs=0.25, seed=seed, out=str(run), quiet=True, threads=1))
     row["accuracy"] = s["test_accuracy"]
     row["train_seconds"] = time.perf_counter() - t0
     return row

@@ -18,7 +18,7 @@ width ``--channels`` on ``--fitness-batches`` fixed batches of ``--fitness-batch
 
 Training (``--train-epochs N > 0``): the best genotype is written to ``best_genotype.json`` and
 trained by :func:`refsnn.train.train` with ``arch = "genotype:OUT/best_genotype.json"``
-(:func:`refsnn.nas.network.build_from_arch_string`), the trainer's defaults otherwise, into
+(``build_arch`` hands it to :func:`refsnn.nas.network.build_from_arch_string`), the trainer's defaults otherwise, into
 ``OUT/train`` (its own metrics, curve, checkpoint and summary).
 
 Outputs in ``--out``: ``search_state.json`` (the search checkpoint, written atomically after every
@@ -186,35 +186,9 @@ def _write_outputs(out: Path, a: NASArgs, history: list[dict], timing: dict) -> 
                   xlabel="generation", ylabel="fitness (maximised)")
 
 
-class genotype_arch_hook:
-    """Until ``refsnn.snn.archs.build_arch`` forwards ``"genotype:..."`` strings to
-    :func:`refsnn.nas.network.build_from_arch_string` itself, wrap it for the duration of the
-    ``train()`` call (harmless once it does: both paths build the same network)."""
-
-    def __enter__(self):
-        import refsnn.snn.archs as archs
-        from refsnn.nas.network import ARCH_PREFIX, build_from_arch_string
-
-        self.archs, self.orig = archs, archs.build_arch
-        orig = self.orig
-
-        def build_arch(arch, **kw):
-            if isinstance(arch, str) and arch.startswith(ARCH_PREFIX):
-                return build_from_arch_string(arch, **kw)
-            return orig(arch, **kw)
-
-        archs.build_arch = build_arch
-        return self
-
-    def __exit__(self, *exc):
-        self.archs.build_arch = self.orig
-
-
 def search(a: NASArgs, *, log=print, executor=None) -> dict:
     """Run (or resume) the search and the optional training (module docstring); returns the summary."""
     import concurrent.futures as cf
-
-    import numpy as np  # noqa: F401  (imported for the side effect of a consistent numpy in workers)
 
     from refsnn.io import atomic_write_json, atomic_write_text
     from refsnn.nas.genotype import to_json
@@ -333,8 +307,7 @@ def search(a: NASArgs, *, log=print, executor=None) -> dict:
                            out=str(tdir), resume=bool(a.resume and (tdir / "checkpoint.npz").exists()),
                            quiet=a.quiet)
         log(f"training the best genotype for {a.train_epochs} epochs into {tdir}")
-        with genotype_arch_hook():
-            ts = train(tcfg)
+        ts = train(tcfg)
         summary.update(test_accuracy=ts["test_accuracy"], best_test_accuracy=ts["best_test_accuracy"],
                        train_epochs=ts["epochs"], train_seconds=ts["wall_seconds"],
                        spikes_per_sample=ts["spikes_per_sample"])
