@@ -101,10 +101,16 @@ def _demo_ec(out_dir: Path) -> dict:
     return demo_ec(out_dir, log=lambda line: print("  " + line, flush=True))
 
 
+def _demo_nas(out_dir: Path) -> dict:
+    from refsnn.nas.cli import demo_nas
+
+    return demo_nas(out_dir / "nas")
+
+
 def add_arguments(p) -> None:
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", choices=["kernels", "train", "ec"], action="append",
+    p.add_argument("--only", choices=["kernels", "train", "ec", "nas"], action="append",
                    help="run only these parts (repeatable; default: all)")
 
 
@@ -118,6 +124,8 @@ def run(args) -> int:
          lambda: _demo_train(out_dir)),
         ("ec", "Evolving Connectivity: a few generations on Hopper-v5, then the deployed 1-bit network",
          lambda: _demo_ec(out_dir)),
+        ("nas", "MSE-NAS: a 3-generation search with the training-free BIE fitness on mnist5k",
+         lambda: _demo_nas(out_dir)),
     ]
     summary: dict = {}
     t_all = time.perf_counter()

@@ -54,6 +54,7 @@ import numpy as np
 class TrainConfig:
     data: str = "mnist5k"          # mnist5k | mnist5k-events | cifar10:DIR | cifar100:DIR | events:DIR
     arch: str = "csnn"             # ARCHS name, spec string like "c32-p-c64-p", or "genotype:PATH[@C]"
+    genotype: str | None = None    # MSE-NAS genotype JSON file: train that network (overrides arch)
     timesteps: int = 2             # T
     epochs: int = 15
     batch_size: int = 64
@@ -77,6 +78,7 @@ class TrainConfig:
     resume: bool = False
     stop_after: int | None = None  # run at most this many epochs in this invocation (resume later)
     quiet: bool = False
+    eval_noise: float | None = None  # also report test accuracy under Gaussian input noise of this std
 
 
 # ------------------------------------------------------------------------------------------------
@@ -103,6 +105,10 @@ def _check_config(cfg: TrainConfig) -> None:
     check_choice("dtype", cfg.dtype, ("float32", "float64"))
     if cfg.weight_decay is not None:
         check_float("weight_decay", cfg.weight_decay, lo=0.0)
+    if cfg.eval_noise is not None:
+        check_float("eval_noise", cfg.eval_noise, lo=0.0)
+    if cfg.genotype is not None and not Path(cfg.genotype).is_file():
+        raise FileNotFoundError(f"genotype: no such file {cfg.genotype}")
     for k in ("n_train", "n_test", "stop_after", "threads"):
         if getattr(cfg, k) is not None:
             check_int(k, getattr(cfg, k), lo=1)
@@ -171,7 +177,8 @@ def train(config: TrainConfig | None = None, **overrides) -> dict:
     if cfg.n_train is not None or cfg.n_test is not None:
         ds = ds.take(cfg.n_train, cfg.n_test)
     init_rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(0,)))
-    net = build_arch(cfg.arch, input_shape=ds.input_shape, num_classes=ds.num_classes,
+    arch = f"genotype:{cfg.genotype}" if cfg.genotype is not None else cfg.arch
+    net = build_arch(arch, input_shape=ds.input_shape, num_classes=ds.num_classes,
                      timesteps=cfg.timesteps, rng=init_rng, neuron=PRESETS[cfg.neuron], dtype=dtype)
     opt = make_optimizer(cfg.optimizer, net.parameters(), weight_decay=cfg.weight_decay,
                          momentum=cfg.momentum)
@@ -185,7 +192,7 @@ def train(config: TrainConfig | None = None, **overrides) -> dict:
         from refsnn.snn.threads import set_threads
         set_threads(cfg.threads)
     cfg_dict = {k: v for k, v in dataclasses.asdict(cfg).items()
-                if k not in ("resume", "quiet", "out", "stop_after", "threads")}
+                if k not in ("resume", "quiet", "out", "stop_after", "threads", "eval_noise")}
     history: list[dict] = []
     start_epoch, wall_before = 0, 0.0
     if cfg.resume:
@@ -201,7 +208,7 @@ def train(config: TrainConfig | None = None, **overrides) -> dict:
         wall_before = float(meta["wall_seconds"])
         say(f"resumed from {ckpt} after epoch {start_epoch}")
     atomic_write_json(out / "config.json", cfg_dict)
-    say(f"refsnn train: {ds!r}, arch {cfg.arch}, {net.n_params()} parameters, T={cfg.timesteps}, "
+    say(f"refsnn train: {ds!r}, arch {arch}, {net.n_params()} parameters, T={cfg.timesteps}, "
         f"{cfg.epochs} epochs x {steps_per_epoch} steps, {cfg.optimizer} lr {cfg.lr:g}, loss {cfg.loss}")
 
     t_start = time.perf_counter()
@@ -239,10 +246,15 @@ def train(config: TrainConfig | None = None, **overrides) -> dict:
             f"test_acc {test_acc:.4f}  spikes/sample {spikes:.0f}  lr {lr:.2e}  "
             f"elapsed {elapsed:.0f}s  eta {eta:.0f}s")
         _write_metrics(out / "metrics.csv", history)
-        _plot(out / "curve.png", history, f"refsnn train {cfg.data} {cfg.arch} T={cfg.timesteps}")
+        _plot(out / "curve.png", history, f"refsnn train {cfg.data} {arch} T={cfg.timesteps}")
         save_checkpoint(ckpt, net, opt, {"config": cfg_dict, "epoch": epoch + 1, "history": history,
                                          "wall_seconds": elapsed})
 
+    from refsnn.snn.energy import E_AC_PJ, E_MAC_PJ, energy_report, evaluate_with_noise
+
+    # synaptic operations and energy on the test split (SOP = one accumulate per input spike per
+    # synapse; the first layer, fed by real-valued pixels, counts multiply-accumulates instead)
+    ops = energy_report(net, ds, split="test", batch_size=cfg.eval_batch_size)
     last = history[-1]
     summary = {
         "complete": last["epoch"] == cfg.epochs,
@@ -253,13 +265,25 @@ def train(config: TrainConfig | None = None, **overrides) -> dict:
         "epochs": last["epoch"],
         "wall_seconds": last["elapsed_seconds"],
         "spikes_per_sample": last["spikes_per_sample"],
+        "sops_per_sample": ops["sops_per_sample"],
+        "macs_per_sample": ops["macs_per_sample"],
+        "energy_per_sample_nj": ops["energy_per_sample_nj"],
+        "energy_pj_per_ac": E_AC_PJ, "energy_pj_per_mac": E_MAC_PJ,
         "n_params": net.n_params(),
         "n_train": n_train,
         "n_test": len(ds.y_test),
-        "data": cfg.data, "arch": cfg.arch, "timesteps": cfg.timesteps, "optimizer": cfg.optimizer,
+        "data": cfg.data, "arch": arch, "timesteps": cfg.timesteps, "optimizer": cfg.optimizer,
         "loss_kind": cfg.loss, "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed,
         "neuron": cfg.neuron,
     }
+    if cfg.eval_noise is not None:
+        summary["eval_noise_sigma"] = cfg.eval_noise
+        summary["noisy_test_accuracy"] = evaluate_with_noise(net, ds, cfg.eval_noise, seed=cfg.seed,
+                                                             batch_size=cfg.eval_batch_size)
+        say(f"test accuracy under Gaussian input noise sigma={cfg.eval_noise:g}: "
+            f"{summary['noisy_test_accuracy']:.4f}")
+    say(f"{ops['sops_per_sample']:.3g} SOPs + {ops['macs_per_sample']:.3g} MACs per sample -> "
+        f"{ops['energy_per_sample_nj']:.3g} nJ ({E_AC_PJ} pJ/AC, {E_MAC_PJ} pJ/MAC, 45 nm)")
     atomic_write_json(out / "summary.json", summary)
     say(f"test accuracy {summary['test_accuracy']:.4f} after {summary['epochs']} epochs, "
         f"{summary['wall_seconds']:.0f} s; wrote {out}")
@@ -288,6 +312,8 @@ _HELP = {
     "n_train": "use only the first N training samples",
     "n_test": "use only the first N test samples",
     "out": "output directory",
+    "genotype": "train the network of this MSE-NAS genotype JSON (best_genotype.json of refsnn nas) instead of --arch",
+    "eval_noise": "also report test accuracy with additive Gaussian input noise of this standard deviation",
     "threads": "threads for BLAS and Numba (default 1: robust on a busy 2-core machine)",
     "resume": "continue from OUT/checkpoint.npz",
     "stop_after": "stop after N epochs of this invocation (continue later with --resume)",
@@ -311,7 +337,7 @@ def add_arguments(p) -> None:
             continue
         kind = {"timesteps": int, "epochs": int, "batch_size": int, "seed": int, "eval_batch_size": int,
                 "n_train": int, "n_test": int, "weight_decay": float, "stop_after": int,
-                "threads": int}.get(f.name, type(default))
+                "threads": int, "eval_noise": float, "genotype": str}.get(f.name, type(default))
         kw = {}
         if f.name == "optimizer":
             kw["choices"] = ["sgd", "adamw"]

@@ -199,3 +199,26 @@ def test_train_genotype_arch(tmp_path):
     p.write_text(json.dumps([2, 1, 1, 2, 0, 0, 0, 0, 0, 1, 2, 1, 0, 0, 0, 0, 0, 0, 2, 1]))
     s = train(TrainConfig(epochs=1, out=str(tmp_path / "run"), **{**TINY, "arch": f"genotype:{p}@2"}))
     assert s["epochs"] == 1 and s["n_params"] > 0
+
+
+def test_genotype_file_eval_noise_and_energy_in_summary(tmp_path):
+    """``refsnn train --genotype FILE --eval-noise SIGMA``: the genotype's network, the noisy test
+    accuracy, and SOPs/MACs/energy per sample in the flat summary (issue: MSE-NAS item 7)."""
+    from refsnn.cli import main
+
+    p = tmp_path / "g.json"
+    p.write_text(json.dumps([2, 1, 1, 2, 0, 0, 0, 0, 0, 1, 2, 1, 0, 0, 0, 0, 0, 0, 2, 1]))
+    out = tmp_path / "run"
+    rc = main(["train", "--genotype", str(p), "--epochs", "1", "--timesteps", "2", "--batch-size", "16",
+               "--n-train", "48", "--n-test", "20", "--eval-batch-size", "10", "--eval-noise", "0.5",
+               "--out", str(out), "--quiet"])
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["arch"] == f"genotype:{p}"
+    assert s["eval_noise_sigma"] == 0.5 and 0.0 <= s["noisy_test_accuracy"] <= 1.0
+    assert s["sops_per_sample"] >= 0 and s["macs_per_sample"] > 0
+    assert s["energy_per_sample_nj"] == pytest.approx(
+        (0.9 * s["sops_per_sample"] + 4.6 * s["macs_per_sample"]) / 1e3)
+    assert main(["train", "--genotype", str(tmp_path / "missing.json"), "--out", str(out)]) == 2
+    with pytest.raises(ValueError, match="eval_noise"):
+        train(TrainConfig(epochs=1, out=str(out), eval_noise=-1.0, **TINY))
