@@ -145,10 +145,8 @@ def _write_metrics(path: Path, history: list[dict]) -> None:
 
 
 def _plot(path: Path, history: list[dict], title: str) -> None:
-    try:
-        from refsnn.plot import line_plot_png
-    except ImportError:
-        from refsnn.ec.plot import line_plot_png
+    from refsnn.plot import line_plot_png
+
     ep = [h["epoch"] for h in history]
     line_plot_png(path, ep, {"train accuracy": [h["train_accuracy"] for h in history],
                              "test accuracy": [h["test_accuracy"] for h in history],
@@ -321,37 +319,19 @@ _HELP = {
 
 
 def add_arguments(p) -> None:
+    from refsnn.cliutil import add_dataclass_arguments
     from refsnn.kernels.lif import PRESETS
 
-    d = TrainConfig()
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(d, f.name)
-        h = _HELP.get(f.name, "")
-        if isinstance(default, bool):
-            if default:
-                p.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false",
-                               help=f"disable {f.name.replace('_', ' ')}")
-            else:
-                p.add_argument(flag, dest=f.name, action="store_true", help=h or None)
-            continue
-        kind = {"timesteps": int, "epochs": int, "batch_size": int, "seed": int, "eval_batch_size": int,
-                "n_train": int, "n_test": int, "weight_decay": float, "stop_after": int,
-                "threads": int, "eval_noise": float, "genotype": str}.get(f.name, type(default))
-        kw = {}
-        if f.name == "optimizer":
-            kw["choices"] = ["sgd", "adamw"]
-        elif f.name == "loss":
-            kw["choices"] = ["ce", "tet"]
-        elif f.name == "neuron":
-            kw["choices"] = sorted(PRESETS)
-        elif f.name == "dtype":
-            kw["choices"] = ["float32", "float64"]
-        p.add_argument(flag, dest=f.name, type=kind, default=default,
-                       help=f"{h} (default: {default})".strip(), **kw)
+    add_dataclass_arguments(
+        p, TrainConfig, help=_HELP,
+        types={"weight_decay": float, "n_train": int, "n_test": int, "stop_after": int,
+               "threads": int, "eval_noise": float, "genotype": str},
+        choices={"optimizer": ["sgd", "adamw"], "loss": ["ce", "tet"], "neuron": sorted(PRESETS),
+                 "dtype": ["float32", "float64"]})
 
 
 def run(args) -> int:
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
-    train(cfg)
+    from refsnn.cliutil import dataclass_from_args
+
+    train(dataclass_from_args(TrainConfig, args))
     return 0

@@ -53,6 +53,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from refsnn.cliutil import fmt_hms
+
 # ------------------------------------------------------------------------------------------------
 # hyperparameters
 # ------------------------------------------------------------------------------------------------
@@ -123,13 +125,6 @@ def _check(a: NASArgs) -> NASArgs:
     return a
 
 
-def _fmt_time(s: float) -> str:
-    if not math.isfinite(s):
-        return "?"
-    s = int(round(s))
-    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
 def _fmt_f(f) -> str:
     if f is None:
         return "-"
@@ -169,7 +164,7 @@ def _metrics_rows(history: list[dict], timing: dict) -> list[dict]:
 
 
 def _write_outputs(out: Path, a: NASArgs, history: list[dict], timing: dict) -> None:
-    from refsnn.ec.plot import line_plot_png
+    from refsnn.plot import line_plot_png
     from refsnn.io import atomic_write_text
 
     buf = io.StringIO()
@@ -257,7 +252,7 @@ def search(a: NASArgs, *, log=print, executor=None) -> dict:
                 f"mean {_fmt_f(rec['mean_fitness'])}  best-so-far {_fmt_f(rec['best_so_far_fitness'])}  "
                 f"unique {rec['n_unique']}  new {rec['n_evaluated']}  invalid {rec['n_invalid']}  "
                 f"I-edge frac {'-' if fi is None else f'{fi:.3f}'}  "
-                f"elapsed {_fmt_time(elapsed)}  eta {_fmt_time(eta)}")
+                f"elapsed {fmt_hms(elapsed)}  eta {fmt_hms(eta)}")
             _write_outputs(out, a, s.history, timing)
 
         result = s.run(on_generation=on_generation, checkpoint=state_path)
@@ -280,7 +275,7 @@ def search(a: NASArgs, *, log=print, executor=None) -> dict:
     ei = ei_counts(best)
     log(f"best genotype {best}  fitness {_fmt_f(result.best_fitness)}  ({st['n_params']} parameters, "
         f"{st['n_populations']} populations, {result.n_evaluations} architectures scored, "
-        f"search {_fmt_time(search_wall)})")
+        f"search {fmt_hms(search_wall)})")
     summary = {
         "best_genotype": list(best.flat),
         "best_genotype_str": str(best),
@@ -357,25 +352,18 @@ _HELP = {
 
 
 def add_arguments(p) -> None:
-    d = NASArgs()
-    for f in dataclasses.fields(NASArgs):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(d, f.name)
-        h = _HELP.get(f.name, "")
-        if isinstance(default, bool):
-            p.add_argument(flag, dest=f.name, action="store_true", help=h or None)
-            continue
-        kind = {"threads": int, "train_subset": int, "max_neurons": int,
-                "train_timesteps": int}.get(f.name, type(default))
-        kw = {}
-        if f.name == "fitness":
-            kw["choices"] = ["bie-min", "bie-max", "logdet"]
-        p.add_argument(flag, dest=f.name, type=kind, default=default,
-                       help=f"{h} (default: {default})".strip(), **kw)
+    from refsnn.cliutil import add_dataclass_arguments
+
+    add_dataclass_arguments(p, NASArgs, help=_HELP,
+                            types={"threads": int, "train_subset": int, "max_neurons": int,
+                                   "train_timesteps": int},
+                            choices={"fitness": ["bie-min", "bie-max", "logdet"]})
 
 
 def run(args) -> int:
-    a = NASArgs(**{f.name: getattr(args, f.name) for f in dataclasses.fields(NASArgs)})
+    from refsnn.cliutil import dataclass_from_args
+
+    a = dataclass_from_args(NASArgs, args)
     say = (lambda *x: None) if a.quiet else (lambda *x: print(*x, flush=True))
     search(a, log=say)
     return 0
