@@ -161,7 +161,7 @@ def _write_metrics(out: Path, hist: np.ndarray) -> None:
 
 
 def _plot(out: Path, a: ECArgs, hist: np.ndarray) -> None:
-    from refsnn.ec.plot import line_plot_png
+    from refsnn.plot import line_plot_png
     c = {k: i for i, k in enumerate(COLUMNS)}
     line_plot_png(out / "learning_curve.png", hist[:, c["generation"]],
                   {"mean sampled return": hist[:, c["mean_return"]], "max sampled return": hist[:, c["max_return"]],
