@@ -133,3 +133,14 @@ def test_nes_step_matches_pieces_and_uniforms():
     np.testing.assert_array_equal(new["a"], nes.clip_rho(o2.step(rho, {"a": g}))["a"])
     with pytest.raises(ValueError, match="rho"):
         nes.bernoulli_from_uniforms(u[0], rho["a"][:2])
+
+
+def test_shifted_fitness_changes_ranks_only_through_lengths():
+    r, t = np.array([1000.0, 400.0, 950.0]), np.array([1000, 150, 1000])
+    np.testing.assert_array_equal(nes.shifted_fitness(r, t, 0.0), r)          # reference: plain return
+    np.testing.assert_array_equal(nes.shifted_fitness(r, t, 1.0), [0.0, 250.0, -50.0])
+    # equal lengths: the shift is a constant and the ranks do not change
+    np.testing.assert_array_equal(nes.centered_ranks(nes.shifted_fitness(r, [5, 5, 5], 1.0)),
+                                  nes.centered_ranks(r))
+    with pytest.raises(ValueError, match="lengths"):
+        nes.shifted_fitness(r, t[:2], 1.0)

@@ -172,3 +172,41 @@ def test_demo_ec(tmp_path):
     r = demo_ec(tmp_path, generations=2, population=8, max_steps=100, log=lambda *a: None)
     assert r["ec_generations"] == 2 and r["ec_env_steps"] > 0
     assert (tmp_path / "ec" / "learning_curve.png").exists()
+
+
+def test_evaluated_connectivity_is_the_one_in_the_update():
+    """The workers' networks (ECFamily.build) hold exactly the theta_i that ec_gradient regenerates
+    from (seed, generation, i), for stochastic and deterministic members."""
+    from refsnn.ec.policy import ec_gradient
+    from refsnn.kernels.cuba import unpack_hidden
+    fam = ECFamily(CubaConfig(n_neurons=70), 3, 2)
+    rng = np.random.default_rng(0)
+    rho = {k: rng.uniform(0.05, 0.95, s) for k, s in fam.shapes().items()}
+    P = 5
+    b = fam.build(rho, 7, 3, list(range(P + 2)), P)
+    C_in, Chp, C_out = b.arrays
+    for i in range(P + 2):
+        th = fam.member(rho, 7, 3, i, P)[2]
+        np.testing.assert_array_equal(C_in[i], th["in"])
+        np.testing.assert_array_equal(unpack_hidden(Chp[i], 70, fam.cfg.n_exc), th["h"])
+        np.testing.assert_array_equal(C_out[i], th["out"])
+    # member 0 best, the rest tied: the estimate points from rho towards theta_0
+    f = np.array([1.0] + [0.0] * (P - 1))
+    g = ec_gradient(fam, rho, f, 7, 3)
+    th0 = fam.member(rho, 7, 3, 0, P)[2]
+    w = nes.centered_ranks(f)
+    np.testing.assert_allclose(g["h"], sum(w[i] * (fam.member(rho, 7, 3, i, P)[2]["h"] - rho["h"])
+                                           for i in range(P)) / P)
+    assert np.all(g["h"][th0["h"]] >= -1e-12) and np.all(g["h"][~th0["h"]] <= 1e-12)   # ascent towards theta_0
+
+
+def test_fitness_shift_auto_is_the_alive_bonus():
+    from refsnn.ec.cli import resolve_fitness_shift, _shift_arg
+    assert ECArgs().fitness_shift is None and _shift_arg("auto") is None and _shift_arg("0") == 0.0
+    for env_id, bonus in (("Hopper-v5", 1.0), ("Walker2d-v5", 1.0), ("Humanoid-v5", 5.0), ("Pendulum-v1", 0.0)):
+        env = gym.make(env_id)
+        assert resolve_fitness_shift(ECArgs(), env) == bonus
+        assert resolve_fitness_shift(ECArgs(fitness_shift=0.0), env) == 0.0   # reference: plain return
+        env.close()
+    with pytest.raises(ValueError, match="fitness_shift"):
+        ECArgs(fitness_shift=float("nan")).validate()

@@ -5,7 +5,9 @@ One generation (seed eqs. 9–14, SPEC §5.2; the reference code's ``ec.py``):
 1. freeze the observation normaliser; evaluate ``P`` stochastic members (``theta ~ B(rho)``) and
    ``E`` deterministic members (``theta = rho > 0.5``), one episode each, through the Executor
    (:mod:`refsnn.ec.rollout`);
-2. ``w = centered_ranks(returns of the P members)``; ``g = (1/P) sum_i w_i (theta_i - rho)``
+2. ``w = centered_ranks(f)`` over the P members with ``f_i = return_i - shift * length_i``
+   (:func:`refsnn.ec.nes.shifted_fitness`; ``--fitness-shift auto`` = the env's alive bonus per step,
+   1 for Hopper-v5; ``0`` = the reference code's plain return); ``g = (1/P) sum_i w_i (theta_i - rho)``
    (natural; ``--gradient plain`` divides by ``rho (1 - rho)``), ``theta_i`` regenerated from seeds;
 3. Adam ascent with ``lr`` then ``rho <- clip(rho, eps, 1 - eps)``; merge the generation's
    observation statistics into the normaliser.
@@ -28,7 +30,9 @@ ES) for ``refsnn play``.
 
 CPU defaults (the paper: 10,112 + 128 members on one GPU, 1,000 generations): population 128
 stochastic + 4 deterministic members, 200 generations, 2 worker processes, episodes capped at 1000
-steps. With these, Hopper-v5 learns to hop within tens of minutes on 2 cores.
+steps, fitness shift "auto" (the only default that departs from the reference code: with 128
+members the plain return stalls at Hopper's stand-still optimum; docs/ec.md). With these, Hopper-v5
+learns to hop within tens of minutes on 2 cores.
 """
 from __future__ import annotations
 
@@ -60,6 +64,11 @@ class ECArgs:
     lr: float = 0.15                # Adam learning rate (EC and ES)
     eps: float = 1e-3               # EC: rho clipped to [eps, 1 - eps]
     gradient: str = "natural"       # EC: "natural" (reference code) or "plain" (seed eq. 13)
+    # Ranked fitness = return - fitness_shift * episode length (refsnn.ec.nes.shifted_fitness).
+    # None = "auto": the env's per-step alive bonus (Hopper/Walker2d/Ant-v5 1, Humanoid-v5 5; 0 for
+    # envs without one). Changed from the reference code's plain return (= 0.0): with P = 128 the
+    # plain return stalls at Hopper's "stand still" optimum (~1000); see docs/ec.md.
+    fitness_shift: float | None = None
     sigma: float = 0.3              # ES: perturbation scale
     weight_decay: float = 0.1       # ES: AdamW decoupled weight decay
     neurons: int = 256              # RSNN size N (half excitatory)
@@ -85,6 +94,8 @@ class ECArgs:
         check_float("eps", self.eps, lo=0.0, hi=0.5)
         check_float("sigma", self.sigma, lo=0.0, lo_open=True)
         check_float("weight_decay", self.weight_decay, lo=0.0)
+        if self.fitness_shift is not None:
+            check_float("fitness_shift", self.fitness_shift)
         if self.method == "es" and self.population % 2:
             raise ValueError(f"population: ES-RSNN uses antithetic pairs, expected an even number, got "
                              f"{self.population}")
@@ -95,7 +106,7 @@ class ECArgs:
 
 # keys that define a run: a checkpoint is only resumed with the same values
 RUN_KEYS = ("env", "method", "population", "eval_members", "max_steps", "lr", "eps", "gradient", "sigma",
-            "weight_decay", "neurons", "seed")
+            "weight_decay", "neurons", "seed", "fitness_shift")
 
 COLUMNS = ("generation", "mean_return", "max_return", "det_return", "rho_entropy", "firing_rate_hz",
            "env_steps", "steps_per_s", "policy_over_env", "elapsed_s")
@@ -110,6 +121,14 @@ def _fmt_time(s: float) -> str:
 
 def _rms(params) -> float:
     return float(np.sqrt(sum(float(np.sum(v * v)) for v in params.values()) / sum(v.size for v in params.values())))
+
+
+def resolve_fitness_shift(a: ECArgs, env) -> float:
+    """``a.fitness_shift``, or for ``None`` ("auto") the env's alive bonus per step
+    (Gymnasium MuJoCo's ``healthy_reward``; 0 when the env has none)."""
+    if a.fitness_shift is not None:
+        return float(a.fitness_shift)
+    return float(getattr(env.unwrapped, "_healthy_reward", 0.0) or 0.0)
 
 
 def _cfg_kwargs(a: ECArgs) -> dict:
@@ -235,6 +254,7 @@ def train(a: ECArgs, *, log=print, executor=None, chunks: int | None = None, ove
 
 def _train_locked(a: ECArgs, out: Path, *, log, executor, chunks, overwrite) -> dict:
     env, obs_dim, act_dim = check_env(a.env, a.max_steps)
+    shift = resolve_fitness_shift(a, env)
     env.close()
     fam = make_family(a.method, _cfg_kwargs(a), obs_dim, act_dim, a.sigma)
     P, E = a.population, a.eval_members
@@ -250,7 +270,10 @@ def _train_locked(a: ECArgs, out: Path, *, log, executor, chunks, overwrite) -> 
             old = json.loads(str(z["config_json"]))
         except ValueError:
             raise ValueError(f"{ckpt_path}: corrupt checkpoint (config_json unreadable)") from None
-        diff = [k for k in RUN_KEYS if old.get(k) != getattr(a, k)]
+        dflt = ECArgs()
+        legacy = {"fitness_shift": 0.0}   # checkpoints written before the option existed
+        old = {k: old.get(k, legacy.get(k, getattr(dflt, k))) for k in RUN_KEYS}
+        diff = [k for k in RUN_KEYS if old[k] != getattr(a, k)]
         if diff:
             raise ValueError(f"resume: {ckpt_path} was written with different settings for {diff}: "
                              + ", ".join(f"{k}={old.get(k)!r} (now {getattr(a, k)!r})" for k in diff))
@@ -282,7 +305,8 @@ def _train_locked(a: ECArgs, out: Path, *, log, executor, chunks, overwrite) -> 
     t_session = time.perf_counter()
     gen_times = []
     log(f"refsnn ec: {a.method.upper()}-RSNN on {a.env} (obs {obs_dim}, act {act_dim}), N={a.neurons}, "
-        f"P={P}+{E} deterministic, {a.generations} generations, workers={a.workers}, seed={a.seed} -> {out}")
+        f"P={P}+{E} deterministic, {a.generations} generations, fitness = return - {shift:g} x length, "
+        f"workers={a.workers}, seed={a.seed} -> {out}")
     summary = {}
     ok = False
     try:
@@ -292,14 +316,16 @@ def _train_locked(a: ECArgs, out: Path, *, log, executor, chunks, overwrite) -> 
                                      max_steps=a.max_steps, params=params, norm=norm, seed=a.seed,
                                      generation=g, n_stochastic=P, n_eval=E)
             fit, det = res["returns"][:P], res["returns"][P:]
+            # ranks use the (optionally shifted) fitness; reported returns are the plain returns
+            shaped = nes.shifted_fitness(fit, res["lengths"][:P], shift)
             params_eval = params
             norm_mean, norm_std = norm.frozen()
             if a.method == "ec":
-                grads = ec_gradient(fam, params, fit, a.seed, g, natural=(a.gradient == "natural"))
+                grads = ec_gradient(fam, params, shaped, a.seed, g, natural=(a.gradient == "natural"))
                 params = nes.clip_rho(opt.step(params, grads), a.eps)
                 entropy = nes.bernoulli_entropy(params)
             else:
-                grads = es_gradient(fam, params, fit, a.seed, g)
+                grads = es_gradient(fam, params, shaped, a.seed, g)
                 params = opt.step(params, grads)
                 entropy = float("nan")
             for st in res["obs_stats"]:
@@ -341,7 +367,7 @@ def _train_locked(a: ECArgs, out: Path, *, log, executor, chunks, overwrite) -> 
                        "best_deterministic_return": best if math.isfinite(best) else float("nan"),
                        "final_mean_return": row[1], "generations": g + 1, "env_steps": env_steps,
                        "wall_seconds": elapsed, "population": P, "eval_members": E, "seed": a.seed,
-                       "neurons": a.neurons}
+                       "neurons": a.neurons, "fitness_shift": shift}
             atomic_write_json(out / "summary.json", summary)
         ok = True
     finally:
@@ -368,6 +394,9 @@ def add_arguments(p) -> None:
     p.add_argument("--eps", type=float, default=d.eps, help=f"EC: clip rho to [eps, 1-eps] (default {d.eps})")
     p.add_argument("--gradient", choices=("natural", "plain"), default=d.gradient,
                    help="EC: natural (reference code) or plain (/rho(1-rho), seed eq. 13) gradient")
+    p.add_argument("--fitness-shift", type=_shift_arg, default=d.fitness_shift, metavar="auto|SHIFT",
+                   help="rank return - SHIFT x episode length; auto (default) = the env's alive bonus "
+                        "per step (Hopper 1, Humanoid 5, else 0); 0 = the reference code's plain return")
     p.add_argument("--sigma", type=float, default=d.sigma, help=f"ES: noise scale (default {d.sigma})")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay,
                    help=f"ES: AdamW weight decay (default {d.weight_decay})")
@@ -380,6 +409,16 @@ def add_arguments(p) -> None:
     p.add_argument("--executor", choices=("local", "dask"), default=d.executor,
                    help="local process pool (default) or a dask.distributed cluster")
     p.add_argument("--scheduler", default=d.scheduler, help="dask scheduler address for --executor dask")
+
+
+def _shift_arg(v: str):
+    if v == "auto":
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        import argparse
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {v!r}") from None
 
 
 def args_from_namespace(ns) -> ECArgs:

@@ -28,7 +28,7 @@ from scipy.stats import rankdata
 
 from refsnn._checks import check_array, check_float, check_int
 
-__all__ = ["member_rng", "sample_connectivity", "bernoulli_from_uniforms", "nes_step", "deterministic_connectivity", "centered_ranks",
+__all__ = ["shifted_fitness", "member_rng", "sample_connectivity", "bernoulli_from_uniforms", "nes_step", "deterministic_connectivity", "centered_ranks",
            "nes_gradient", "Adam", "clip_rho", "bernoulli_entropy"]
 
 # Generator streams of one (seed, generation, index) triple (the 4th SeedSequence word):
@@ -64,6 +64,21 @@ def bernoulli_from_uniforms(u: np.ndarray, rho: np.ndarray) -> np.ndarray:
 def deterministic_connectivity(rho: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Deployment: ``theta = rho > 0.5`` (bool)."""
     return {k: rho[k] > 0.5 for k in sorted(rho)}
+
+
+def shifted_fitness(returns, lengths, shift: float) -> np.ndarray:
+    """Fitness that enters the ranks: ``f_i = R_i - shift * T_i`` (return minus ``shift`` per step).
+
+    ``shift = 0`` is the reference code's fitness (the episode return). ``shift = 1`` removes the
+    per-step "alive" bonus of Hopper/Walker2d/Humanoid (ARS, Mania et al. 2018, ``--shift 1``), so that
+    standing still scores ~0 instead of ~1000 and moving forward is what is ranked. Only the ranks
+    (hence the update) change; reported returns are the plain returns ``R_i``.
+    """
+    r = np.asarray(returns, dtype=np.float64)
+    t = np.asarray(lengths, dtype=np.float64)
+    if r.shape != t.shape:
+        raise ValueError(f"lengths: expected shape {r.shape} (one per return), got {t.shape}")
+    return r - float(shift) * t
 
 
 def centered_ranks(f: np.ndarray) -> np.ndarray:

@@ -8,7 +8,9 @@
 * One episode per member, from a fresh network state (the reference code keeps the state across
   Brax's auto-resets; refsnn does not), reset with the member's own episode seed; the episode ends
   on ``terminated`` or ``truncated`` or after ``max_steps`` steps (default 1000, through
-  ``gymnasium.make(..., max_episode_steps=max_steps)``). Fitness = undiscounted return.
+  ``gymnasium.make(..., max_episode_steps=max_steps)``). Each member returns its undiscounted
+  return and its episode length (the trainer ranks ``return - shift * length``, SPEC §5.2 note in
+  ``docs/ec.md``).
 * Observation normalisation: ``(obs - mean) / std`` with the running statistics frozen for the
   whole generation. Every observation a member sees (from reset up to and including the last one)
   is accumulated with Welford's algorithm per member, and the per-member statistics are merged into
