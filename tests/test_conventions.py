@@ -1,0 +1,83 @@
+"""SPEC §1 conventions: atomic writes, pickle-free loads, argument validation, CLI errors."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from refsnn._checks import check_array, check_choice, check_float, check_int
+from refsnn.io import atomic_savez, atomic_write_json, load_npz
+
+
+def test_atomic_write_replaces_and_leaves_no_temporaries(tmp_path):
+    p = tmp_path / "sub" / "summary.json"
+    atomic_write_json(p, {"a": 1})
+    atomic_write_json(p, {"a": 2, "b": [1, 2]})
+    assert json.loads(p.read_text()) == {"a": 2, "b": [1, 2]}
+    assert sorted(x.name for x in p.parent.iterdir()) == ["summary.json"]
+
+
+def test_atomic_write_respects_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        p = atomic_write_json(tmp_path / "s.json", {})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o644
+
+
+def test_load_npz_roundtrip_and_errors(tmp_path):
+    p = atomic_savez(tmp_path / "a.npz", {"x": np.arange(5), "y": np.ones((2, 2), np.float32)})
+    d = load_npz(p, required=("x", "y"))
+    assert d["x"].tolist() == [0, 1, 2, 3, 4] and d["y"].dtype == np.float32
+    with pytest.raises(ValueError, match="missing arrays"):
+        load_npz(p, required=("z",))
+    trunc = tmp_path / "t.npz"
+    trunc.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])
+    with pytest.raises(ValueError, match="t.npz"):
+        load_npz(trunc)
+    foreign = tmp_path / "f.npz"
+    foreign.write_text("not a zip file")
+    with pytest.raises(ValueError, match="f.npz"):
+        load_npz(foreign)
+    with pytest.raises(FileNotFoundError):
+        load_npz(tmp_path / "missing.npz")
+    # a pickled object array is refused, never unpickled
+    pk = tmp_path / "p.npz"
+    np.savez(pk, o=np.array([{"evil": 1}], dtype=object))
+    with pytest.raises(ValueError, match="p.npz"):
+        load_npz(pk)
+    with pytest.raises(TypeError, match="object arrays"):
+        atomic_savez(tmp_path / "o.npz", {"o": np.array([None], dtype=object)})
+
+
+def test_check_helpers_name_the_argument():
+    with pytest.raises(TypeError, match="^x: expected a numpy.ndarray"):
+        check_array("x", [1.0])
+    with pytest.raises(TypeError, match="^x: expected dtype"):
+        check_array("x", np.zeros(2, np.int64))
+    with pytest.raises(ValueError, match=r"^x: expected shape \(\*, 3\)"):
+        check_array("x", np.zeros((2, 2)), shape=(None, 3))
+    with pytest.raises(ValueError, match="^x: contains NaN"):
+        check_array("x", np.array([np.nan]))
+    with pytest.raises(ValueError, match="^lr: expected a value > 0"):
+        check_float("lr", 0.0, lo=0.0, lo_open=True)
+    with pytest.raises(TypeError, match="^lr: expected a real number"):
+        check_float("lr", True)
+    with pytest.raises(TypeError, match="^n: expected an integer"):
+        check_int("n", 1.5)
+    with pytest.raises(ValueError, match="^mode: expected one of"):
+        check_choice("mode", "c", ("a", "b"))
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    from refsnn.cli import main
+
+    assert main(["train", "--data", "nosuchdata", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("refsnn train: error:") and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        main(["nosuchcommand"])
