@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from refsnn._checks import check_choice, check_float, check_int
+from refsnn.cliutil import fmt_hms
 from refsnn.ec import nes
 from refsnn.ec.policy import ECFamily, ESFamily, ec_gradient, es_gradient, make_family
 from refsnn.ec.rollout import Evaluator, RunningNorm, check_env
@@ -110,13 +111,6 @@ RUN_KEYS = ("env", "method", "population", "eval_members", "max_steps", "lr", "e
 
 COLUMNS = ("generation", "mean_return", "max_return", "det_return", "rho_entropy", "firing_rate_hz",
            "env_steps", "steps_per_s", "policy_over_env", "elapsed_s")
-
-
-def _fmt_time(s: float) -> str:
-    if not math.isfinite(s):
-        return "?"
-    s = int(round(s))
-    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def _rms(params) -> float:
@@ -348,7 +342,7 @@ def _train_locked(a: ECArgs, out: Path, *, log, executor, chunks, overwrite) -> 
             ent = f"H(rho) {entropy:.3f}" if math.isfinite(entropy) else f"|w|rms {_rms(params):.3f}"
             log(f"gen {g + 1:4d}/{a.generations}  return mean {row[1]:8.1f} max {row[2]:8.1f}  det {det_ret:8.1f}  "
                 f"{ent}  rate {rate_hz:5.1f} Hz  {row[7]:6.0f} steps/s  policy/env {pol:.2f}  "
-                f"elapsed {_fmt_time(elapsed)}  ETA {_fmt_time(eta)}")
+                f"elapsed {fmt_hms(elapsed)}  ETA {fmt_hms(eta)}")
             # outputs (every generation, atomically)
             dep = _deployed_arrays(a, params_eval, norm_mean, norm_std, g + 1, det_ret)
             atomic_savez(out / "deployed.npz", dep)
