@@ -1,0 +1,60 @@
+"""Compare `refsnn ec` runs (e.g. EC vs ES-RSNN with the same budget): one PNG, one Markdown table.
+
+    python examples/compare_ec_runs.py runs/ec-hopper runs/es-hopper --generations 100 \
+        --out docs/img/ec_vs_es_hopper.png
+
+Each RUN_DIR is the `--out` of a `refsnn ec` run (its metrics.csv and summary.json). Curves are the
+deterministic (`rho > 0.5` / centre-weight) return per generation, cut at `--generations` so that
+every run gets the same budget (same population, same episodes per generation). The table reports,
+per run, the return at the cut, the best return up to it, the first generation reaching
+`--threshold`, the env steps and the wall time to the cut.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+from refsnn.plot import line_plot_png
+
+
+def read_run(run: Path, generations: int | None) -> dict:
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    if generations is not None:
+        rows = [r for r in rows if int(r["generation"]) <= generations]
+    if not rows:
+        raise ValueError(f"{run}: no generations in metrics.csv")
+    summary = json.loads((run / "summary.json").read_text())
+    return {"name": f"{summary.get('method', '?').upper()} ({run.name})", "summary": summary,
+            "gen": [int(r["generation"]) for r in rows], "det": [float(r["det_return"]) for r in rows],
+            "steps": int(rows[-1]["env_steps"]), "wall": float(rows[-1]["elapsed_s"])}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("--generations", type=int, default=None, help="cut every run at this generation")
+    p.add_argument("--threshold", type=float, default=2500.0)
+    p.add_argument("--out", type=Path, default=Path("ec_comparison.png"))
+    a = p.parse_args(argv)
+    runs = [read_run(r, a.generations) for r in a.runs]
+    n = max(len(r["gen"]) for r in runs)
+    x = list(range(1, n + 1))
+    series = {r["name"]: r["det"] + [float("nan")] * (n - len(r["det"])) for r in runs}
+    env = runs[0]["summary"].get("env", "")
+    line_plot_png(a.out, x, series, title=f"deterministic return on {env}, same population and budget",
+                  xlabel="generation", ylabel="return")
+    print(f"wrote {a.out}")
+    print(f"| run | generations | env steps | wall (min) | final det. return | best det. return | "
+          f"first gen >= {a.threshold:g} |")
+    print("|---|---|---|---|---|---|---|")
+    for r in runs:
+        first = next((g for g, v in zip(r["gen"], r["det"]) if v >= a.threshold), None)
+        print(f"| {r['name']} | {r['gen'][-1]} | {r['steps']:,} | {r['wall'] / 60:.1f} | {r['det'][-1]:.0f} | "
+              f"{max(r['det']):.0f} | {first if first is not None else 'not reached'} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
