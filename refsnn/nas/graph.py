@@ -307,6 +307,13 @@ def _ei_table(pairs) -> dict:
         row["cells"] += 1
         row["E"] += sum(1 for s in signs if s > 0)
         row["I"] += sum(1 for s in signs if s < 0)
+    return finish_ei_table(per)
+
+
+def finish_ei_table(per: dict) -> dict:
+    """Complete per-motif E/I edge counts ``{motif: {"cells", "E", "I", ...}}`` (modified in place)
+    with each motif's inhibitory fraction, and return them with the totals:
+    ``{"n_E_edges", "n_I_edges", "frac_inhibitory", "per_motif"}`` (fractions None without edges)."""
     for row in per.values():
         if row["E"] + row["I"]:
             row["frac_inhibitory"] = row["I"] / (row["E"] + row["I"])

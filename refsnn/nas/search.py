@@ -61,7 +61,7 @@ import numpy as np
 from .._checks import check_float, check_int
 from ..io import atomic_write_json
 from .genotype import Genotype, as_genotype, canonical, crossover, genotype_length, mutate, random_genotype
-from .graph import ei_counts
+from .graph import ei_counts, finish_ei_table
 from .motifs import MOTIF_NAMES
 
 __all__ = ["SearchConfig", "SearchResult", "EvolutionarySearch", "run_search", "genotype_seed",
@@ -375,13 +375,7 @@ def _sum_ei(tables: list[dict]) -> dict:
         for name, row in t["per_motif"].items():
             for key in ("cells", "E", "I"):
                 per[name][key] += row[key]
-    for row in per.values():
-        if row["E"] + row["I"]:
-            row["frac_inhibitory"] = row["I"] / (row["E"] + row["I"])
-    n_e = sum(r["E"] for r in per.values())
-    n_i = sum(r["I"] for r in per.values())
-    return {"n_E_edges": n_e, "n_I_edges": n_i,
-            "frac_inhibitory": n_i / (n_e + n_i) if n_e + n_i else None, "per_motif": per}
+    return finish_ei_table(per)
 
 
 def run_search(fitness, config: SearchConfig = SearchConfig(), *, executor=None, resume=None,
