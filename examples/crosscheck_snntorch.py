@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from refsnn.check import check
-from refsnn.vectors import default_dir, load_manifest, npz_bytes, read_npz
+from refsnn.vectors import default_dir, write_backend_outputs
 
 try:
     import snntorch
@@ -110,28 +110,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     ref = Path(args.ref) if args.ref else default_dir()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for f in out.glob("*.npz"):
-        f.unlink()
     torch.set_num_threads(1)
-    written, notes = [], []
-    for e in load_manifest(ref)["cases"]:
-        name = e["name"]
-        if name.startswith("lif."):
-            fn = run_lif
-        elif name.startswith("surrogate."):
-            fn = run_surrogate
-        else:
-            continue
-        arrays = read_npz(ref / e["file"])
-        inp = {k[3:]: v for k, v in arrays.items() if k.startswith("in.")}
-        res, note = fn(e["params"], inp)
-        if note:
-            notes.append(f"{name}: {note}")
-        if res is None:
-            continue
-        (out / e["file"]).write_bytes(npz_bytes({f"out.{k}": v for k, v in res.items()}))
-        written.append(name)
+    written, notes = write_backend_outputs(out, {"lif.": run_lif, "surrogate.": run_surrogate}, ref_dir=ref)
     print(f"snnTorch {snntorch.__version__}, torch {torch.__version__}: wrote {len(written)} cases to {out}")
     for n in notes:
         print("  " + n)

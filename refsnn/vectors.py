@@ -1037,6 +1037,37 @@ def default_dir() -> Path:
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
+def write_backend_outputs(out_dir, runners: dict, *, ref_dir=None) -> tuple[list[str], list[str]]:
+    """Write a conforming output directory for :func:`refsnn.check.check` from another backend.
+
+    ``runners`` maps a case-name prefix (e.g. ``"lif."``) to ``fn(params, inputs) -> (outputs,
+    note)``, where ``inputs`` holds the case's ``in.*`` arrays without the prefix and ``outputs``
+    the backend's ``out.*`` arrays without it (``None``: the backend cannot express the case, and
+    ``note`` says why). Existing ``.npz`` files in ``out_dir`` are removed first. Returns the names
+    of the cases written and the notes (``"case: note"``).
+    """
+    ref = Path(ref_dir) if ref_dir is not None else default_dir()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in out.glob("*.npz"):
+        f.unlink()
+    written, notes = [], []
+    for e in load_manifest(ref)["cases"]:
+        name = e["name"]
+        fn = next((f for prefix, f in runners.items() if name.startswith(prefix)), None)
+        if fn is None:
+            continue
+        arrays = read_npz(ref / e["file"])
+        res, note = fn(e["params"], {k[3:]: v for k, v in arrays.items() if k.startswith("in.")})
+        if note:
+            notes.append(f"{name}: {note}")
+        if res is None:
+            continue
+        atomic_write_bytes(out / e["file"], npz_bytes({f"out.{k}": v for k, v in res.items()}))
+        written.append(name)
+    return written, notes
+
+
 def npz_bytes(arrays: dict) -> bytes:
     """A reproducible ``.npz``: ZIP_STORED, members ``<name>.npy`` in sorted order, fixed timestamps,
     npy format 1.0 little-endian C order. Object arrays are refused."""

@@ -298,3 +298,27 @@ def test_check_bad_directories(gen_dir, tmp_path):
 
 def test_default_dir_is_repository_vectors():
     assert default_dir().name == "vectors"
+
+
+def test_write_backend_outputs_makes_a_conforming_directory(tmp_path):
+    """A backend runner (here refsnn's own surrogate code) -> write_backend_outputs -> check passes;
+    a runner that declines a case (None, note) leaves it missing and reports the note."""
+    from refsnn.vectors import _surrogate_compute, write_backend_outputs
+
+    def decline_fast_sigmoid(params, inp):
+        if params["surrogate"] == "fast_sigmoid":
+            return None, "not expressible"
+        return _surrogate_compute(params, inp), ""
+
+    out = tmp_path / "backend"
+    out.mkdir()
+    (out / "stale.npz").write_bytes(b"old")
+    written, notes = write_backend_outputs(out, {"surrogate.": decline_fast_sigmoid})
+    assert not (out / "stale.npz").exists()
+    assert sorted(written) == sorted(f"surrogate.{n}.{d}" for n in NAMES if n != "fast_sigmoid"
+                                     for d in ("float32", "float64"))
+    assert notes == [f"surrogate.fast_sigmoid.{d}: not expressible" for d in ("float32", "float64")]
+    ok, _ = check(out, allow_missing=True, only=["surrogate.*"])
+    assert ok
+    ok, _ = check(out, only=["surrogate.*"])  # the declined cases are missing
+    assert not ok
