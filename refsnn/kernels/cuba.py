@@ -416,6 +416,22 @@ def float_env_step_ref(cfg: CubaConfig, u, W_in, W_h, W_out, state, *, active=No
 # ---------------------------------------------------------------------------------------------
 # Numba kernels
 # ---------------------------------------------------------------------------------------------
+@numba.njit(cache=True, inline="always")
+def _readout_nb(rate, Wout, r_out, zero, act):
+    """``act = clip(r_out * (rate @ Wout), -1, 1)``, accumulated over neurons in ascending order
+    (the order :func:`readout_ref` uses, so packed, float and oracle agree bit for bit)."""
+    d_out = act.shape[0]
+    for o in range(d_out):
+        act[o] = zero
+    for n in range(rate.shape[0]):
+        rn = rate[n]
+        for o in range(d_out):
+            act[o] += rn * Wout[n, o]
+    for o in range(d_out):
+        x = r_out * act[o]
+        act[o] = min(max(x, -1.0), 1.0)
+
+
 @numba.njit(cache=True)
 def _packed_member(u, Cin, Chp, Cout, v, isyn, rate, sbits, c, n_exc, we, K, act, scratch, icnt, spk):
     """One environment step of one member (packed). ``scratch`` (3, N) dtype, ``icnt`` (N,) int64,
@@ -480,16 +496,7 @@ def _packed_member(u, Cin, Chp, Cout, v, isyn, rate, sbits, c, n_exc, we, K, act
             sbits[w] = word
             nsp += _popcount64(word)
     # 3. readout: neurons in ascending order, from 0
-    d_out = act.shape[0]
-    for o in range(d_out):
-        act[o] = zero
-    for n in range(N):
-        rn = rate[n]
-        for o in range(d_out):
-            act[o] += rn * Cout[n, o]
-    for o in range(d_out):
-        x = r_out * act[o]
-        act[o] = min(max(x, -1.0), 1.0)
+    _readout_nb(rate, Cout, r_out, zero, act)
     return nsp
 
 
@@ -586,16 +593,7 @@ def _float_member(u, Win, Wh, Wout, v, isyn, rate, s, c, K, act, scratch):
                 s[j] = zero
                 rate[j] = a_out * rate[j] + g_out * zero
             v[j] = vj
-    d_out = act.shape[0]
-    for o in range(d_out):
-        act[o] = zero
-    for n in range(N):
-        rn = rate[n]
-        for o in range(d_out):
-            act[o] += rn * Wout[n, o]
-    for o in range(d_out):
-        x = r_out * act[o]
-        act[o] = min(max(x, -1.0), 1.0)
+    _readout_nb(rate, Wout, r_out, zero, act)
     return nsp
 
 
