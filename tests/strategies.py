@@ -19,6 +19,21 @@ def rng_from(seed: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed))
 
 
+def central_diff(f, a: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Central finite differences of the scalar ``f()`` with respect to every element of ``a``
+    (perturbed in place and restored), for the gradient checks."""
+    g = np.zeros_like(a)
+    for i in np.ndindex(a.shape):
+        old = a[i]
+        a[i] = old + eps
+        fp = f()
+        a[i] = old - eps
+        fm = f()
+        a[i] = old
+        g[i] = (fp - fm) / (2 * eps)
+    return g
+
+
 @st.composite
 def float_arrays(draw, shape, dtype=None, lo=-2.0, hi=2.0):
     """Finite floats of ``shape`` in ``[lo, hi]`` drawn via a seeded generator (fast for big arrays)."""

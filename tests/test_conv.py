@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from refsnn.kernels.conv import (conv2d_backward, conv2d_backward_ref, conv2d_forward,
                                  conv2d_forward_ref, clear_buffer_pool)
-from strategies import conv_cases, dtypes, rng_from, seeds
+from strategies import central_diff, conv_cases, dtypes, rng_from, seeds
 
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
 
@@ -63,19 +63,6 @@ def test_conv_matches_scipy_correlate(case, seed):
             np.testing.assert_allclose(y[n, o], ref, rtol=1e-12, atol=1e-12)
 
 
-def _fd(f, a, eps=1e-6):
-    g = np.zeros_like(a)
-    it = np.nditer(a, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = a[i]
-        a[i] = old + eps
-        fp = f()
-        a[i] = old - eps
-        fm = f()
-        a[i] = old
-        g[i] = (fp - fm) / (2 * eps)
-    return g
 
 
 @settings(max_examples=10, deadline=None)
@@ -87,7 +74,7 @@ def test_conv_backward_finite_differences(case, seed):
     loss = lambda: float((conv2d_forward(x, w, b, stride=stride, padding=padding)[0] * dy).sum())
     dx, dw, db = conv2d_backward(dy, ctx)
     for analytic, arr in ((dx, x), (dw, w), (db, b)):
-        np.testing.assert_allclose(analytic, _fd(loss, arr), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(analytic, central_diff(loss, arr), rtol=1e-6, atol=1e-7)
 
 
 def test_conv_float32_bench_shape_and_buffer_reuse():

@@ -12,7 +12,7 @@ from refsnn.kernels.pool import (avgpool2d_backward, avgpool2d_backward_ref, avg
                                  avgpool2d_forward_ref, global_avgpool_backward,
                                  global_avgpool_backward_ref, global_avgpool_forward,
                                  global_avgpool_forward_ref)
-from strategies import dtypes, nchw_shapes, rng_from, seeds
+from strategies import central_diff, dtypes, nchw_shapes, rng_from, seeds
 
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
 
@@ -23,17 +23,6 @@ def _close(a, b, dt, k=10):
     np.testing.assert_allclose(a, b, rtol=0, atol=TOL[dt] * scale * k)
 
 
-def _fd(f, a, eps=1e-6):
-    g = np.zeros_like(a)
-    for i in np.ndindex(a.shape):
-        old = a[i]
-        a[i] = old + eps
-        fp = f()
-        a[i] = old - eps
-        fm = f()
-        a[i] = old
-        g[i] = (fp - fm) / (2 * eps)
-    return g
 
 
 # ---- pooling ----
@@ -57,10 +46,10 @@ def test_pool_backward_finite_differences():
     x = rng.uniform(-1, 1, (2, 2, 4, 6))
     dy = rng.uniform(-1, 1, (2, 2, 2, 3))
     np.testing.assert_allclose(avgpool2d_backward(dy, 2),
-                               _fd(lambda: float((avgpool2d_forward(x, 2) * dy).sum()), x), atol=1e-8)
+                               central_diff(lambda: float((avgpool2d_forward(x, 2) * dy).sum()), x), atol=1e-8)
     dg = rng.uniform(-1, 1, (2, 2))
     np.testing.assert_allclose(global_avgpool_backward(dg, (4, 6)),
-                               _fd(lambda: float((global_avgpool_forward(x) * dg).sum()), x), atol=1e-8)
+                               central_diff(lambda: float((global_avgpool_forward(x) * dg).sum()), x), atol=1e-8)
 
 
 def test_pool_bad_input():
@@ -102,7 +91,7 @@ def test_linear_finite_differences():
     dy = rng.uniform(-1, 1, (3, 2))
     loss = lambda: float((linear_forward(x, w, b) * dy).sum())
     for g, a in zip(linear_backward(dy, x, w, True), (x, w, b)):
-        np.testing.assert_allclose(g, _fd(loss, a), atol=1e-8)
+        np.testing.assert_allclose(g, central_diff(loss, a), atol=1e-8)
 
 
 def test_linear_bad_input():
@@ -171,9 +160,9 @@ def test_bn_finite_differences(training):
 
     _, ctx = batchnorm2d_forward(x, gamma, beta, rm.copy(), rv.copy(), training=training)
     dx, dg, db = batchnorm2d_backward(dy, ctx)
-    np.testing.assert_allclose(dx, _fd(loss, x), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(dg, _fd(loss, gamma), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(db, _fd(loss, beta), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(dx, central_diff(loss, x), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(dg, central_diff(loss, gamma), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(db, central_diff(loss, beta), rtol=1e-5, atol=1e-7)
 
 
 def test_bn_bad_input():
