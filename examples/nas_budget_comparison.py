@@ -150,7 +150,7 @@ def _plot(path: Path, rows: list[dict], figures: dict) -> None:
     from refsnn.io import atomic_write_bytes
 
     groups = ["winner", "fixed", "random"]
-    W, H, pad_l, pad_b, top = 520, 360, 60, 40, 30
+    W, H, pad_l, pad_b, top = 560, 370, 60, 44, 30
     img = Image.new("RGB", (W, H), "white")
     d = ImageDraw.Draw(img)
     accs = [r["test_accuracy"] for r in rows]
@@ -170,15 +170,17 @@ def _plot(path: Path, rows: list[dict], figures: dict) -> None:
         cx = pad_l + col_w * (i + 0.5)
         d.text((cx - 20, H - pad_b + 8), gname, fill="black")
         pts = [r["test_accuracy"] for r in rows if r["group"] == gname]
-        below = 0
+        below = []
         for j, a in enumerate(pts):
             px = cx + (j - (len(pts) - 1) / 2) * 7
             if a < lo:
                 d.polygon([(px - 4, H - pad_b - 7), (px + 4, H - pad_b - 7), (px, H - pad_b - 1)], fill=colors[gname])
-                d.text((cx + col_w * 0.2, H - pad_b - 20 - 12 * below), f"{100 * a:.1f}%", fill=colors[gname])
-                below += 1
+                below.append(a)
             else:
                 d.ellipse([px - 3, y(a) - 3, px + 3, y(a) + 3], fill=colors[gname])
+        if below:  # their values under the column's name, clear of the plotted bars
+            txt = "below: " + " ".join(f"{100 * a:.0f}" for a in sorted(below)) + " %"
+            d.text((cx - 3 * len(txt), H - pad_b + 22), txt, fill=colors[gname])
         if figures.get(gname) is not None:
             d.line([cx - col_w * 0.35, y(figures[gname]), cx + col_w * 0.35, y(figures[gname])],
                    fill=colors[gname], width=2)
