@@ -28,7 +28,8 @@ search's ``--channels`` (the NAS practice of searching a narrow proxy and traini
 genotype is unchanged); their result files get the suffix ``_cC`` (``--tag`` adds another).
 
 Writes ``OUT/results.csv`` (one row per training), ``OUT/comparison.json`` (the three figures and the
-binomial standard error of one accuracy on 1,000 images) and ``OUT/comparison.png``. Every training
+binomial standard error of one accuracy on 1,000 images), ``OUT/comparison.png`` and ``OUT/comparison.md``
+(the figures as a Markdown table). Every training
 lives in its own ``OUT/runs`` directory with its checkpoint, named by what it trains (genotype digits,
 width, seed; the fixed network's by architecture, learning rate and seed): rerunning the script
 resumes unfinished runs and reuses finished ones (their summaries are read back), and comparisons in
@@ -189,6 +190,25 @@ def _plot(path: Path, rows: list[dict], figures: dict) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _markdown(result: dict, random_rows: list[dict]) -> str:
+    """The three compared figures as a Markdown table (what the README shows), from ``result``."""
+    rp = [r["n_params"] for r in random_rows]
+    pct = lambda a: f"{100 * a:.2f} %"  # noqa: E731
+    lines = [f"| contestant (same budget: {result['epochs']} epochs, T = {result['timesteps']}, "
+             f"width C = {result['train_channels']}) | parameters | test accuracy |", "|---|---|---|",
+             f"| searched winner (mean over seeds {result['seeds']}, better lr of {result['lrs']} per seed) | "
+             f"{', '.join(f'{n:,}' for n in result['n_params']['winner'])} | {pct(result['winner_accuracy'])} |",
+             f"| fixed network (same selection) | {', '.join(f'{n:,}' for n in result['n_params']['fixed'])} | "
+             f"{pct(result['fixed_accuracy'])} |",
+             f"| median of {len(random_rows)} random genotypes (lr {result['random_lr']:g}) | "
+             f"{min(rp):,}-{max(rp):,} | {pct(result['random_median_accuracy'])} "
+             f"({pct(result['random_valid_median_accuracy'])} over the {result['n_random_valid']} the search "
+             f"could pick) |",
+             "", f"One accuracy's binomial standard error on {result['n_test']} test images: "
+             f"{100 * result['binomial_standard_error']:.2f} percentage points."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> dict:
     from refsnn.datasets import load
     from refsnn.io import atomic_write_json, atomic_write_text
@@ -307,10 +327,12 @@ def main(argv=None) -> dict:
     w.writeheader()
     w.writerows(rows)
     sfx = wtag + (f"_{args.tag}" if args.tag else "")
-    files = [out / f"results{sfx}.csv", out / f"comparison{sfx}.json", out / f"comparison{sfx}.png"]
+    files = [out / f"results{sfx}.csv", out / f"comparison{sfx}.json", out / f"comparison{sfx}.png",
+             out / f"comparison{sfx}.md"]
     atomic_write_text(files[0], buf.getvalue())
     atomic_write_json(files[1], result)
     _plot(files[2], rows, figures)
+    atomic_write_text(files[3], _markdown(result, group("random")))
     print(f"\nsame budget ({args.epochs} epochs, T={args.timesteps}, seeds {seeds}); test accuracy on {n_test} images:")
     print(f"  {'peak lr':<44} {'winner':>7} {'fixed':>7}")
     for lr in lrs:

@@ -134,6 +134,9 @@ def test_budget_comparison_example_tiny_and_rerun_reuses(tmp_path, capsys):
     assert r1["fixed_accuracy"] == max(acc["fixed_lr0.004_s0"], acc["fixed_lr0.02_s0"])
     assert r1["random_median_accuracy"] == sorted(acc[f"random0{i}"] for i in range(3))[1]
     assert r1["n_test"] == 40 and (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    md = (out / "comparison.md").read_text().splitlines()
+    assert md[2].endswith(f"| {100 * r1['winner_accuracy']:.2f} % |") and f"{100 * r1['fixed_accuracy']:.2f} %" in md[3]
+    assert f"{100 * r1['random_median_accuracy']:.2f} %" in md[4] and "on 40 test images" in md[-1]
     # the search's own fitness marks which random genotypes it could have picked
     fin = [float(r["test_accuracy"]) for r in rows if r["group"] == "random" and math.isfinite(float(r["search_fitness"]))]
     assert r1["n_random_valid"] == len(fin) and math.isfinite(float(rows[0]["search_fitness"]))
