@@ -194,11 +194,12 @@ def _markdown(result: dict, random_rows: list[dict]) -> str:
     """The three compared figures as a Markdown table (what the README shows), from ``result``."""
     rp = [r["n_params"] for r in random_rows]
     pct = lambda a: f"{100 * a:.2f} %"  # noqa: E731
+    params = lambda g: ", ".join(f"{n:,}" for n in result["n_params"][g])  # noqa: E731
     lines = [f"| contestant (same budget: {result['epochs']} epochs, T = {result['timesteps']}, "
              f"width C = {result['train_channels']}) | parameters | test accuracy |", "|---|---|---|",
              f"| searched winner (mean over seeds {result['seeds']}, better lr of {result['lrs']} per seed) | "
-             f"{', '.join(f'{n:,}' for n in result['n_params']['winner'])} | {pct(result['winner_accuracy'])} |",
-             f"| fixed network (same selection) | {', '.join(f'{n:,}' for n in result['n_params']['fixed'])} | "
+             f"{params('winner')} | {pct(result['winner_accuracy'])} |",
+             f"| fixed network (same selection) | {params('fixed')} | "
              f"{pct(result['fixed_accuracy'])} |",
              f"| median of {len(random_rows)} random genotypes (lr {result['random_lr']:g}) | "
              f"{min(rp):,}-{max(rp):,} | {pct(result['random_median_accuracy'])} "
