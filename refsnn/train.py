@@ -14,7 +14,7 @@ What one epoch does
 2. per batch: forward over all T steps, loss (``ce`` of the mean over T, or ``tet``; optional label
    smoothing), STBP backward, optimiser step with the learning rate of a per-step cosine schedule
    with linear warm-up (:func:`refsnn.snn.optim.cosine_lr`);
-3. evaluation on the test split (BN running statistics), one progress line, a row of
+3. evaluation on the test split (or, with ``--n-val N``, on the last N training samples held out as a validation split) (BN running statistics), one progress line, a row of
    ``metrics.csv``, the PNG learning curve ``curve.png``, and an atomic ``checkpoint.npz``
    (parameters, BN statistics, optimiser state, config, history, elapsed wall time).
 
@@ -72,6 +72,7 @@ class TrainConfig:
     eval_batch_size: int = 250
     n_train: int | None = None     # use only the first n training samples (quick runs, tests)
     n_test: int | None = None
+    n_val: int | None = None       # hold out the last n training samples and evaluate on them, not on test
     dtype: str = "float32"
     threads: int | None = 1        # BLAS + Numba threads (None: the libraries' defaults)
     out: str = "runs/train"
@@ -109,7 +110,7 @@ def _check_config(cfg: TrainConfig) -> None:
         check_float("eval_noise", cfg.eval_noise, lo=0.0)
     if cfg.genotype is not None and not Path(cfg.genotype).is_file():
         raise FileNotFoundError(f"genotype: no such file {cfg.genotype}")
-    for k in ("n_train", "n_test", "stop_after", "threads"):
+    for k in ("n_train", "n_test", "n_val", "stop_after", "threads"):
         if getattr(cfg, k) is not None:
             check_int(k, getattr(cfg, k), lo=1)
 
@@ -174,6 +175,10 @@ def train(config: TrainConfig | None = None, **overrides) -> dict:
     ds = load(cfg.data, timesteps=cfg.timesteps, seed=cfg.seed)
     if cfg.n_train is not None or cfg.n_test is not None:
         ds = ds.take(cfg.n_train, cfg.n_test)
+    if cfg.n_val is not None:
+        # model selection without touching the test set: every "test_accuracy" of this run is then
+        # the accuracy on the held-out tail of the (possibly n_train-shortened) training split
+        ds = ds.holdout(cfg.n_val)
     init_rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(0,)))
     arch = f"genotype:{cfg.genotype}" if cfg.genotype is not None else cfg.arch
     net = build_arch(arch, input_shape=ds.input_shape, num_classes=ds.num_classes,
@@ -270,6 +275,7 @@ def train(config: TrainConfig | None = None, **overrides) -> dict:
         "n_params": net.n_params(),
         "n_train": n_train,
         "n_test": len(ds.y_test),
+        "evaluated_on": "test" if cfg.n_val is None else f"validation (last {cfg.n_val} training samples)",
         "data": cfg.data, "arch": arch, "timesteps": cfg.timesteps, "optimizer": cfg.optimizer,
         "loss_kind": cfg.loss, "lr": cfg.lr, "batch_size": cfg.batch_size, "seed": cfg.seed,
         "neuron": cfg.neuron,
@@ -309,6 +315,8 @@ _HELP = {
     "neuron": "LIF preset (refsnn.kernels.lif.PRESETS)",
     "n_train": "use only the first N training samples",
     "n_test": "use only the first N test samples",
+    "n_val": "hold out the last N training samples as a validation split and report accuracy on it "
+             "instead of the test split (for model selection; the test split is not used)",
     "out": "output directory",
     "genotype": "train the network of this MSE-NAS genotype JSON (best_genotype.json of refsnn nas) instead of --arch",
     "eval_noise": "also report test accuracy with additive Gaussian input noise of this standard deviation",
@@ -324,7 +332,7 @@ def add_arguments(p) -> None:
 
     add_dataclass_arguments(
         p, TrainConfig, help=_HELP,
-        types={"weight_decay": float, "n_train": int, "n_test": int, "stop_after": int,
+        types={"weight_decay": float, "n_train": int, "n_test": int, "n_val": int, "stop_after": int,
                "threads": int, "eval_noise": float, "genotype": str},
         choices={"optimizer": ["sgd", "adamw"], "loss": ["ce", "tet"], "neuron": sorted(PRESETS),
                  "dtype": ["float32", "float64"]})

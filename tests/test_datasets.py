@@ -120,6 +120,19 @@ def test_load_mnist5k():
     assert len(np.unique(small.y_train)) == 10  # shuffled storage: prefixes see every class
 
 
+def test_holdout_is_the_training_tail_and_drops_test():
+    ds = load("mnist5k", timesteps=2).take(300, 50)
+    v = ds.holdout(100)
+    assert v.name == "mnist5k[val=100]" and len(v.y_train) == 200 and len(v.y_test) == 100
+    np.testing.assert_array_equal(v.x_train, ds.x_train[:200])
+    np.testing.assert_array_equal(v.x_test, ds.x_train[200:])
+    np.testing.assert_array_equal(v.y_test, ds.y_train[200:])
+    assert not np.shares_memory(v.x_test, ds.x_test)  # the test split is gone
+    for bad, err in ((0, ValueError), (300, ValueError), (1.5, TypeError)):
+        with pytest.raises(err, match="n_val"):
+            ds.holdout(bad)
+
+
 @pytest.mark.parametrize("spec, err, match", [
     ("mnist", ValueError, "unknown dataset"),
     ("cifar10", ValueError, "needs a directory"),

@@ -81,6 +81,39 @@ def test_train_the_winner_through_refsnn_train(tmp_path):
     assert t3["n_params"] == n_params(decode(s["best_genotype"], (1, 28, 28), 6, 10)) > t["n_params"]
 
 
+def test_finalists_are_chosen_on_validation_and_resume(tmp_path, monkeypatch):
+    import refsnn.nas.cli as nas_cli
+
+    a = replace(TINY, generations=1, out=str(tmp_path / "f"), finalists=3, finalist_epochs=1, train_subset=60,
+                val=20, train_batch_size=20)
+    s = search(a)
+    rows = list(csv.DictReader(open(tmp_path / "f" / "finalists.csv")))
+    assert [r["rank"] for r in rows] == ["1", "2", "3"] and s["n_finalists"] == 3
+    fits = [float(r["fitness"]) for r in rows]
+    assert fits == sorted(fits, reverse=True) and rows[0]["genotype"] == s["fittest_genotype_str"]
+    accs = [float(r["val_accuracy"]) for r in rows]
+    kept = rows[s["finalist_rank"] - 1]
+    assert float(kept["val_accuracy"]) == max(accs) == pytest.approx(s["finalist_val_accuracy"], abs=5e-5)
+    assert s["finalist_rank"] == 1 + accs.index(max(accs))  # ties: the fitter
+    assert kept["genotype"] == s["best_genotype_str"] and "validation" in s["selected_by"]
+    t = json.loads((tmp_path / "f" / "finalists" / "01" / "train" / "summary.json").read_text())
+    assert t["n_train"] == 40 and t["n_test"] == 20 and t["evaluated_on"].startswith("validation")
+    # resuming a finished run trains nothing again and keeps the choice
+    monkeypatch.setattr("refsnn.train.train", lambda *x, **k: pytest.fail("retrained a finished finalist"))
+    s2 = search(replace(a, resume=True))
+    assert s2["best_genotype"] == s["best_genotype"] and s2["finalist_rank"] == s["finalist_rank"]
+    assert nas_cli.FINALIST_COLUMNS[0] == "rank"
+
+
+def test_search_top_is_fitness_order_without_invalid():
+    from refsnn.nas.search import EvolutionarySearch
+
+    s = EvolutionarySearch.__new__(EvolutionarySearch)
+    s.cache = {(1,): 2.0, (2,): float("-inf"), (3,): 5.0, (4,): 2.0, (5,): 1.0}
+    assert s.top(3) == [((3,), 5.0), ((1,), 2.0), ((4,), 2.0)]
+    assert s.top(10)[-1] == ((5,), 1.0) and len(s.top(10)) == 4
+
+
 def test_cli_entry_and_demo(tmp_path, capsys):
     from refsnn.cli import main
 

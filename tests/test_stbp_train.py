@@ -185,6 +185,14 @@ def test_train_on_user_datasets(tmp_path):
     assert s["n_train"] == 12 and s["n_test"] == 6 and s["epochs"] == 1
 
 
+def test_n_val_evaluates_on_held_out_training_samples(tmp_path):
+    s = train(TrainConfig(epochs=1, out=str(tmp_path / "v"), **{**TINY, "n_val": 16}))
+    assert s["n_train"] == 48 - 16 and s["n_test"] == 16
+    assert s["evaluated_on"].startswith("validation") and s["data"] == "mnist5k"
+    with pytest.raises(ValueError, match="n_val"):
+        train(TrainConfig(epochs=1, out=str(tmp_path / "w"), **{**TINY, "n_val": 48}))
+
+
 @pytest.mark.slow
 def test_demo_train(tmp_path):
     from refsnn.train import demo_train

@@ -124,6 +124,20 @@ class Dataset:
         return dataclasses.replace(self, x_train=self.x_train[:n_train], y_train=self.y_train[:n_train],
                                    x_test=self.x_test[:n_test], y_test=self.y_test[:n_test])
 
+    def holdout(self, n_val: int) -> "Dataset":
+        """A dataset whose training split is all but the last ``n_val`` training samples and whose
+        test split is those ``n_val`` samples (a validation split; the real test split is dropped,
+        so nothing selected on the result has seen it).  Views, no copy; ``name`` gets ``[val=N]``.
+        """
+        n = len(self.y_train)
+        n_val = check_int("n_val", n_val, lo=1)
+        if n_val >= n:
+            raise ValueError(f"n_val: must be less than the {n} training samples, got {n_val}")
+        k = n - n_val
+        return dataclasses.replace(self, name=f"{self.name}[val={n_val}]",
+                                   x_train=self.x_train[:k], y_train=self.y_train[:k],
+                                   x_test=self.x_train[k:], y_test=self.y_train[k:])
+
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}, train={len(self.y_train)}, test={len(self.y_test)}, "
                 f"classes={self.num_classes}, input_shape={self.input_shape}, T={self.timesteps}, "

@@ -74,6 +74,9 @@ class NASArgs:
     fitness_batch: int = 16        # j, samples per fitness batch
     fitness_batches: int = 2       # s, batches
     elites: int = 2
+    finalists: int = 0             # > 0: train the K fittest genotypes briefly, keep the most accurate on validation
+    finalist_epochs: int = 4       # epochs of each finalist's training
+    val: int = 1000                # finalists are scored on the last N training images (never on test)
     train_epochs: int = 0          # > 0: train the best genotype for this many epochs
     train_timesteps: int | None = 2  # T of the training (None: --timesteps)
     train_channels: int | None = None  # C of the training (None: --channels): search narrow, train wide
@@ -112,6 +115,9 @@ def _check(a: NASArgs) -> NASArgs:
     check_int("fitness_batches", a.fitness_batches, lo=1)
     check_int("elites", a.elites, lo=0, hi=a.population - 1)
     check_int("train_epochs", a.train_epochs, lo=0)
+    check_int("finalists", a.finalists, lo=0)
+    check_int("finalist_epochs", a.finalist_epochs, lo=1)
+    check_int("val", a.val, lo=1)
     if a.max_neurons is not None:
         check_int("max_neurons", a.max_neurons, lo=0)
     if a.train_timesteps is not None:
@@ -185,12 +191,77 @@ def _write_outputs(out: Path, a: NASArgs, history: list[dict], timing: dict) -> 
                   xlabel="generation", ylabel="fitness (maximised)")
 
 
+FINALIST_COLUMNS = ("rank", "genotype", "fitness", "n_params", "val_accuracy", "train_accuracy", "seconds")
+
+
+def _train_finalist(job: dict) -> dict:
+    """One finalist's short training (runs in a worker process or in-process); returns its row."""
+    from refsnn.train import TrainConfig, train
+
+    tdir = Path(job["out"])
+    s = json.loads((tdir / "summary.json").read_text()) if (tdir / "summary.json").is_file() else {}
+    if not (s.get("complete") and s.get("epochs") == job["epochs"]):
+        s = train(TrainConfig(**job, resume=(tdir / "checkpoint.npz").is_file(), quiet=True))
+    return {"val_accuracy": s["test_accuracy"], "train_accuracy": s["train_accuracy"],
+            "n_params": s["n_params"], "seconds": s["wall_seconds"]}
+
+
+def select_finalist(a: NASArgs, ranked: list, out: Path, *, log=print, executor=None) -> tuple[int, list[dict]]:
+    """Train each of ``ranked`` (``[(Genotype, fitness), ...]``, fittest first) for ``--finalist-epochs``
+    epochs on the training images minus the last ``--val``, score it by its accuracy on those held-out
+    images, and return ``(index of the most accurate (ties: the fitter), rows)``.
+
+    The training-free fitness only narrows the space here; the choice among the finalists is made
+    by trained accuracy, as the released MSE-NAS code does for its whole search (it trains every
+    candidate for 10 epochs). The test split is never used. Each finalist trains in
+    ``OUT/finalists/NN`` (rank NN), resumable; ``OUT/finalists.csv`` has one row per finalist.
+    """
+    import shutil
+
+    from refsnn.io import atomic_write_json, atomic_write_text
+    from refsnn.nas.genotype import to_json
+
+    jobs = []
+    for rank, (g, _) in enumerate(ranked, 1):
+        gdir = out / "finalists" / f"{rank:02d}"
+        gpath = gdir / "genotype.json"
+        gobj = {**json.loads(to_json(g)), "channels": a.channels}
+        if gpath.is_file() and json.loads(gpath.read_text()) != gobj:
+            # a finalist of an earlier state of this search (e.g. before --resume with more generations)
+            log(f"finalist {rank}: {gdir} held another genotype; training it afresh")
+            shutil.rmtree(gdir)
+        gdir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(gpath, gobj)
+        jobs.append(dict(data=a.data, arch=f"genotype:{gpath.resolve()}", timesteps=a.train_timesteps or a.timesteps,
+                         epochs=a.finalist_epochs, lr=a.train_lr, batch_size=a.train_batch_size, seed=a.seed,
+                         threads=a.threads, n_train=a.train_subset, n_val=a.val, out=str(gdir / "train")))
+    log(f"finalists: training the {len(jobs)} fittest genotypes for {a.finalist_epochs} epochs each, "
+        f"scored on the last {a.val} training images")
+    t0 = time.perf_counter()
+    results = map(_train_finalist, jobs) if executor is None else executor.map(_train_finalist, jobs)
+    rows = []
+    for rank, ((g, f), r) in enumerate(zip(ranked, results), 1):
+        rows.append({"rank": rank, "genotype": str(g), "fitness": f, **r})
+        el = time.perf_counter() - t0
+        log(f"finalist {rank}/{len(jobs)}  {g}  fitness {_fmt_f(f)}  {r['n_params']} parameters  "
+            f"val acc {r['val_accuracy']:.4f}  ({r['seconds']:.0f} s)  elapsed {fmt_hms(el)}  "
+            f"eta {fmt_hms(el / rank * (len(jobs) - rank))}")
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(FINALIST_COLUMNS), lineterminator="\n")
+    w.writeheader()
+    w.writerows({**r, "fitness": _fmt_f(r["fitness"]), "val_accuracy": f"{r['val_accuracy']:.4f}",
+                 "train_accuracy": f"{r['train_accuracy']:.4f}", "seconds": f"{r['seconds']:.1f}"} for r in rows)
+    atomic_write_text(out / "finalists.csv", buf.getvalue())
+    best = max(range(len(rows)), key=lambda i: rows[i]["val_accuracy"])  # first maximum: the fitter
+    return best, rows
+
+
 def search(a: NASArgs, *, log=print, executor=None) -> dict:
     """Run (or resume) the search and the optional training (module docstring); returns the summary."""
     import concurrent.futures as cf
 
     from refsnn.io import atomic_write_json, atomic_write_text
-    from refsnn.nas.genotype import to_json
+    from refsnn.nas.genotype import Genotype, to_json
     from refsnn.nas.graph import decode, ei_counts, graph_stats
     from refsnn.nas.graph import to_json as graph_to_json
     from refsnn.nas.search import EvolutionarySearch, SearchConfig
@@ -260,16 +331,26 @@ def search(a: NASArgs, *, log=print, executor=None) -> dict:
             _write_outputs(out, a, s.history, timing)
 
         result = s.run(on_generation=on_generation, checkpoint=state_path)
+        if s.history:
+            _write_outputs(out, a, s.history, timing)
+        search_wall = max((v["elapsed_seconds"] for v in timing.values()), default=0.0)
+        best, best_fitness, finalists = result.best_genotype, result.best_fitness, None
+        ranked = [(Genotype.from_flat(k), f) for k, f in s.top(a.finalists)] if a.finalists else []
+        if ranked:
+            t_fin = time.perf_counter()
+            i, finalists = select_finalist(a, ranked, out, log=log, executor=executor)
+            best, best_fitness = ranked[i]
+            finalist_wall = time.perf_counter() - t_fin
+            log(f"finalists: kept rank {i + 1}, {best} (val acc {finalists[i]['val_accuracy']:.4f}), "
+                f"{fmt_hms(finalist_wall)}")
     finally:
         if own_pool is not None:
             own_pool.shutdown()
-    if s.history:
-        _write_outputs(out, a, s.history, timing)
-    search_wall = max((v["elapsed_seconds"] for v in timing.values()), default=0.0)
-    best = result.best_genotype
     gobj = json.loads(to_json(best))
-    gobj.update(channels=a.channels, fitness=_fmt_f(result.best_fitness), fitness_kind=a.fitness,
-                timesteps=a.timesteps, data=a.data)
+    gobj.update(channels=a.channels, fitness=_fmt_f(best_fitness), fitness_kind=a.fitness,
+                timesteps=a.timesteps, data=a.data,
+                selected_by=(f"validation accuracy after {a.finalist_epochs} epochs among the {len(ranked)} fittest"
+                             if ranked else "fitness"))
     atomic_write_json(out / "best_genotype.json", gobj)
     from refsnn.nas.fitness import fitness_batches
     input_shape, n_classes, _, _ = fitness_batches(a.data, a.timesteps, a.fitness_batch, a.fitness_batches, a.seed)
@@ -277,14 +358,16 @@ def search(a: NASArgs, *, log=print, executor=None) -> dict:
     atomic_write_text(out / "best_graph.json", graph_to_json(graph) + "\n")
     st = graph_stats(graph)
     ei = ei_counts(best)
-    log(f"best genotype {best}  fitness {_fmt_f(result.best_fitness)}  ({st['n_params']} parameters, "
+    log(f"best genotype {best}  fitness {_fmt_f(best_fitness)}  ({st['n_params']} parameters, "
         f"{st['n_populations']} populations, {result.n_evaluations} architectures scored, "
         f"search {fmt_hms(search_wall)})")
     summary = {
         "best_genotype": list(best.flat),
         "best_genotype_str": str(best),
-        "best_fitness": result.best_fitness if math.isfinite(result.best_fitness) else None,
+        "best_fitness": best_fitness if math.isfinite(best_fitness) else None,
         "fitness_kind": a.fitness,
+        "selected_by": gobj["selected_by"],
+        "fittest_genotype_str": str(result.best_genotype),
         "generations": s.generation,
         "n_evaluations": result.n_evaluations,
         "search_seconds": search_wall,
@@ -295,6 +378,12 @@ def search(a: NASArgs, *, log=print, executor=None) -> dict:
         "cells": a.cells, "channels": a.channels, "timesteps": a.timesteps, "population": a.population,
         "max_neurons": a.max_neurons or 0, "data": a.data, "seed": a.seed,
     }
+    if finalists:
+        kept = next(r for r in finalists if r["genotype"] == str(best))
+        summary.update(n_finalists=len(finalists), finalist_rank=kept["rank"],
+                       finalist_val_accuracy=kept["val_accuracy"], finalist_seconds=finalist_wall,
+                       finalist_epochs=a.finalist_epochs, val=a.val)  # every finalist: finalists.csv
+        summary["wall_seconds"] = search_wall + finalist_wall
     if a.train_epochs > 0:
         from refsnn.train import TrainConfig, train
 
@@ -312,7 +401,7 @@ def search(a: NASArgs, *, log=print, executor=None) -> dict:
                        train_epochs=ts["epochs"], train_seconds=ts["wall_seconds"],
                        train_channels=a.train_channels or a.channels, train_n_params=ts["n_params"],
                        spikes_per_sample=ts["spikes_per_sample"])
-        summary["wall_seconds"] = search_wall + ts["wall_seconds"]
+        summary["wall_seconds"] += ts["wall_seconds"]
     atomic_write_json(out / "summary.json", summary)
     log(f"wrote {out}" + (f"; test accuracy {summary['test_accuracy']:.4f}" if "test_accuracy" in summary else ""))
     return summary
@@ -346,6 +435,10 @@ _HELP = {
     "fitness_batch": "j: images per fitness batch",
     "fitness_batches": "s: fitness batches",
     "elites": "individuals kept unchanged each generation",
+    "finalists": "after the search, train the K fittest genotypes for --finalist-epochs each and keep the "
+                 "one most accurate on the last --val training images (0: keep the fittest)",
+    "finalist_epochs": "training epochs of each finalist",
+    "val": "finalists are scored on the last N training images, which they do not train on",
     "train_epochs": "train the best genotype for N epochs with refsnn train (0: search only)",
     "train_lr": "peak learning rate of the training",
     "train_batch_size": "training batch size",

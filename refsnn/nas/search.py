@@ -290,6 +290,12 @@ class EvolutionarySearch:
                 best_k, best_f = k, f
         return best_k, best_f
 
+    def top(self, k: int) -> list[tuple[tuple[int, ...], float]]:
+        """The ``k`` fittest canonical genotypes with a finite fitness, best first (ties: first
+        evaluated, as :meth:`best`), with their fitnesses; fewer if fewer were evaluated."""
+        finite = [(key, f) for key, f in self.cache.items() if math.isfinite(f)]
+        return sorted(finite, key=lambda kf: -kf[1])[:k]  # stable: evaluation order breaks ties
+
     def done(self) -> bool:
         return self.generation >= self.config.generations
 
