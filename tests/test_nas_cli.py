@@ -13,7 +13,7 @@ import pytest
 from refsnn.nas.cli import NASArgs, demo_nas, search
 
 TINY = NASArgs(generations=2, population=4, cells=2, channels=4, fitness_batch=8, fitness_batches=1,
-               seed=3, quiet=True)
+               finalists=0, seed=3, quiet=True)
 TIME_COLS = ("generation_seconds", "elapsed_seconds")
 
 
@@ -117,7 +117,7 @@ def test_search_top_is_fitness_order_without_invalid():
 def test_cli_entry_and_demo(tmp_path, capsys):
     from refsnn.cli import main
 
-    rc = main(["nas", "--generations", "1", "--population", "3", "--cells", "1", "--channels", "2",
+    rc = main(["nas", "--generations", "1", "--population", "3", "--cells", "1", "--channels", "2", "--finalists", "0",
                "--fitness-batch", "4", "--fitness-batches", "1", "--fitness", "logdet",
                "--out", str(tmp_path / "c")])
     assert rc == 0
