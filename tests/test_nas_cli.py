@@ -105,6 +105,22 @@ def test_finalists_are_chosen_on_validation_and_resume(tmp_path, monkeypatch):
     assert nas_cli.FINALIST_COLUMNS[0] == "rank"
 
 
+def test_finalists_on_a_worker_pool_match_in_process(tmp_path):
+    # --workers 2 trains the finalists in the command's process pool; the choice and every
+    # finalist's figures must equal the in-process run's (only the wall times differ)
+    base = replace(TINY, generations=1, finalists=2, finalist_epochs=1, train_subset=40, val=20,
+                   train_batch_size=20)
+    s0 = search(replace(base, out=str(tmp_path / "w0")))
+    s2 = search(replace(base, out=str(tmp_path / "w2"), workers=2))
+
+    def rows(d):
+        return [{k: v for k, v in r.items() if k != "seconds"}
+                for r in csv.DictReader(open(tmp_path / d / "finalists.csv"))]
+
+    assert rows("w2") == rows("w0") and len(rows("w0")) == 2
+    assert s2["best_genotype"] == s0["best_genotype"] and s2["finalist_rank"] == s0["finalist_rank"]
+
+
 def test_search_top_is_fitness_order_without_invalid():
     from refsnn.nas.search import EvolutionarySearch
 

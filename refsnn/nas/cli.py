@@ -6,7 +6,7 @@ command-line flag), then the loop::
 
     refsnn nas --data mnist5k                       # search only (80 generations)
     refsnn nas --data mnist5k --train-epochs 20     # search, then train the best genotype
-                                                    # (98.4 % on mnist5k, ~5 min on 2 cores)
+                                                    # (98.3 % on mnist5k, ~15 min on one core)
 
 Search: :class:`refsnn.nas.search.EvolutionarySearch` (tournament 2, two-point crossover 0.9,
 per-gene mutation 1/len, 2 elites, duplicates removed, fitness cached by canonical genotype) over
