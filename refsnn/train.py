@@ -159,6 +159,7 @@ def train(config: TrainConfig | None = None, **overrides) -> dict:
     """Run STBP training (module docstring); returns the summary dict (also in summary.json)."""
     from refsnn.datasets import iterate_batches, load
     from refsnn.io import atomic_write_json
+    from refsnn.provenance import write_environment
     from refsnn.kernels.lif import PRESETS
     from refsnn.snn.archs import build_arch
     from refsnn.snn.checkpoint import load_checkpoint, save_checkpoint
@@ -211,6 +212,7 @@ def train(config: TrainConfig | None = None, **overrides) -> dict:
         wall_before = float(meta["wall_seconds"])
         say(f"resumed from {ckpt} after epoch {start_epoch}")
     atomic_write_json(out / "config.json", cfg_dict)
+    write_environment(out)  # library versions and CPU: trained figures differ across installs
     say(f"refsnn train: {ds!r}, arch {arch}, {net.n_params()} parameters, T={cfg.timesteps}, "
         f"{cfg.epochs} epochs x {steps_per_epoch} steps, {cfg.optimizer} lr {cfg.lr:g}, loss {cfg.loss}")
 

@@ -72,6 +72,8 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, method):
     summary = json.loads((tmp_path / "part" / "summary.json").read_text())
     for k in ("final_deterministic_return", "best_deterministic_return", "generations", "env_steps", "wall_seconds"):
         assert k in summary
+    env = json.loads((tmp_path / "part" / "environment.json").read_text())
+    assert env["gymnasium"] == gym.__version__ and env["numpy"] == np.__version__
     from PIL import Image
     with Image.open(tmp_path / "part" / "learning_curve.png") as im:
         assert im.size[0] > 100

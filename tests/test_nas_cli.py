@@ -13,7 +13,7 @@ import pytest
 from refsnn.nas.cli import NASArgs, demo_nas, search
 
 TINY = NASArgs(generations=2, population=4, cells=2, channels=4, fitness_batch=8, fitness_batches=1,
-               finalists=0, seed=3, quiet=True)
+               finalists=0, workers=0, seed=3, quiet=True)
 TIME_COLS = ("generation_seconds", "elapsed_seconds")
 
 
@@ -27,7 +27,7 @@ def test_tiny_run_writes_everything_and_resume_matches(tmp_path):
     s_full = search(replace(TINY, out=str(tmp_path / "full")), log=lines.append)
     full = tmp_path / "full"
     for name in ("search_state.json", "metrics.csv", "summary.json", "fitness.png", "best_genotype.json",
-                 "best_graph.json", "config.json"):
+                 "best_graph.json", "config.json", "environment.json"):
         assert (full / name).is_file(), name
     assert (full / "fitness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summ = json.loads((full / "summary.json").read_text())

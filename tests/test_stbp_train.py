@@ -29,6 +29,17 @@ def test_tiny_run_writes_outputs(tmp_path):
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # provenance: the versions and thread count this run used, read from the running process
+    import numba
+    import scipy
+
+    import refsnn
+    env = json.loads((tmp_path / "environment.json").read_text())
+    assert env["format"] == "refsnn.environment/1" and env["refsnn"] == refsnn.__version__
+    assert env["numpy"] == np.__version__ and env["numba"] == numba.__version__
+    assert env["scipy"] == scipy.__version__
+    assert env["numba_threads"] == numba.get_num_threads() and env["cpu_count"] >= 1
+    assert all(not isinstance(v, (dict, list)) for v in env.values())  # flat
 
 
 def test_resume_equals_uninterrupted(tmp_path):

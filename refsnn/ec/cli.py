@@ -292,6 +292,8 @@ def _train_locked(a: ECArgs, out: Path, *, log, executor, chunks, overwrite) -> 
         raise ValueError(f"out: {out} already holds a run (checkpoint.npz); pass --resume to continue it "
                          "or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
+    from refsnn.provenance import write_environment
+    write_environment(out)
 
     client = None
     if executor is not None:
