@@ -42,6 +42,8 @@ genotypes and fixed-network runs without training those again).
 Caveat printed with the result: one accuracy on 1,000 test images has a binomial standard error of
 about 0.4 percentage points at 98.5 %, so differences of a few tenths are within noise; ``--seeds
 0,1,2`` trains the winner and the fixed network with several seeds to show the seed-to-seed spread.
+The winner-minus-fixed difference is also reported paired by seed (both scored on the same test
+images, each seed at its better learning rate) with its standard error over the seeds.
 """
 from __future__ import annotations
 
@@ -191,6 +193,11 @@ def _plot(path: Path, rows: list[dict], figures: dict) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _pp(v) -> str:
+    """A fraction as percentage points with two decimals; ``-`` for ``None`` (one seed: no spread)."""
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
 def _markdown(result: dict, random_rows: list[dict]) -> str:
     """The three compared figures as a Markdown table (what the README shows), from ``result``."""
     rp = [r["n_params"] for r in random_rows]
@@ -207,7 +214,11 @@ def _markdown(result: dict, random_rows: list[dict]) -> str:
              f"({pct(result['random_valid_median_accuracy'])} over the {result['n_random_valid']} the search "
              f"could pick) |",
              "", f"One accuracy's binomial standard error on {result['n_test']} test images: "
-             f"{100 * result['binomial_standard_error']:.2f} percentage points."]
+             f"{100 * result['binomial_standard_error']:.2f} percentage points. Winner minus fixed network, "
+             f"paired by seed: {100 * result['paired_difference_mean']:+.2f} points "
+             f"(standard error over {len(result['seeds'])} seeds "
+             f"{_pp(result['paired_difference_se'])}; per seed "
+             + ", ".join(f"{100 * d:+.1f}" for d in result["paired_differences"]) + ")."]
     return "\n".join(lines) + "\n"
 
 
@@ -304,6 +315,11 @@ def main(argv=None) -> dict:
     # per seed the better learning rate, then the mean over seeds -- the same for winner and fixed
     win, fixed = (statistics.mean(max(r["test_accuracy"] for r in group(k, s)) for s in seeds)
                   for k in ("winner", "fixed"))
+    # paired by seed (both networks scored on the same test images): the mean difference and its
+    # standard error over seeds -- the seed-to-seed spread the binomial figure above does not show
+    diffs = [max(r["test_accuracy"] for r in group("winner", s)) - max(r["test_accuracy"] for r in group("fixed", s))
+             for s in seeds]
+    diff_se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None  # one seed: none
     per_lr = {k: {f"{lr:g}": statistics.mean(r["test_accuracy"] for r in group(k) if r["lr"] == lr) for lr in lrs}
               for k in ("winner", "fixed")}
     rand = statistics.median(r["test_accuracy"] for r in group("random"))
@@ -318,7 +334,9 @@ def main(argv=None) -> dict:
               "random_valid_median_accuracy": rand_valid, "n_random_valid": len(valid),
               "winner_beats_random_valid_median": win > rand_valid,
               "winner_beats_fixed": win > fixed, "winner_beats_random_median": win > rand,
-              "binomial_standard_error": se, "n_test": n_test, "seeds": seeds, "epochs": args.epochs,
+              "binomial_standard_error": se, "n_test": n_test,
+              "paired_differences": diffs, "paired_difference_mean": statistics.mean(diffs),
+              "paired_difference_se": diff_se, "seeds": seeds, "epochs": args.epochs,
               "timesteps": args.timesteps, "random_lr": args.lr, "lrs": lrs, "mean_accuracy_per_lr": per_lr,
               "train_channels": args.train_channels or args.channels,
               "n_params": {g: sorted({r["n_params"] for r in group(g)}) for g in ("winner", "fixed")},
@@ -345,6 +363,8 @@ def main(argv=None) -> dict:
     print(f"  median of the {len(valid)} random genotypes the search could pick  {100 * rand_valid:6.2f} %  "
           f"(finite search fitness: not silent, within the neuron cap)")
     print(f"  one accuracy's binomial standard error: {100 * se:.2f} percentage points")
+    print(f"  winner - fixed, paired by seed: {100 * result['paired_difference_mean']:+.2f} points "
+          f"(SE over seeds {_pp(diff_se)}; per seed {', '.join(f'{100 * d:+.1f}' for d in diffs)})")
     print("wrote " + ", ".join(map(str, files)))
     return result
 

@@ -183,6 +183,9 @@ def test_budget_comparison_example_tiny_and_rerun_reuses(tmp_path, capsys):
     assert r1["fixed_accuracy"] == max(acc["fixed_lr0.004_s0"], acc["fixed_lr0.02_s0"])
     assert r1["random_median_accuracy"] == sorted(acc[f"random0{i}"] for i in range(3))[1]
     assert r1["n_test"] == 40 and (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    # paired by seed: one seed gives one difference and no standard error
+    assert r1["paired_differences"] == [r1["winner_accuracy"] - r1["fixed_accuracy"]]
+    assert r1["paired_difference_se"] is None
     md = (out / "comparison.md").read_text().splitlines()
     assert md[2].endswith(f"| {100 * r1['winner_accuracy']:.2f} % |") and f"{100 * r1['fixed_accuracy']:.2f} %" in md[3]
     assert f"{100 * r1['random_median_accuracy']:.2f} %" in md[4] and "on 40 test images" in md[-1]
@@ -205,3 +208,9 @@ def test_budget_comparison_example_tiny_and_rerun_reuses(tmp_path, capsys):
     assert capsys.readouterr().out.count("(reused)") == 2 and r3["fixed_accuracy"] == r1["fixed_accuracy"]
     assert r3["train_channels"] == 6 and r3["n_params"]["winner"][0] > r1["n_params"]["winner"][0]
     assert (out / "comparison_c6.json").is_file() and len(list((out / "runs").glob("winner_*_c6_lr*_s0"))) == 2
+    # a second seed: seed 0's trainings reused, the paired difference gets a standard error over seeds
+    capsys.readouterr()
+    r4 = ex.main(argv[:-1] + ["0,1"])
+    assert capsys.readouterr().out.count("(reused)") == 7
+    assert r4["paired_differences"][0] == r1["paired_differences"][0] and len(r4["paired_differences"]) == 2
+    assert r4["paired_difference_se"] == pytest.approx(statistics.stdev(r4["paired_differences"]) / math.sqrt(2))
