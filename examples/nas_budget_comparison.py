@@ -43,7 +43,9 @@ Caveat printed with the result: one accuracy on 1,000 test images has a binomial
 about 0.4 percentage points at 98.5 %, so differences of a few tenths are within noise; ``--seeds
 0,1,2`` trains the winner and the fixed network with several seeds to show the seed-to-seed spread.
 The winner-minus-fixed difference is also reported paired by seed (both scored on the same test
-images, each seed at its better learning rate) with its standard error over the seeds.
+images, each seed at its better learning rate; ties: the first of ``--lrs``) with two standard
+errors: over the seeds, and over the test images (a bootstrap of the images, each finished
+training's last checkpoint re-evaluated per image and checked against its summary).
 """
 from __future__ import annotations
 
@@ -84,6 +86,42 @@ def _train_one(job: dict) -> dict:
                           n_train=job["n_train"], n_test=job["n_test"],
                           out=str(run), quiet=True, resume=(run / "checkpoint.npz").is_file()))
     return {**job["row"], **_fields(s), "reused": False, "this_call_seconds": time.perf_counter() - t0}
+
+
+def _test_correct(run: Path) -> np.ndarray:
+    """Per test image, whether the finished training in ``run`` classifies it correctly (its last
+    checkpoint, eval mode); checked against the accuracy its summary reports."""
+    from refsnn.datasets import iterate_batches, load
+    from refsnn.kernels.lif import PRESETS
+    from refsnn.snn.archs import build_arch
+    from refsnn.snn.checkpoint import load_checkpoint
+
+    cfg = json.loads((run / "config.json").read_text())
+    ds = load(cfg["data"], timesteps=cfg["timesteps"], seed=cfg["seed"])
+    if cfg.get("n_train") is not None or cfg.get("n_test") is not None:
+        ds = ds.take(cfg.get("n_train"), cfg.get("n_test"))
+    arch = f"genotype:{cfg['genotype']}" if cfg.get("genotype") is not None else cfg["arch"]
+    net = build_arch(arch, input_shape=ds.input_shape, num_classes=ds.num_classes, timesteps=cfg["timesteps"],
+                     rng=np.random.default_rng(0), neuron=PRESETS[cfg["neuron"]], dtype=np.dtype(cfg["dtype"]))
+    load_checkpoint(run / "checkpoint.npz", net)
+    net.eval()
+    hits = [(net.forward(x.astype(net.dtype, copy=False)).mean(axis=0).argmax(axis=1) == y)
+            for x, y in iterate_batches(ds, "test", 250)]
+    hits = np.concatenate(hits)
+    want = json.loads((run / "summary.json").read_text())["test_accuracy"]
+    if abs(hits.mean() - want) > 1e-9:
+        raise RuntimeError(f"{run}: the checkpoint gives {hits.mean():.4f} on test, the summary {want:.4f}")
+    return hits
+
+
+def _paired_image_bootstrap(win_hits: list, fixed_hits: list, n_boot: int = 10000, seed: int = 0) -> float:
+    """Standard error of mean_s(acc(winner_s) - acc(fixed_s)) from resampling the test images
+    (the same resample for every seed and both networks): the test set's own sampling error of the
+    paired difference, which the seed-to-seed standard error does not contain."""
+    d = np.mean([w.astype(np.float64) - f for w, f in zip(win_hits, fixed_hits)], axis=0)  # per image
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(11,)))
+    idx = rng.integers(0, len(d), size=(n_boot, len(d)))
+    return float(d[idx].mean(axis=1).std(ddof=1))
 
 
 def _fields(s: dict) -> dict:
@@ -217,7 +255,8 @@ def _markdown(result: dict, random_rows: list[dict]) -> str:
              f"{100 * result['binomial_standard_error']:.2f} percentage points. Winner minus fixed network, "
              f"paired by seed: {100 * result['paired_difference_mean']:+.2f} points "
              f"(standard error over {len(result['seeds'])} seeds "
-             f"{_pp(result['paired_difference_se'])}; per seed "
+             f"{_pp(result['paired_difference_se'])}, over the test images (bootstrap) "
+             f"{_pp(result['paired_difference_image_se'])}; per seed "
              + ", ".join(f"{100 * d:+.1f}" for d in result["paired_differences"]) + ")."]
     return "\n".join(lines) + "\n"
 
@@ -320,6 +359,12 @@ def main(argv=None) -> dict:
     diffs = [max(r["test_accuracy"] for r in group("winner", s)) - max(r["test_accuracy"] for r in group("fixed", s))
              for s in seeds]
     diff_se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None  # one seed: none
+    run_of = {r["name"]: Path(j["run"]) for j, r in zip(jobs, rows)}
+
+    def best_run(k, s):
+        return run_of[max(group(k, s), key=lambda r: r["test_accuracy"])["name"]]  # first maximum: first lr
+    diff_image_se = _paired_image_bootstrap([_test_correct(best_run("winner", s)) for s in seeds],
+                                            [_test_correct(best_run("fixed", s)) for s in seeds])
     per_lr = {k: {f"{lr:g}": statistics.mean(r["test_accuracy"] for r in group(k) if r["lr"] == lr) for lr in lrs}
               for k in ("winner", "fixed")}
     rand = statistics.median(r["test_accuracy"] for r in group("random"))
@@ -336,7 +381,7 @@ def main(argv=None) -> dict:
               "winner_beats_fixed": win > fixed, "winner_beats_random_median": win > rand,
               "binomial_standard_error": se, "n_test": n_test,
               "paired_differences": diffs, "paired_difference_mean": statistics.mean(diffs),
-              "paired_difference_se": diff_se, "seeds": seeds, "epochs": args.epochs,
+              "paired_difference_se": diff_se, "paired_difference_image_se": diff_image_se, "seeds": seeds, "epochs": args.epochs,
               "timesteps": args.timesteps, "random_lr": args.lr, "lrs": lrs, "mean_accuracy_per_lr": per_lr,
               "train_channels": args.train_channels or args.channels,
               "n_params": {g: sorted({r["n_params"] for r in group(g)}) for g in ("winner", "fixed")},
@@ -364,7 +409,7 @@ def main(argv=None) -> dict:
           f"(finite search fitness: not silent, within the neuron cap)")
     print(f"  one accuracy's binomial standard error: {100 * se:.2f} percentage points")
     print(f"  winner - fixed, paired by seed: {100 * result['paired_difference_mean']:+.2f} points "
-          f"(SE over seeds {_pp(diff_se)}; per seed {', '.join(f'{100 * d:+.1f}' for d in diffs)})")
+          f"(SE over seeds {_pp(diff_se)}, over test images {_pp(diff_image_se)}; per seed {', '.join(f'{100 * d:+.1f}' for d in diffs)})")
     print("wrote " + ", ".join(map(str, files)))
     return result
 

@@ -214,3 +214,17 @@ def test_budget_comparison_example_tiny_and_rerun_reuses(tmp_path, capsys):
     assert capsys.readouterr().out.count("(reused)") == 7
     assert r4["paired_differences"][0] == r1["paired_differences"][0] and len(r4["paired_differences"]) == 2
     assert r4["paired_difference_se"] == pytest.approx(statistics.stdev(r4["paired_differences"]) / math.sqrt(2))
+    # the image bootstrap ran on per-image re-evaluations that matched every summary (else it raises)
+    assert r4["paired_difference_image_se"] > 0.0
+
+
+def test_paired_image_bootstrap_matches_the_analytic_standard_error():
+    """Resampling images: the standard error of a mean per-image difference is std(d)/sqrt(n)."""
+    ex = _load_example("nas_budget_comparison")
+    rng = np.random.default_rng(5)
+    w = [rng.random(1000) < 0.985 for _ in range(3)]
+    f = [rng.random(1000) < 0.98 for _ in range(3)]
+    d = np.mean([a.astype(float) - b for a, b in zip(w, f)], axis=0)
+    se = ex._paired_image_bootstrap(w, f, n_boot=20000)
+    assert se == pytest.approx(d.std() / np.sqrt(len(d)), rel=0.03)
+    assert ex._paired_image_bootstrap(w, w) == 0.0  # the same network twice: no difference at all
