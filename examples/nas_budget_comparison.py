@@ -91,10 +91,11 @@ def _train_one(job: dict) -> dict:
 def _test_correct(run: Path) -> np.ndarray:
     """Per test image, whether the finished training in ``run`` classifies it correctly (its last
     checkpoint, eval mode); checked against the accuracy its summary reports."""
-    from refsnn.datasets import iterate_batches, load
+    from refsnn.datasets import load
     from refsnn.kernels.lif import PRESETS
     from refsnn.snn.archs import build_arch
     from refsnn.snn.checkpoint import load_checkpoint
+    from refsnn.train import evaluate_per_sample
 
     cfg = json.loads((run / "config.json").read_text())
     ds = load(cfg["data"], timesteps=cfg["timesteps"], seed=cfg["seed"])
@@ -104,10 +105,7 @@ def _test_correct(run: Path) -> np.ndarray:
     net = build_arch(arch, input_shape=ds.input_shape, num_classes=ds.num_classes, timesteps=cfg["timesteps"],
                      rng=np.random.default_rng(0), neuron=PRESETS[cfg["neuron"]], dtype=np.dtype(cfg["dtype"]))
     load_checkpoint(run / "checkpoint.npz", net)
-    net.eval()
-    hits = [(net.forward(x.astype(net.dtype, copy=False)).mean(axis=0).argmax(axis=1) == y)
-            for x, y in iterate_batches(ds, "test", 250)]
-    hits = np.concatenate(hits)
+    hits, _ = evaluate_per_sample(net, ds, "test", cfg["eval_batch_size"])
     want = json.loads((run / "summary.json").read_text())["test_accuracy"]
     if abs(hits.mean() - want) > 1e-9:
         raise RuntimeError(f"{run}: the checkpoint gives {hits.mean():.4f} on test, the summary {want:.4f}")
@@ -351,20 +349,18 @@ def main(argv=None) -> dict:
     def group(name, seed=None):
         return [r for r in rows if r["group"] == name and (seed is None or r["seed"] == seed)]
 
-    # per seed the better learning rate, then the mean over seeds -- the same for winner and fixed
-    win, fixed = (statistics.mean(max(r["test_accuracy"] for r in group(k, s)) for s in seeds)
-                  for k in ("winner", "fixed"))
-    # paired by seed (both networks scored on the same test images): the mean difference and its
-    # standard error over seeds -- the seed-to-seed spread the binomial figure above does not show
-    diffs = [max(r["test_accuracy"] for r in group("winner", s)) - max(r["test_accuracy"] for r in group("fixed", s))
-             for s in seeds]
-    diff_se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None  # one seed: none
+    # per seed the better learning rate (ties: the first of --lrs), then the mean over seeds -- the
+    # same for winner and fixed
     run_of = {r["name"]: Path(j["run"]) for j, r in zip(jobs, rows)}
-
-    def best_run(k, s):
-        return run_of[max(group(k, s), key=lambda r: r["test_accuracy"])["name"]]  # first maximum: first lr
-    diff_image_se = _paired_image_bootstrap([_test_correct(best_run("winner", s)) for s in seeds],
-                                            [_test_correct(best_run("fixed", s)) for s in seeds])
+    best = {k: [max(group(k, s), key=lambda r: r["test_accuracy"]) for s in seeds] for k in ("winner", "fixed")}
+    win, fixed = (statistics.mean(r["test_accuracy"] for r in best[k]) for k in ("winner", "fixed"))
+    # paired by seed (both networks scored on the same test images): the mean difference and its
+    # standard error over seeds -- the seed-to-seed spread the binomial figure above does not show --
+    # and over the test images (bootstrap of the per-image re-evaluations)
+    diffs = [w["test_accuracy"] - f["test_accuracy"] for w, f in zip(best["winner"], best["fixed"])]
+    diff_se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None  # one seed: none
+    diff_image_se = _paired_image_bootstrap(*([_test_correct(run_of[r["name"]]) for r in best[k]]
+                                              for k in ("winner", "fixed")))
     per_lr = {k: {f"{lr:g}": statistics.mean(r["test_accuracy"] for r in group(k) if r["lr"] == lr) for lr in lrs}
               for k in ("winner", "fixed")}
     rand = statistics.median(r["test_accuracy"] for r in group("random"))
@@ -381,7 +377,8 @@ def main(argv=None) -> dict:
               "winner_beats_fixed": win > fixed, "winner_beats_random_median": win > rand,
               "binomial_standard_error": se, "n_test": n_test,
               "paired_differences": diffs, "paired_difference_mean": statistics.mean(diffs),
-              "paired_difference_se": diff_se, "paired_difference_image_se": diff_image_se, "seeds": seeds, "epochs": args.epochs,
+              "paired_difference_se": diff_se, "paired_difference_image_se": diff_image_se,
+              "seeds": seeds, "epochs": args.epochs,
               "timesteps": args.timesteps, "random_lr": args.lr, "lrs": lrs, "mean_accuracy_per_lr": per_lr,
               "train_channels": args.train_channels or args.channels,
               "n_params": {g: sorted({r["n_params"] for r in group(g)}) for g in ("winner", "fixed")},

@@ -4,7 +4,7 @@ Trained accuracies repeat exactly within one install but moved by up to 0.3 poin
 installs of the same refsnn revision (docs/msenas.md, "Reproducibility across installs"), and the
 earlier install's library versions were lost. So every ``refsnn train``, ``refsnn nas`` and
 ``refsnn ec`` run now writes ``OUT/environment.json`` beside its ``config.json``/``summary.json``:
-refsnn's version and git commit (when run from a checkout), Python, NumPy, Numba, llvmlite, SciPy
+refsnn's version and git commit (when run from a checkout), Python, NumPy, Numba, llvmlite, SciPy,
 Pillow, Gymnasium and MuJoCo (when installed), NumPy's BLAS, Numba's threads, the OS and the CPU model.
 A user whose GPU backend disagrees with a reference figure can diff two of these files first.
 """
@@ -14,7 +14,6 @@ import importlib.metadata
 import os
 import platform
 import subprocess
-import sys
 from pathlib import Path
 
 FORMAT = "refsnn.environment/1"

@@ -115,22 +115,29 @@ def _check_config(cfg: TrainConfig) -> None:
             check_int(k, getattr(cfg, k), lo=1)
 
 
-def evaluate(net, ds, split: str, batch_size: int) -> tuple[float, float]:
-    """``(accuracy, spikes_per_sample)`` of ``net`` (eval mode) on a split."""
+def evaluate_per_sample(net, ds, split: str, batch_size: int) -> tuple[np.ndarray, float]:
+    """``(hits, spikes_per_sample)`` of ``net`` (eval mode) on a split: ``hits`` is bool ``[N]``, whether
+    the arg-max of the logits averaged over T is the label of sample i (in split order)."""
     from refsnn.datasets import iterate_batches
 
     net.eval()
-    correct, n, spikes = 0, 0, 0.0
+    hits, spikes = [], 0.0
     dt = net.dtype
     for x, y in iterate_batches(ds, split, batch_size):
         if x.dtype != dt:
             x = x.astype(dt)
         out = net.forward(x).mean(axis=0)
-        correct += int((out.argmax(axis=1) == y).sum())
+        hits.append(out.argmax(axis=1) == y)
         spikes += net.spikes_per_sample() * len(y)
-        n += len(y)
     net.train()
-    return correct / max(n, 1), spikes / max(n, 1)
+    hits = np.concatenate(hits) if hits else np.zeros(0, bool)
+    return hits, spikes / max(len(hits), 1)
+
+
+def evaluate(net, ds, split: str, batch_size: int) -> tuple[float, float]:
+    """``(accuracy, spikes_per_sample)`` of ``net`` (eval mode) on a split."""
+    hits, spikes = evaluate_per_sample(net, ds, split, batch_size)
+    return int(hits.sum()) / max(len(hits), 1), spikes
 
 
 def _write_metrics(path: Path, history: list[dict]) -> None:
