@@ -91,21 +91,10 @@ def _train_one(job: dict) -> dict:
 def _test_correct(run: Path) -> np.ndarray:
     """Per test image, whether the finished training in ``run`` classifies it correctly (its last
     checkpoint, eval mode); checked against the accuracy its summary reports."""
-    from refsnn.datasets import load
-    from refsnn.kernels.lif import PRESETS
-    from refsnn.snn.archs import build_arch
-    from refsnn.snn.checkpoint import load_checkpoint
-    from refsnn.train import evaluate_per_sample
+    from refsnn.train import evaluate_per_sample, load_run
 
-    cfg = json.loads((run / "config.json").read_text())
-    ds = load(cfg["data"], timesteps=cfg["timesteps"], seed=cfg["seed"])
-    if cfg.get("n_train") is not None or cfg.get("n_test") is not None:
-        ds = ds.take(cfg.get("n_train"), cfg.get("n_test"))
-    arch = f"genotype:{cfg['genotype']}" if cfg.get("genotype") is not None else cfg["arch"]
-    net = build_arch(arch, input_shape=ds.input_shape, num_classes=ds.num_classes, timesteps=cfg["timesteps"],
-                     rng=np.random.default_rng(0), neuron=PRESETS[cfg["neuron"]], dtype=np.dtype(cfg["dtype"]))
-    load_checkpoint(run / "checkpoint.npz", net)
-    hits, _ = evaluate_per_sample(net, ds, "test", cfg["eval_batch_size"])
+    net, ds, cfg = load_run(run)
+    hits, _ = evaluate_per_sample(net, ds, "test", cfg.eval_batch_size)
     want = json.loads((run / "summary.json").read_text())["test_accuracy"]
     if abs(hits.mean() - want) > 1e-9:
         raise RuntimeError(f"{run}: the checkpoint gives {hits.mean():.4f} on test, the summary {want:.4f}")

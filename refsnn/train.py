@@ -115,6 +115,61 @@ def _check_config(cfg: TrainConfig) -> None:
             check_int(k, getattr(cfg, k), lo=1)
 
 
+def _dataset(cfg: TrainConfig):
+    """The dataset a run trains and evaluates on: ``load(data)``, then ``take`` and ``holdout``."""
+    from refsnn.datasets import load
+
+    ds = load(cfg.data, timesteps=cfg.timesteps, seed=cfg.seed)
+    if cfg.n_train is not None or cfg.n_test is not None:
+        ds = ds.take(cfg.n_train, cfg.n_test)
+    if cfg.n_val is not None:
+        # model selection without touching the test set: every "test_accuracy" of this run is then
+        # the accuracy on the held-out tail of the (possibly n_train-shortened) training split
+        ds = ds.holdout(cfg.n_val)
+    return ds
+
+
+def _arch(cfg: TrainConfig) -> str:
+    return f"genotype:{cfg.genotype}" if cfg.genotype is not None else cfg.arch
+
+
+def _network(cfg: TrainConfig, ds):
+    """The run's network with its initial weights, from ``default_rng(SeedSequence(seed, spawn_key=(0,)))``."""
+    from refsnn.kernels.lif import PRESETS
+    from refsnn.snn.archs import build_arch
+
+    init_rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(0,)))
+    return build_arch(_arch(cfg), input_shape=ds.input_shape, num_classes=ds.num_classes,
+                      timesteps=cfg.timesteps, rng=init_rng, neuron=PRESETS[cfg.neuron], dtype=np.dtype(cfg.dtype))
+
+
+def load_run(run_dir) -> tuple:
+    """``(net, ds, config)`` of a finished or interrupted ``refsnn train`` run: its ``config.json``
+    as a :class:`TrainConfig`, the dataset it was evaluated on (same ``take``/``holdout``), and its
+    network with the weights and BN statistics of ``checkpoint.npz`` (the last finished epoch), in
+    eval mode. ``evaluate_per_sample(net, ds, "test", config.eval_batch_size)`` then reproduces the
+    run's last ``test_accuracy`` image by image.
+    """
+    from refsnn.snn.checkpoint import load_checkpoint
+
+    run = Path(run_dir)
+    for f in ("config.json", "checkpoint.npz"):
+        if not (run / f).is_file():
+            raise FileNotFoundError(f"run_dir: no {f} in {run}")
+    raw = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise ValueError(f"run_dir: {run / 'config.json'} has keys TrainConfig does not know: {unknown}")
+    cfg = TrainConfig(**raw)
+    _check_config(cfg)
+    ds = _dataset(cfg)
+    net = _network(cfg, ds)
+    load_checkpoint(run / "checkpoint.npz", net)
+    net.eval()
+    return net, ds, cfg
+
+
 def evaluate_per_sample(net, ds, split: str, batch_size: int) -> tuple[np.ndarray, float]:
     """``(hits, spikes_per_sample)`` of ``net`` (eval mode) on a split: ``hits`` is bool ``[N]``, whether
     the arg-max of the logits averaged over T is the label of sample i (in split order)."""
@@ -164,11 +219,9 @@ def _plot(path: Path, history: list[dict], title: str) -> None:
 
 def train(config: TrainConfig | None = None, **overrides) -> dict:
     """Run STBP training (module docstring); returns the summary dict (also in summary.json)."""
-    from refsnn.datasets import iterate_batches, load
+    from refsnn.datasets import iterate_batches
     from refsnn.io import atomic_write_json
     from refsnn.provenance import write_environment
-    from refsnn.kernels.lif import PRESETS
-    from refsnn.snn.archs import build_arch
     from refsnn.snn.checkpoint import load_checkpoint, save_checkpoint
     from refsnn.snn.loss import loss_and_grad
     from refsnn.snn.optim import cosine_lr, make_optimizer
@@ -180,17 +233,9 @@ def train(config: TrainConfig | None = None, **overrides) -> dict:
     say = (lambda *a: None) if cfg.quiet else (lambda *a: print(*a, flush=True))
     dtype = np.dtype(cfg.dtype)
 
-    ds = load(cfg.data, timesteps=cfg.timesteps, seed=cfg.seed)
-    if cfg.n_train is not None or cfg.n_test is not None:
-        ds = ds.take(cfg.n_train, cfg.n_test)
-    if cfg.n_val is not None:
-        # model selection without touching the test set: every "test_accuracy" of this run is then
-        # the accuracy on the held-out tail of the (possibly n_train-shortened) training split
-        ds = ds.holdout(cfg.n_val)
-    init_rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(0,)))
-    arch = f"genotype:{cfg.genotype}" if cfg.genotype is not None else cfg.arch
-    net = build_arch(arch, input_shape=ds.input_shape, num_classes=ds.num_classes,
-                     timesteps=cfg.timesteps, rng=init_rng, neuron=PRESETS[cfg.neuron], dtype=dtype)
+    ds = _dataset(cfg)
+    arch = _arch(cfg)
+    net = _network(cfg, ds)
     opt = make_optimizer(cfg.optimizer, net.parameters(), weight_decay=cfg.weight_decay,
                          momentum=cfg.momentum)
     n_train = len(ds.y_train)

@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from refsnn.datasets import (EVENT_DTYPE, Dataset, data_dir, data_file, events_to_frames,
-                             events_to_frames_ref, iterate_batches, load, make_events, save_event_dir)
+                             events_to_frames_ref, fold_assignment, iterate_batches, load, make_events,
+                             save_event_dir)
 from refsnn.datasets import cifar, paths, saccades
 from refsnn.datasets.mnist import load_mnist5k_arrays
 from strategies import event_streams
@@ -587,3 +588,50 @@ def test_mnist5k_events_dataset():
     np.testing.assert_array_equal(ds3.x_test.sum(axis=1), ds.x_test.sum(axis=1))
     x_tb, y = next(iterate_batches(ds, "test", 8, rng=np.random.default_rng(0), augment=True))
     assert x_tb.shape == (T, 8, 2, 34, 34) and y.dtype == np.int64
+
+
+def test_folds_partition_the_pool_and_the_last_is_the_official_split():
+    ds = load("mnist5k", timesteps=2)
+    n = 5
+    seen = np.zeros(5000, np.int64)
+    pool_y = np.concatenate([ds.y_train, ds.y_test])
+    for k in range(n):
+        f = load(f"mnist5k[fold={k}/{n}]", timesteps=2)
+        assert f.name == f"mnist5k[fold={k}/{n}]"
+        assert len(f.y_test) == 1000 and len(f.y_train) == 4000
+        np.testing.assert_array_equal(np.bincount(f.y_test, minlength=10), 100)
+        te = fold_assignment(pool_y, n) == k
+        seen[te] += 1
+        np.testing.assert_array_equal(f.y_test, pool_y[te])
+        np.testing.assert_array_equal(f.y_train, pool_y[~te])
+    np.testing.assert_array_equal(seen, 1)  # every sample is tested exactly once
+    last = load("mnist5k[fold=4/5]", timesteps=2)
+    for a, b in ((last.x_train, ds.x_train), (last.y_train, ds.y_train), (last.x_test, ds.x_test),
+                 (last.y_test, ds.y_test)):
+        np.testing.assert_array_equal(a, b)
+    # folds compose with take/holdout like any dataset
+    v = load("mnist5k[fold=1/5]", timesteps=2).holdout(1000)
+    assert v.name == "mnist5k[fold=1/5][val=1000]" and len(v.y_train) == 3000
+
+
+@given(y=st.lists(st.integers(0, 3), min_size=1, max_size=60), n=st.integers(2, 7))
+def test_fold_assignment_is_stratified_and_ordered(y, n):
+    y = np.array(y)
+    f = fold_assignment(y, n)
+    assert f.min() >= 0 and f.max() < n
+    for c in np.unique(y):
+        fc = f[y == c]
+        assert np.all(np.diff(fc) >= 0)  # consecutive blocks in stored order
+        sizes = np.bincount(fc, minlength=n)
+        assert sizes.max() - sizes.min() <= 1
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("mnist5k[fold=5/5]", "fold index"),
+    ("mnist5k[fold=0/1]", "n"),
+    ("mnist5k[fold=a/5]", "malformed"),
+    ("mnist5k[val=3]", "malformed"),
+])
+def test_bad_fold_spec(spec, match):
+    with pytest.raises(ValueError, match=match):
+        load(spec, timesteps=2)

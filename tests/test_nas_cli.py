@@ -228,3 +228,47 @@ def test_paired_image_bootstrap_matches_the_analytic_standard_error():
     se = ex._paired_image_bootstrap(w, f, n_boot=20000)
     assert se == pytest.approx(d.std() / np.sqrt(len(d)), rel=0.03)
     assert ex._paired_image_bootstrap(w, w) == 0.0  # the same network twice: no difference at all
+
+
+def test_crossval_example_tiny_reuses_and_pairs_per_image(tmp_path, capsys):
+    """examples/nas_crossval.py on a tiny budget: per fold a search on that fold's training images
+    and a fixed network, both re-evaluated image by image; the pooled figures are the per-image
+    means over all folds' test images; a second call reuses every run; the official split stands in
+    for the last fold only if its settings match."""
+    ex = _load_example("nas_crossval")
+    tiny = ["--generations", "1", "--population", "4", "--cells", "2", "--channels", "4", "--finalists", "0",
+            "--train-subset", "48"]
+    argv = ["--folds", "2", "--epochs", "1", "--fixed-arch", "c4-p", "--workers", "0", "--out", str(tmp_path / "cv")] + tiny
+    r = ex.main(argv)
+    assert [f["fold"] for f in r["folds"]] == [0, 1] and [f["official"] for f in r["folds"]] == [False, True]
+    assert all(f["n"] == 2500 for f in r["folds"]) and r["pooled"]["n"] == 5000
+    for f in r["folds"]:
+        s = json.loads((tmp_path / "cv" / f"fold{f['fold']}" / "nas" / "train" / "summary.json").read_text())
+        assert f["winner"] == s["test_accuracy"] and s["n_train"] == 48
+        assert json.loads((tmp_path / "cv" / f"fold{f['fold']}" / "nas" / "config.json").read_text())["data"] == \
+            f"mnist5k[fold={f['fold']}/2]"
+    p = r["pooled"]
+    assert p["winner"] == pytest.approx(np.mean([f["winner"] for f in r["folds"]]))
+    assert p["diff"] == pytest.approx(p["winner"] - p["fixed"])
+    assert p["only_winner"] == sum(f["only_winner"] for f in r["folds"]) and 0.0 <= p["mcnemar_p"] <= 1.0
+    assert (tmp_path / "cv" / "crossval.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| all 5000 images |" in (tmp_path / "cv" / "crossval.md").read_text()
+    capsys.readouterr()
+    r2 = ex.main(argv)
+    assert capsys.readouterr().out.count("(reused)") == 4 and r2["pooled"] == r["pooled"]
+    # the last fold of 2 is not mnist5k's official split (4,000 / 1,000), so no run may stand in for it
+    with pytest.raises(SystemExit, match="official"):
+        ex.main(argv + ["--official-nas", str(tmp_path / "cv" / "fold1" / "nas")])
+
+
+def test_paired_stats_of_the_crossval_example():
+    ex = _load_example("nas_crossval")
+    w = np.array([1, 1, 0, 1, 0, 1], bool)
+    f = np.array([1, 0, 0, 1, 1, 0], bool)
+    s = ex.paired_stats(w, f)
+    d = w.astype(float) - f
+    assert (s["only_winner"], s["only_fixed"], s["n"]) == (2, 1, 6)
+    assert s["diff"] == pytest.approx(d.mean()) and s["se_images"] == pytest.approx(d.std(ddof=1) / np.sqrt(6))
+    assert s["mcnemar_p"] == pytest.approx(1.0)  # 2 vs 1 discordant: no evidence either way
+    with pytest.raises(ValueError, match="hit vectors"):
+        ex.paired_stats(w, f[:3])

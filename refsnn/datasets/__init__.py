@@ -11,13 +11,13 @@ Modules: ``core`` (``load``, ``Dataset``, ``iterate_batches``), ``paths`` (``dat
 ``events`` (event arrays, ``events_to_frames``, the ``events:DIR`` loader), ``saccades``
 (``mnist5k-events``). Nothing here downloads anything.
 """
-from refsnn.datasets.core import Dataset, augment_batch, iterate_batches, load
+from refsnn.datasets.core import Dataset, augment_batch, fold_assignment, iterate_batches, load
 from refsnn.datasets.events import (EVENT_DTYPE, events_to_frames, events_to_frames_ref,
                                     make_events, save_event_dir)
 from refsnn.datasets.paths import data_dir, data_file
 
 __all__ = [
-    "Dataset", "load", "iterate_batches", "augment_batch",
+    "Dataset", "load", "iterate_batches", "augment_batch", "fold_assignment",
     "EVENT_DTYPE", "make_events", "events_to_frames", "events_to_frames_ref", "save_event_dir",
     "data_dir", "data_file",
 ]

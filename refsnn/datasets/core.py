@@ -8,7 +8,16 @@ Specs accepted by :func:`load`
 ``cifar10:DIR``        CIFAR-10 python batches in DIR (``cifar``), (3, 32, 32), 10 classes
 ``cifar100:DIR``       CIFAR-100 python batches in DIR, fine labels, (3, 32, 32), 100 classes
 ``events:DIR``         per-sample event files in DIR (layout in ``events``), (2, H, W)
+``SPEC[fold=K/N]``     any of the above re-split for N-fold cross-validation (:meth:`Dataset.fold`)
 =====================  =====================================================================
+
+Cross-validation folds (``[fold=K/N]``, ``0 <= K < N``): train and test are pooled in stored order
+(all training samples, then all test samples); within each class the ``n_c`` samples, in that
+order, are cut into N consecutive blocks, sample ``r`` of its class going to fold
+``floor(r * N / n_c)``. Fold K is the test split, the other folds (in pooled order) the training
+split. For a stratified official split whose test share is ``1/N`` of every class -- mnist5k's
+400 + 100 per class with N = 5 -- fold ``N-1`` is exactly the official split (same samples, same
+order), and folds ``0..N-2`` give N-1 further disjoint test sets of the same size and balance.
 
 Arrays held by a :class:`Dataset`
 ---------------------------------
@@ -50,6 +59,7 @@ batches everywhere: ``rng.permutation(N)`` once if ``shuffle``; then per batch, 
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -138,10 +148,41 @@ class Dataset:
                                    x_train=self.x_train[:k], y_train=self.y_train[:k],
                                    x_test=self.x_train[k:], y_test=self.y_train[k:])
 
+    def fold(self, k: int, n: int) -> "Dataset":
+        """Fold ``k`` of ``n`` of the pooled samples as the test split, the rest as the training
+        split (stratified, deterministic; the rule is in the module docstring). Copies; ``name``
+        gets ``[fold=k/n]``."""
+        n = check_int("n", n, lo=2)
+        k = check_int("k", k, lo=0)
+        if k >= n:
+            raise ValueError(f"k: fold index must be in [0, {n}), got {k}")
+        y = np.concatenate([self.y_train, self.y_test])
+        fold_of = fold_assignment(y, n)
+        if np.bincount(fold_of, minlength=n).min() == 0:
+            raise ValueError(f"n: {n} folds leave a fold empty ({len(y)} samples)")
+        x = np.concatenate([self.x_train, self.x_test])
+        te = fold_of == k
+        return dataclasses.replace(self, name=f"{self.name}[fold={k}/{n}]",
+                                   x_train=x[~te], y_train=y[~te], x_test=x[te], y_test=y[te])
+
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}, train={len(self.y_train)}, test={len(self.y_test)}, "
                 f"classes={self.num_classes}, input_shape={self.input_shape}, T={self.timesteps}, "
                 f"is_event={self.is_event})")
+
+
+def fold_assignment(y: np.ndarray, n: int) -> np.ndarray:
+    """int64 (N,): the fold of each sample of label vector ``y`` (in its order) for ``n`` stratified
+    folds -- sample ``r`` of its class, counted in order, goes to fold ``floor(r * n / n_c)``."""
+    y = np.asarray(y)
+    out = np.empty(len(y), np.int64)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        out[idx] = np.arange(len(idx)) * n // len(idx)
+    return out
+
+
+_FOLD = re.compile(r"^(?P<base>.+)\[fold=(?P<k>\d+)/(?P<n>\d+)\]$")
 
 
 def _normalise(x_u8: np.ndarray, mean, std) -> np.ndarray:
@@ -163,7 +204,7 @@ def load(spec: str, *, timesteps: int, seed: int = 0) -> Dataset:
     Parameters
     ----------
     spec : ``"mnist5k"``, ``"mnist5k-events"``, ``"cifar10:DIR"``, ``"cifar100:DIR"`` or
-        ``"events:DIR"``.
+        ``"events:DIR"``, optionally followed by ``[fold=K/N]`` (cross-validation fold K of N).
     timesteps : T >= 1; for event data the number of time bins per sample, for static images the
         number of steps ``iterate_batches`` repeats each image.
     seed : accepted so every dataset has the same signature; all datasets refsnn builds are
@@ -178,6 +219,11 @@ def load(spec: str, *, timesteps: int, seed: int = 0) -> Dataset:
         raise TypeError(f"spec: expected a string such as 'mnist5k', got {type(spec).__name__}")
     T = check_int("timesteps", timesteps, lo=1)
     check_int("seed", seed, lo=0)
+    m = _FOLD.match(spec)
+    if m:
+        return load(m["base"], timesteps=T, seed=seed).fold(int(m["k"]), int(m["n"]))
+    if "[" in spec and spec.split("[", 1)[0] in ("mnist5k", "mnist5k-events"):
+        raise ValueError(f"spec: malformed suffix in {spec!r}; the only one is '[fold=K/N]'")
     kind, sep, arg = spec.partition(":")
     if kind in ("mnist5k", "mnist5k-events") and sep:
         raise ValueError(f"spec: {kind!r} takes no directory, got {spec!r}")
