@@ -52,7 +52,7 @@ import numpy as np
 
 @dataclass
 class TrainConfig:
-    data: str = "mnist5k"          # mnist5k | mnist5k-events | cifar10:DIR | cifar100:DIR | events:DIR
+    data: str = "mnist5k"          # mnist5k | mnist5k-events | cifar10:DIR | cifar100:DIR | events:DIR [+ "[fold=K/N]"]
     arch: str = "csnn"             # ARCHS name, spec string like "c32-p-c64-p", or "genotype:PATH[@C]"
     genotype: str | None = None    # MSE-NAS genotype JSON file: train that network (overrides arch)
     timesteps: int = 2             # T
@@ -358,7 +358,8 @@ def demo_train(out_dir, *, quiet: bool = False) -> dict:
 # ------------------------------------------------------------------------------------------------
 
 _HELP = {
-    "data": "dataset: mnist5k | mnist5k-events | cifar10:DIR | cifar100:DIR | events:DIR",
+    "data": "dataset: mnist5k | mnist5k-events | cifar10:DIR | cifar100:DIR | events:DIR, each optionally "
+            "with [fold=K/N] (cross-validation fold K of N as the test split)",
     "arch": "network: csnn (default, c32-p-c64-p), csnn-small, csnn-fc, tokens c<N>/p/f<N> joined by '-', "
             "or genotype:PATH[@C] (an MSE-NAS genotype JSON)",
     "timesteps": "simulation steps T",

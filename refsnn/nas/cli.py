@@ -435,7 +435,8 @@ def demo_nas(out_dir, *, quiet: bool = False, seed: int = 0) -> dict:
 # ------------------------------------------------------------------------------------------------
 
 _HELP = {
-    "data": "dataset: mnist5k | mnist5k-events | cifar10:DIR | cifar100:DIR | events:DIR",
+    "data": "dataset: mnist5k | mnist5k-events | cifar10:DIR | cifar100:DIR | events:DIR, each optionally "
+            "with [fold=K/N] (cross-validation fold K of N as the test split)",
     "generations": "generations after the random initial population (SPEC default 80)",
     "population": "population size",
     "cells": "number of cells l of the genotype",
