@@ -105,6 +105,11 @@ def paired_stats(win: np.ndarray, fixed: np.ndarray) -> dict:
             "mcnemar_p": float(p)}
 
 
+def _md_cell(text) -> str:
+    """A genotype string as a Markdown table cell (its ``|`` escaped)."""
+    return str(text).replace("|", "\\|")
+
+
 def _plot(path: Path, folds: list[dict], pooled: dict) -> None:
     """Per fold, the two accuracies as a pair of bars (Pillow, like every refsnn plot)."""
     import io
@@ -243,7 +248,7 @@ def main(argv=None) -> dict:
     lines = ["| fold | searched winner | parameters | winner | fixed | difference | only winner / only fixed |",
              "|---|---|---|---|---|---|---|"]
     for f in folds:
-        lines.append(f"| {f['fold']}{' (official split)' if f['official'] else ''} | `{f['genotype']}` | "
+        lines.append(f"| {f['fold']}{' (official split)' if f['official'] else ''} | `{_md_cell(f['genotype'])}` | "
                      f"{f['n_params']:,} | {100 * f['winner']:.1f} % | {100 * f['fixed']:.1f} % | "
                      f"{100 * f['diff']:+.1f} | {f['only_winner']} / {f['only_fixed']} |")
     lines.append(f"| all {pooled['n']} images | | | {100 * pooled['winner']:.2f} % | {100 * pooled['fixed']:.2f} % | "
