@@ -160,16 +160,16 @@ def _check_official(nas: Path, args, nas_over: dict) -> None:
 
     if not (nas / "train" / "summary.json").is_file():
         raise SystemExit(f"--official-nas: {nas} holds no trained winner (train/summary.json)")
-    conf = json.loads((nas / "config.json").read_text())
-    want = dataclasses.asdict(NASArgs(data=args.base, train_epochs=args.epochs, train_lr=args.lr, **nas_over))
-    diff = sorted(k for k in want if k not in ("out", "quiet", "resume", "workers", "threads") and conf.get(k) != want[k])
-    if diff:
-        raise SystemExit(f"--official-nas: {nas} was run with other settings: {diff}")
     a = load(args.base, timesteps=1)
     b = a.fold(args.folds - 1, args.folds)
     if not all(np.array_equal(u, v) for u, v in ((a.x_train, b.x_train), (a.y_train, b.y_train),
                                                   (a.x_test, b.x_test), (a.y_test, b.y_test))):
         raise SystemExit(f"--official-nas: fold {args.folds - 1}/{args.folds} of {args.base} is not its official split")
+    conf = json.loads((nas / "config.json").read_text())
+    want = dataclasses.asdict(NASArgs(data=args.base, train_epochs=args.epochs, train_lr=args.lr, **nas_over))
+    diff = sorted(k for k in want if k not in ("out", "quiet", "resume", "workers", "threads") and conf.get(k) != want[k])
+    if diff:
+        raise SystemExit(f"--official-nas: {nas} was run with other settings: {diff}")
 
 
 def main(argv=None) -> dict:

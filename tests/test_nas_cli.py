@@ -257,7 +257,7 @@ def test_crossval_example_tiny_reuses_and_pairs_per_image(tmp_path, capsys):
     r2 = ex.main(argv)
     assert capsys.readouterr().out.count("(reused)") == 4 and r2["pooled"] == r["pooled"]
     # the last fold of 2 is not mnist5k's official split (4,000 / 1,000), so no run may stand in for it
-    with pytest.raises(SystemExit, match="official"):
+    with pytest.raises(SystemExit, match="not its official split"):
         ex.main(argv + ["--official-nas", str(tmp_path / "cv" / "fold1" / "nas")])
 
 
