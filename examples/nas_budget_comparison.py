@@ -88,19 +88,6 @@ def _train_one(job: dict) -> dict:
     return {**job["row"], **_fields(s), "reused": False, "this_call_seconds": time.perf_counter() - t0}
 
 
-def _test_correct(run: Path) -> np.ndarray:
-    """Per test image, whether the finished training in ``run`` classifies it correctly (its last
-    checkpoint, eval mode); checked against the accuracy its summary reports."""
-    from refsnn.train import evaluate_per_sample, load_run
-
-    net, ds, cfg = load_run(run)
-    hits, _ = evaluate_per_sample(net, ds, "test", cfg.eval_batch_size)
-    want = json.loads((run / "summary.json").read_text())["test_accuracy"]
-    if abs(hits.mean() - want) > 1e-9:
-        raise RuntimeError(f"{run}: the checkpoint gives {hits.mean():.4f} on test, the summary {want:.4f}")
-    return hits
-
-
 def _paired_image_bootstrap(win_hits: list, fixed_hits: list, n_boot: int = 10000, seed: int = 0) -> float:
     """Standard error of mean_s(acc(winner_s) - acc(fixed_s)) from resampling the test images
     (the same resample for every seed and both networks): the test set's own sampling error of the
@@ -249,6 +236,7 @@ def _markdown(result: dict, random_rows: list[dict]) -> str:
 
 
 def main(argv=None) -> dict:
+    from refsnn.train import per_sample_hits
     from refsnn.datasets import load
     from refsnn.io import atomic_write_json, atomic_write_text
     from refsnn.nas.genotype import Genotype, to_json
@@ -348,7 +336,7 @@ def main(argv=None) -> dict:
     # and over the test images (bootstrap of the per-image re-evaluations)
     diffs = [w["test_accuracy"] - f["test_accuracy"] for w, f in zip(best["winner"], best["fixed"])]
     diff_se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None  # one seed: none
-    diff_image_se = _paired_image_bootstrap(*([_test_correct(run_of[r["name"]]) for r in best[k]]
+    diff_image_se = _paired_image_bootstrap(*([per_sample_hits(run_of[r["name"]]) for r in best[k]]
                                               for k in ("winner", "fixed")))
     per_lr = {k: {f"{lr:g}": statistics.mean(r["test_accuracy"] for r in group(k) if r["lr"] == lr) for lr in lrs}
               for k in ("winner", "fixed")}

@@ -76,18 +76,6 @@ def _run(job: dict) -> dict:
     return {**r, "this_call_seconds": time.perf_counter() - t0}
 
 
-def _hits(run: Path) -> np.ndarray:
-    """Per test image of the run's dataset, whether its last checkpoint classifies it correctly."""
-    from refsnn.train import load_run, evaluate_per_sample
-
-    net, ds, cfg = load_run(run)
-    hits, _ = evaluate_per_sample(net, ds, "test", cfg.eval_batch_size)
-    want = json.loads((run / "summary.json").read_text())["test_accuracy"]
-    if abs(hits.mean() - want) > 1e-9:
-        raise RuntimeError(f"{run}: the checkpoint gives {hits.mean():.4f} on test, the summary {want:.4f}")
-    return hits
-
-
 def paired_stats(win: np.ndarray, fixed: np.ndarray) -> dict:
     """Paired comparison of two 0/1 hit vectors over the same images: accuracies, mean difference,
     its standard error ``std(d, ddof=1) / sqrt(N)``, the discordant counts and the exact two-sided
@@ -173,6 +161,7 @@ def _check_official(nas: Path, args, nas_over: dict) -> None:
 
 
 def main(argv=None) -> dict:
+    from refsnn.train import per_sample_hits
     from refsnn.io import atomic_write_json, atomic_write_text
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -218,11 +207,9 @@ def main(argv=None) -> dict:
     print(f"{len(jobs)} jobs on {args.workers} worker(s): refsnn nas + {args.fixed_arch} for folds {which}")
     t0 = time.perf_counter()
     import multiprocessing as mp
-    done = []
     with (ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn")) if args.workers
           else contextlib.nullcontext()) as ex:
         for i, r in enumerate(ex.map(_run, jobs) if args.workers else map(_run, jobs)):
-            done.append(r)
             el = time.perf_counter() - t0
             what = r.get("best_genotype_str", r.get("arch", ""))
             took = "(reused)" if r["reused"] else f"{r['this_call_seconds']:.0f}s"
@@ -231,8 +218,8 @@ def main(argv=None) -> dict:
 
     folds, hits_w, hits_f = [], [], []
     for k in which:
-        hw = _hits(nas_dir[k] / "train")
-        hf = _hits(out / f"fold{k}" / f"fixed_{args.fixed_arch}")
+        hw = per_sample_hits(nas_dir[k] / "train")
+        hf = per_sample_hits(out / f"fold{k}" / f"fixed_{args.fixed_arch}")
         nas = json.loads((nas_dir[k] / "summary.json").read_text())
         folds.append({"fold": k, "official": k == args.folds - 1, "genotype": nas.get("best_genotype_str"),
                       "n_params": nas.get("train_n_params"), **paired_stats(hw, hf)})

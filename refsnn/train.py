@@ -170,6 +170,19 @@ def load_run(run_dir) -> tuple:
     return net, ds, cfg
 
 
+def per_sample_hits(run_dir) -> np.ndarray:
+    """bool ``[N_test]``: per test sample of a finished run (its :func:`load_run` dataset), whether the
+    last checkpoint classifies it correctly; raises ``RuntimeError`` unless their mean is the
+    ``test_accuracy`` of the run's ``summary.json`` (for paired per-sample statistics)."""
+    run = Path(run_dir)
+    net, ds, cfg = load_run(run)
+    hits, _ = evaluate_per_sample(net, ds, "test", cfg.eval_batch_size)
+    want = json.loads((run / "summary.json").read_text(encoding="utf-8"))["test_accuracy"]
+    if abs(hits.mean() - want) > 1e-9:
+        raise RuntimeError(f"{run}: the checkpoint gives {hits.mean():.4f} on test, the summary {want:.4f}")
+    return hits
+
+
 def evaluate_per_sample(net, ds, split: str, batch_size: int) -> tuple[np.ndarray, float]:
     """``(hits, spikes_per_sample)`` of ``net`` (eval mode) on a split: ``hits`` is bool ``[N]``, whether
     the arg-max of the logits averaged over T is the label of sample i (in split order)."""

@@ -245,13 +245,14 @@ def test_genotype_file_eval_noise_and_energy_in_summary(tmp_path):
 
 def test_load_run_reproduces_the_reported_accuracy_image_by_image(tmp_path):
     """``load_run``: the run's dataset (same take/holdout) and its last checkpoint's network."""
-    from refsnn.train import evaluate_per_sample, load_run
+    from refsnn.train import evaluate_per_sample, load_run, per_sample_hits
 
     s = train(TrainConfig(epochs=1, out=str(tmp_path / "v"), **{**TINY, "n_val": 16}))
     net, ds, cfg = load_run(tmp_path / "v")
     assert cfg.n_val == 16 and cfg.arch == TINY["arch"] and len(ds.y_test) == 16 and not net.training
     hits, _ = evaluate_per_sample(net, ds, "test", cfg.eval_batch_size)
     assert hits.mean() == s["test_accuracy"]
+    np.testing.assert_array_equal(per_sample_hits(tmp_path / "v"), hits)
     with pytest.raises(FileNotFoundError, match="checkpoint.npz"):
         (tmp_path / "v" / "checkpoint.npz").unlink()
         load_run(tmp_path / "v")
