@@ -181,3 +181,89 @@ def test_bn_bad_input():
         batchnorm2d_forward(x[0], gamma, beta, rm, rv, training=False)
     with pytest.raises(TypeError, match=r"^training\b"):
         batchnorm2d_forward(x, gamma, beta, rm, rv, training="yes")
+
+
+# ---- E/I rectifier (SPEC §6.2) ----
+from refsnn.kernels.rectify import (rectify_backward, rectify_backward_ref, rectify_forward,  # noqa: E402
+                                    rectify_forward_ref)
+
+
+def _same_bits(a, b):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    assert np.array_equal(a.view(np.uint8), b.view(np.uint8)), "bit patterns differ (sign of zero?)"
+
+
+@settings(max_examples=60, deadline=None)
+@given(nchw_shapes, dtypes, seeds, st.sampled_from([1, -1]), st.booleans())
+def test_rectify_matches_oracle_bitwise(shape, dt, seed, sign, zeros):
+    rng = rng_from(seed)
+    x = rng.standard_normal(shape).astype(dt)
+    dy = rng.standard_normal(shape).astype(dt)
+    if zeros:  # exact zeros and negative zeros: the sign of the output zero must match too
+        x[rng.random(shape) < 0.3] = 0.0
+        x[rng.random(shape) < 0.3] = -0.0
+    y, m = rectify_forward(x, sign)
+    y_ref, m_ref = rectify_forward_ref(x, sign)
+    _same_bits(y, y_ref)
+    assert np.array_equal(m, m_ref)
+    _same_bits(rectify_backward(dy, m, sign), rectify_backward_ref(dy, m_ref, sign))
+    # non-contiguous input gives the same result
+    xt = np.asarray(x.transpose(3, 2, 1, 0))
+    _same_bits(rectify_forward(xt, sign)[0], rectify_forward_ref(xt, sign)[0])
+
+
+def test_rectify_by_hand_and_bad_input():
+    x = np.array([-2.0, -0.0, 0.0, 3.0], np.float32)
+    y, m = rectify_forward(x, -1)
+    assert y.tolist() == [0.0, 0.0, 0.0, -3.0] and np.signbit(y).tolist() == [True] * 4
+    assert m.tolist() == [False, False, False, True]
+    assert rectify_backward(np.ones(4, np.float32), m, 1).tolist() == [0, 0, 0, 1]
+    for bad in (np.nan, np.inf, -np.inf):
+        with pytest.raises(ValueError, match=r"^x\b"):
+            rectify_forward(np.array([1.0, bad]), 1)
+    with pytest.raises(ValueError, match=r"^sign\b"):
+        rectify_forward(x, 0)
+    with pytest.raises(ValueError, match=r"^sign\b"):
+        rectify_forward(x, True)
+    with pytest.raises(ValueError, match=r"^mask\b"):
+        rectify_backward(np.ones(4, np.float32), m[:3], 1)
+    with pytest.raises(TypeError, match=r"^x\b"):
+        rectify_forward(x.astype(np.float16), 1)
+
+
+def test_check_finite_switch():
+    """The kernels reject NaN by default; check_finite=False (what the network layers pass) skips
+    only that pass and computes the same thing."""
+    from refsnn.kernels.conv import conv2d_backward, conv2d_forward
+    x = np.ones((1, 2, 4, 4), np.float32)
+    w = np.ones((3, 2, 3, 3), np.float32)
+    xn = x.copy()
+    xn[0, 0, 1, 1] = np.nan
+    g, b, rm, rv = (np.ones(2, np.float32), np.zeros(2, np.float32), np.zeros(2, np.float32),
+                    np.ones(2, np.float32))
+    calls = [
+        lambda a, **k: conv2d_forward(a, w, padding=1, **k),
+        lambda a, **k: batchnorm2d_forward(a, g, b, rm.copy(), rv.copy(), training=True, **k),
+        lambda a, **k: avgpool2d_forward(a, 2, **k),
+        lambda a, **k: global_avgpool_forward(a, **k),
+    ]
+    for f in calls:
+        with pytest.raises(ValueError, match=r"^x\b"):
+            f(xn)
+        assert np.isnan(f(xn, check_finite=False)[0]).any()
+        r1, r2 = f(x), f(x, check_finite=False)
+        a1, a2 = (r1[0], r2[0]) if isinstance(r1, tuple) else (r1, r2)
+        assert np.array_equal(a1, a2)
+    y, ctx = conv2d_forward(x, w, padding=1)
+    dyn = np.ones_like(y)
+    dyn[0, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"^dy\b"):
+        conv2d_backward(dyn, ctx)
+    with np.errstate(invalid="ignore"):
+        assert np.isinf(conv2d_backward(dyn, ctx, check_finite=False)[1]).any()
+    with pytest.raises(ValueError, match=r"^dy\b"):
+        avgpool2d_backward(dyn, 2)
+    with pytest.raises(ValueError, match=r"^dy\b"):
+        batchnorm2d_backward(dyn[:, :2], batchnorm2d_forward(x, g, b, rm.copy(), rv.copy(),
+                                                             training=True)[1])

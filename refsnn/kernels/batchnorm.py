@@ -119,8 +119,9 @@ def _bn_backward(dy, xhat, invstd, gamma, training, dx, dgamma, dbeta):
                         dx[n, c, h, w] = gm * r * np.float64(dy[n, c, h, w])
 
 
-def _check_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps):
-    x = check_array("x", x, ndim=4, dtypes=FLOAT_DTYPES)
+def _check_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps,
+                   check_finite=True):
+    x = check_array("x", x, ndim=4, dtypes=FLOAT_DTYPES, finite=check_finite)
     C = x.shape[1]
     arrs = {"gamma": gamma, "beta": beta, "running_mean": running_mean, "running_var": running_var}
     for name, a in arrs.items():
@@ -141,7 +142,7 @@ def _check_forward(x, gamma, beta, running_mean, running_var, training, momentum
 
 
 def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, *, training, momentum=0.1,
-                        eps=1e-5):
+                        eps=1e-5, check_finite=True):
     """BatchNorm2d forward (SPEC §3); see the module docstring for the equations.
 
     Parameters
@@ -152,6 +153,9 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, *, training, 
     training : bool
     momentum : float in [0, 1], default 0.1 (``new = (1 - momentum) old + momentum batch``)
     eps : float > 0, default 1e-5
+    check_finite : bool
+        Reject NaN/inf in ``x`` (one extra pass; the network layers pass False, see
+        :func:`refsnn.kernels.conv.conv2d_forward`). The per-channel arrays are always checked.
 
     Returns
     -------
@@ -159,7 +163,7 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, *, training, 
     ctx : BatchNormContext, for :func:`batchnorm2d_backward`
     """
     x, training, momentum, eps, M = _check_forward(x, gamma, beta, running_mean, running_var,
-                                                   training, momentum, eps)
+                                                   training, momentum, eps, check_finite)
     C = x.shape[1]
     x = np.ascontiguousarray(x)
     if training:
@@ -180,11 +184,12 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, *, training, 
     return y, BatchNormContext(xhat=xhat, invstd=invstd, gamma=gamma.copy(), training=training)
 
 
-def batchnorm2d_backward(dy, ctx):
-    """BatchNorm2d backward (SPEC §3): returns ``(dx, dgamma, dbeta)``; correct in both modes."""
+def batchnorm2d_backward(dy, ctx, *, check_finite=True):
+    """BatchNorm2d backward (SPEC §3): returns ``(dx, dgamma, dbeta)``; correct in both modes.
+    ``check_finite=False`` skips the NaN/inf pass over ``dy``."""
     if not isinstance(ctx, BatchNormContext):
         raise TypeError(f"ctx: expected a BatchNormContext, got {type(ctx).__name__}")
-    dy = check_array("dy", dy, ndim=4, dtypes=FLOAT_DTYPES, shape=ctx.xhat.shape)
+    dy = check_array("dy", dy, ndim=4, dtypes=FLOAT_DTYPES, shape=ctx.xhat.shape, finite=check_finite)
     check_same_dtype("x (forward input)", ctx.xhat, "dy", dy)
     C = dy.shape[1]
     dx = np.empty_like(ctx.xhat)

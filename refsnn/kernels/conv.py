@@ -44,8 +44,12 @@ inner); the bias gradient sums each channel in float64 in a fixed order. Results
 deterministic and independent of any thread count (BLAS results depend only on the BLAS build).
 
 ``dX`` is computed in chunks of images (``dY.T[chunk] @ W_col`` then ``col2im`` of that chunk)
-so the ``(chunk, K)`` intermediate stays in cache; the chunking does not change the result of any
-element (each element of ``W_col.T @ dY`` is one dot product over ``O``, whichever chunk it is in).
+so the ``(chunk, K)`` intermediate stays in cache. Mathematically each element of ``W_col.T @ dY``
+is one dot product over ``O`` whichever chunk it is in, and with the OpenBLAS build used here the
+chunked products equal the unchunked one bit for bit for the network's shapes (checked 2026-12-03);
+BLAS does not promise that in general (splitting the *forward* GEMM into row blocks did change
+some results for ``K >= 200``), so what refsnn relies on is only that the chunk size is a function of
+the shapes, which keeps results deterministic.
 
 Oracles: :func:`conv2d_forward_ref` / :func:`conv2d_backward_ref` are direct loops over the kernel
 offsets in plain NumPy; the tests also compare with ``scipy.signal.correlate``.
@@ -90,6 +94,14 @@ class _BufferPool:
     when nothing else references it any more (CPython reference count: not the caller, not a
     ``Conv2dContext``, not a view), so a recycled buffer is never one still in use. At most
     ``max_bytes`` are retained; :func:`clear_buffer_pool` releases them.
+
+    The module's pool keeps up to 2 GiB: training batches (``N = T*64``) and evaluation batches
+    (``N = T*250``) need differently shaped arrays, and for a 3-cell MSE-NAS network at 28x28 the
+    evaluation-shaped im2col matrices alone take about 0.8 GB. With a 256 MiB cap every epoch's
+    evaluation faulted them in afresh (6-7 s per 1,000 test images against 2.2 s with the
+    arrays kept; measured 2026-12-03). The arrays are alive together during a forward pass anyway
+    (each conv layer keeps its im2col matrix for the backward pass), so the cap only decides whether
+    they are kept between passes, not the peak memory of one pass.
     """
 
     def __init__(self, max_bytes: int):
@@ -125,11 +137,11 @@ class _BufferPool:
             self._bufs.clear()
 
 
-_POOL = _BufferPool(256 << 20)
+_POOL = _BufferPool(2048 << 20)
 
 
 def clear_buffer_pool() -> None:
-    """Release the work arrays that conv2d keeps for reuse (at most 256 MiB)."""
+    """Release the work arrays that conv2d keeps for reuse (at most 2 GiB)."""
     _POOL.clear()
 
 
@@ -155,9 +167,9 @@ def _out_size(size: int, k: int, s: int, p: int, axis: str) -> int:
     return (size + 2 * p - k) // s + 1
 
 
-def _check_forward_args(x, w, b, stride, padding):
-    x = check_array("x", x, ndim=4, dtypes=FLOAT_DTYPES)
-    w = check_array("w", w, ndim=4, dtypes=FLOAT_DTYPES)
+def _check_forward_args(x, w, b, stride, padding, check_finite=True):
+    x = check_array("x", x, ndim=4, dtypes=FLOAT_DTYPES, finite=check_finite)
+    w = check_array("w", w, ndim=4, dtypes=FLOAT_DTYPES, finite=check_finite)
     check_same_dtype("x", x, "w", w)
     if w.shape[1] != x.shape[1]:
         raise ValueError(f"w: expected {x.shape[1]} input channels (w.shape[1], from x.shape[1]), "
@@ -165,7 +177,7 @@ def _check_forward_args(x, w, b, stride, padding):
     if min(w.shape) < 1:
         raise ValueError(f"w: expected all dimensions >= 1, got shape {w.shape}")
     if b is not None:
-        b = check_array("b", b, ndim=1, dtypes=FLOAT_DTYPES, shape=(w.shape[0],))
+        b = check_array("b", b, ndim=1, dtypes=FLOAT_DTYPES, shape=(w.shape[0],), finite=check_finite)
         check_same_dtype("x", x, "b", b)
     sh, sw = _pair("stride", stride, lo=1)
     ph, pw = _pair("padding", padding, lo=0)
@@ -307,7 +319,7 @@ def _nchw_to_nhwc(dy, dyt, db):
 # ---------------------------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------------------------
-def conv2d_forward(x, w, b=None, *, stride=1, padding=0):
+def conv2d_forward(x, w, b=None, *, stride=1, padding=0, check_finite=True):
     """2-D cross-correlation with zero padding, PyTorch ``conv2d`` semantics (SPEC §3).
 
     ``y[n, o, p, q] = b[o] + sum_{c,i,j} w[o, c, i, j] * xpad[n, c, p*sh + i, q*sw + j]``,
@@ -320,6 +332,10 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0):
     b : ndarray, shape ``(O,)``, same dtype, or None
     stride : int or (int, int), >= 1
     padding : int or (int, int), >= 0 (zero padding on both sides)
+    check_finite : bool
+        Reject NaN/inf in ``x``, ``w``, ``b`` (one extra pass over each). The network layers pass
+        False: their input is checked once at ``Network.forward`` and every LIF kernel detects a
+        non-finite input current itself.
 
     Returns
     -------
@@ -336,7 +352,7 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0):
         Wrong rank, channel mismatch, NaN/inf, bad stride/padding, kernel larger than the padded
         input (names the argument).
     """
-    x, w, b, (sh, sw), (ph, pw) = _check_forward_args(x, w, b, stride, padding)
+    x, w, b, (sh, sw), (ph, pw) = _check_forward_args(x, w, b, stride, padding, check_finite)
     N, C, H, W = x.shape
     O, _, kh, kw = w.shape
     Ho = _out_size(H, kh, sh, ph, "height")
@@ -358,7 +374,7 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0):
     return y.reshape(N, O, Ho, Wo), ctx
 
 
-def conv2d_backward(dy, ctx, *, need_dx=True):
+def conv2d_backward(dy, ctx, *, need_dx=True, check_finite=True):
     """Gradients of :func:`conv2d_forward` (SPEC §3).
 
     ``dW = dY @ col.T``, ``db[o] = sum_{n,p,q} dy[n, o, p, q]``, ``dX = col2im(W_col.T @ dY)``.
@@ -371,6 +387,8 @@ def conv2d_backward(dy, ctx, *, need_dx=True):
         From :func:`conv2d_forward`.
     need_dx : bool
         If False, ``dx`` is not computed (e.g. the first layer) and None is returned for it.
+    check_finite : bool
+        Reject NaN/inf in ``dy`` (see :func:`conv2d_forward`).
 
     Returns
     -------
@@ -383,7 +401,7 @@ def conv2d_backward(dy, ctx, *, need_dx=True):
     N, C, H, W = ctx.x_shape
     O, _, kh, kw = ctx.w_shape
     Ho, Wo = ctx.out_hw
-    dy = check_array("dy", dy, ndim=4, dtypes=FLOAT_DTYPES, shape=(N, O, Ho, Wo))
+    dy = check_array("dy", dy, ndim=4, dtypes=FLOAT_DTYPES, shape=(N, O, Ho, Wo), finite=check_finite)
     check_same_dtype("x (forward input)", ctx.colT, "dy", dy)
     sh, sw = ctx.stride
     ph, pw = ctx.padding

@@ -91,27 +91,27 @@ def _check_k(k, H=None, W=None):
     return k
 
 
-def avgpool2d_forward(x, k):
+def avgpool2d_forward(x, k, *, check_finite=True):
     """``k x k`` average pooling with stride ``k``: ``(N, C, H, W) -> (N, C, H/k, W/k)`` (SPEC §3)."""
-    x = check_array("x", x, ndim=4, dtypes=FLOAT_DTYPES)
+    x = check_array("x", x, ndim=4, dtypes=FLOAT_DTYPES, finite=check_finite)
     N, C, H, W = x.shape
     k = _check_k(k, H, W)
     y = np.empty((N, C, H // k, W // k), dtype=x.dtype)
     return _avgpool_fwd(np.ascontiguousarray(x), k, y)
 
 
-def avgpool2d_backward(dy, k):
+def avgpool2d_backward(dy, k, *, check_finite=True):
     """Gradient of :func:`avgpool2d_forward`: ``dx = repeat(dy, k, k) / k^2``, ``(N, C, Ho*k, Wo*k)``."""
-    dy = check_array("dy", dy, ndim=4, dtypes=FLOAT_DTYPES)
+    dy = check_array("dy", dy, ndim=4, dtypes=FLOAT_DTYPES, finite=check_finite)
     k = _check_k(k)
     N, C, Ho, Wo = dy.shape
     dx = np.empty((N, C, Ho * k, Wo * k), dtype=dy.dtype)
     return _avgpool_bwd(np.ascontiguousarray(dy), k, dx)
 
 
-def global_avgpool_forward(x):
+def global_avgpool_forward(x, *, check_finite=True):
     """Mean over the spatial axes: ``(N, C, H, W) -> (N, C)`` (SPEC §3)."""
-    x = check_array("x", x, ndim=4, dtypes=FLOAT_DTYPES)
+    x = check_array("x", x, ndim=4, dtypes=FLOAT_DTYPES, finite=check_finite)
     if x.shape[2] * x.shape[3] == 0:
         raise ValueError(f"x: expected H, W >= 1, got shape {x.shape}")
     y = np.empty(x.shape[:2], dtype=x.dtype)
@@ -124,9 +124,9 @@ def _check_hw(hw):
     return check_int("hw[0]", hw[0], lo=1), check_int("hw[1]", hw[1], lo=1)
 
 
-def global_avgpool_backward(dy, hw):
+def global_avgpool_backward(dy, hw, *, check_finite=True):
     """Gradient of :func:`global_avgpool_forward`: ``dx[n, c, h, w] = dy[n, c] / (H W)``."""
-    dy = check_array("dy", dy, ndim=2, dtypes=FLOAT_DTYPES)
+    dy = check_array("dy", dy, ndim=2, dtypes=FLOAT_DTYPES, finite=check_finite)
     H, W = _check_hw(hw)
     dx = np.empty(dy.shape + (H, W), dtype=dy.dtype)
     return _gap_bwd(np.ascontiguousarray(dy), dx)

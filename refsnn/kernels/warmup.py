@@ -13,6 +13,7 @@ WARMUPS = [
     "refsnn.kernels.conv:_warmup",
     "refsnn.kernels.pool:_warmup",
     "refsnn.kernels.batchnorm:_warmup",
+    "refsnn.kernels.rectify:_warmup",
     "refsnn.kernels.cuba:_warmup",
     "refsnn.nas.bie:_warmup",
     "refsnn.datasets.events:_warmup",

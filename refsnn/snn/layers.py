@@ -169,14 +169,16 @@ class Conv2d(Layer):
         x = self._check_in("x", x, 5)
         if x.shape[2] != self.cin:
             raise ValueError(f"x: expected {self.cin} channels (axis 2 of [T, B, C, H, W]), got shape {x.shape}")
+        self._c_ctx = None   # release the last forward's im2col matrix so the pool can reuse it
         y, ctx = conv2d_forward(_fold(x), self.params["w"], self.params.get("b"),
-                                stride=self.stride, padding=self.padding)
+                                stride=self.stride, padding=self.padding, check_finite=False)
         self._c_ctx = ctx
         return y.reshape(x.shape[:2] + y.shape[1:])
 
     def backward(self, dy, need_dx=(True,)):
         from refsnn.kernels.conv import conv2d_backward
-        dx, dw, db = conv2d_backward(_fold(dy), self._c_ctx, need_dx=bool(need_dx[0]))
+        dx, dw, db = conv2d_backward(_fold(dy), self._c_ctx, need_dx=bool(need_dx[0]),
+                                     check_finite=False)
         self.grads["w"] = dw
         if db is not None:
             self.grads["b"] = db
@@ -224,7 +226,8 @@ class BatchNorm2d(Layer):
         # from the batch variance var = 1/invstd^2 - eps (float64, from the kernel's context).
         rv_k = rv.copy() if static else rv
         y, ctx = batchnorm2d_forward(xf, self.params["gamma"], self.params["beta"], rm, rv_k,
-                                     training=self.training, momentum=self.momentum, eps=self.eps)
+                                     training=self.training, momentum=self.momentum, eps=self.eps,
+                                     check_finite=False)
         if static:
             invstd = getattr(ctx, "invstd", None)
             if invstd is not None:
@@ -240,7 +243,7 @@ class BatchNorm2d(Layer):
 
     def backward(self, dy, need_dx=(True,)):
         from refsnn.kernels.batchnorm import batchnorm2d_backward
-        dx, dg, db = batchnorm2d_backward(_fold(dy), self._c_ctx)
+        dx, dg, db = batchnorm2d_backward(_fold(dy), self._c_ctx, check_finite=False)
         self.grads["gamma"], self.grads["beta"] = dg, db
         self._c_ctx = None
         return (dx.reshape(dy.shape),)
@@ -326,24 +329,24 @@ class Rectify(Layer):
         return f"sign={self.sign:+d}, relu={self.relu}"
 
     def forward(self, x, *, T):
+        from refsnn.kernels.rectify import rectify_forward
         x = self._check_in("x", x, None)
         if self.relu:
-            mask = x > 0
-            self._c_mask = mask
-            y = np.where(mask, x, 0).astype(self.dtype, copy=False)
+            y, self._c_mask = rectify_forward(x, self.sign)     # one fused Numba pass
         else:
             y = x.copy()
-        if self.sign < 0:
-            np.negative(y, out=y)
+            if self.sign < 0:
+                np.negative(y, out=y)
         return y
 
     def backward(self, dy, need_dx=(True,)):
+        from refsnn.kernels.rectify import rectify_backward
         if self.relu:
-            dx = np.where(self._c_mask, dy, 0).astype(self.dtype, copy=False)
+            dx = rectify_backward(dy, self._c_mask, self.sign)
         else:
             dx = dy.copy()
-        if self.sign < 0:
-            np.negative(dx, out=dx)
+            if self.sign < 0:
+                np.negative(dx, out=dx)
         self._c_mask = None
         return (dx,)
 
@@ -376,13 +379,13 @@ class AvgPool2d(Layer):
         xf = _fold(x)
         if H % k or W % k:  # floor: drop the rows/columns that do not fill a window
             xf = xf[:, :, :H - H % k, :W - W % k]
-        y = avgpool2d_forward(xf, k)
+        y = avgpool2d_forward(xf, k, check_finite=False)
         return y.reshape(x.shape[:2] + y.shape[1:])
 
     def backward(self, dy, need_dx=(True,)):
         from refsnn.kernels.pool import avgpool2d_backward
         shape = self._c_shape
-        dx = avgpool2d_backward(np.ascontiguousarray(_fold(dy)), self.k)
+        dx = avgpool2d_backward(np.ascontiguousarray(_fold(dy)), self.k, check_finite=False)
         H, W = shape[3:]
         if dx.shape[2:] != (H, W):  # windows dropped by the floor get zero gradient
             full = np.zeros((dx.shape[0], dx.shape[1], H, W), self.dtype)
@@ -399,13 +402,13 @@ class GlobalAvgPool(Layer):
         from refsnn.kernels.pool import global_avgpool_forward
         x = self._check_in("x", x, 5)
         self._c_shape = x.shape
-        y = global_avgpool_forward(_fold(x))
+        y = global_avgpool_forward(_fold(x), check_finite=False)
         return y.reshape(x.shape[:3])
 
     def backward(self, dy, need_dx=(True,)):
         from refsnn.kernels.pool import global_avgpool_backward
         shape = self._c_shape
-        dx = global_avgpool_backward(np.ascontiguousarray(_fold(dy)), shape[3:])
+        dx = global_avgpool_backward(np.ascontiguousarray(_fold(dy)), shape[3:], check_finite=False)
         return (dx.reshape(shape),)
 
 
