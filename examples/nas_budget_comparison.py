@@ -50,14 +50,12 @@ training's last checkpoint re-evaluated per image and checked against its summar
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import io
 import json
 import math
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -236,6 +234,7 @@ def _markdown(result: dict, random_rows: list[dict]) -> str:
 
 
 def main(argv=None) -> dict:
+    from refsnn.cliutil import map_with_progress
     from refsnn.train import per_sample_hits
     from refsnn.datasets import load
     from refsnn.io import atomic_write_json, atomic_write_text
@@ -311,17 +310,12 @@ def main(argv=None) -> dict:
     print(f"{len(jobs)} trainings ({args.epochs} epochs, T={args.timesteps}) on {args.workers} worker(s); "
           f"winner {winner_flat}")
     t0 = time.perf_counter()
-    rows = []
-    import multiprocessing as mp
-    with (ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn")) if args.workers
-          else contextlib.nullcontext()) as ex:
-        for i, r in enumerate(ex.map(_train_one, jobs) if args.workers else map(_train_one, jobs)):
-            rows.append(r)
-            el = time.perf_counter() - t0
-            eta = el / (i + 1) * (len(jobs) - i - 1)
-            print(f"[{i + 1:2d}/{len(jobs)}] {r['name']:<18} acc {r['test_accuracy']:.4f}  "
-                  f"params {r['n_params']:>7}  train {r['wall_seconds']:5.0f}s{' (reused)' if r['reused'] else ''}  "
-                  f"elapsed {el:.0f}s  eta {eta:.0f}s  {r.get('genotype_str', r['genotype'])}", flush=True)
+
+    def line(r):
+        return (f"{r['name']:<18} acc {r['test_accuracy']:.4f}  params {r['n_params']:>7}  "
+                f"train {r['wall_seconds']:5.0f}s{' (reused)' if r['reused'] else ''}  "
+                f"{r.get('genotype_str', r['genotype'])}")
+    rows = list(map_with_progress(_train_one, jobs, workers=args.workers, line=line))
 
     def group(name, seed=None):
         return [r for r in rows if r["group"] == name and (seed is None or r["seed"] == seed)]

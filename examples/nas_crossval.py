@@ -32,12 +32,10 @@ Two jobs run at a time with ``--workers 2`` (one thread each, each search in-pro
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +159,7 @@ def _check_official(nas: Path, args, nas_over: dict) -> None:
 
 
 def main(argv=None) -> dict:
+    from refsnn.cliutil import map_with_progress
     from refsnn.train import per_sample_hits
     from refsnn.io import atomic_write_json, atomic_write_text
 
@@ -206,15 +205,13 @@ def main(argv=None) -> dict:
                      "out": str(out / f"fold{k}" / f"fixed_{args.fixed_arch}")})
     print(f"{len(jobs)} jobs on {args.workers} worker(s): refsnn nas + {args.fixed_arch} for folds {which}")
     t0 = time.perf_counter()
-    import multiprocessing as mp
-    with (ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn")) if args.workers
-          else contextlib.nullcontext()) as ex:
-        for i, r in enumerate(ex.map(_run, jobs) if args.workers else map(_run, jobs)):
-            el = time.perf_counter() - t0
-            what = r.get("best_genotype_str", r.get("arch", ""))
-            took = "(reused)" if r["reused"] else f"{r['this_call_seconds']:.0f}s"
-            print(f"[{i + 1:2d}/{len(jobs)}] fold {r['fold']} {r['kind']:<5} acc {r['test_accuracy']:.4f}  {took}  elapsed {el:.0f}s  "
-                  f"eta {el / (i + 1) * (len(jobs) - i - 1):.0f}s  {what}", flush=True)
+
+    def line(r):
+        took = "(reused)" if r["reused"] else f"{r['this_call_seconds']:.0f}s"
+        return (f"fold {r['fold']} {r['kind']:<5} acc {r['test_accuracy']:.4f}  {took}  "
+                f"{r.get('best_genotype_str', r.get('arch', ''))}")
+    for _ in map_with_progress(_run, jobs, workers=args.workers, line=line):
+        pass
 
     folds, hits_w, hits_f = [], [], []
     for k in which:

@@ -81,3 +81,23 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert err.startswith("refsnn train: error:") and "Traceback" not in err
     with pytest.raises(SystemExit):
         main(["nosuchcommand"])
+
+
+def test_map_with_progress_serial_and_pool_agree():
+    """Shared job loop of the examples: same results in job order in-process and in a spawn pool,
+    one progress line per job with the count, elapsed and ETA."""
+    import math
+
+    from refsnn.cliutil import map_with_progress
+
+    jobs = [4.0, 9.0, 16.0]
+    lines = []
+    serial = list(map_with_progress(math.sqrt, jobs, workers=0, line=lambda r: f"r={r:g}",
+                                    say=lines.append))
+    pooled = list(map_with_progress(math.sqrt, jobs, workers=2, say=lambda s: None))
+    assert serial == pooled == [2.0, 3.0, 4.0]
+    assert [ln.split("  elapsed")[0] for ln in lines] == ["[ 1/3] r=2", "[ 2/3] r=3", "[ 3/3] r=4"]
+    assert all("eta " in ln for ln in lines) and lines[-1].endswith("eta 0s")
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match=r"^workers\b"):
+            list(map_with_progress(math.sqrt, jobs, workers=bad))
