@@ -168,3 +168,37 @@ def test_bad_input_errors():
         cuba.pack_hidden(np.zeros((3, 4), bool), 1)
     with pytest.raises(ValueError, match="u"):
         cuba.cuba_env_step_packed(cfg, np.full((1, 4), np.nan, np.float32), C_in, Chp, C_out, st_)
+
+
+def test_step_check_finite_switch_and_once_per_batch():
+    """check_finite=False (what the rollout passes each step) skips only the NaN pass over the
+    connectivity/weights and gives the same step; the families check those arrays once in build."""
+    from refsnn.ec.policy import make_family
+
+    for method in ("ec", "es"):
+        fam = make_family(method, {"n_neurons": 16}, 3, 2)
+        params = fam.init_params(0)
+        x = rng_from(1).standard_normal((4, 3))
+        a1, n1 = fam.step(fam.build(params, 0, 0, [0, 1, 2, 3], 4), x, np.ones(4, bool))
+        b = fam.build(params, 0, 0, [0, 1, 2, 3], 4)
+        big = b.arrays[0]
+        if method == "ec":
+            u = np.concatenate([x, -x], axis=1).astype(fam.dtype)
+            a2, n2 = cuba.cuba_env_step_packed(fam.cfg, u, *b.arrays, b.state, d_in=3)   # checks on
+        else:
+            a2, n2 = cuba.float_env_step(fam.cfg, x.astype(fam.dtype), *b.arrays, b.state)
+        assert np.array_equal(a1, a2) and np.array_equal(n1, n2)
+        big[0, 0, 0] = np.nan
+        step = cuba.cuba_env_step_packed if method == "ec" else cuba.float_env_step
+        args = (np.concatenate([x, -x], axis=1).astype(fam.dtype) if method == "ec" else x.astype(fam.dtype),)
+        with pytest.raises(ValueError, match=r"^(C_in|W_in)\b"):
+            step(fam.cfg, *args, *b.arrays, b.state)
+        step(fam.cfg, *args, *b.arrays, b.state, check_finite=False)   # no pass over the arrays
+        if method == "ec":   # Bernoulli samples: 0/1 by construction
+            for arr in fam.build(params, 0, 0, [0, 1], 2).arrays[::2]:
+                assert set(np.unique(arr)) <= {0.0, 1.0}
+        else:                # real weights: a non-finite parameter is caught once, in build
+            bad = {k: v.copy() for k, v in params.items()}
+            bad["h"][0, 0] = np.inf
+            with pytest.raises(ValueError, match=r"^W_h\b"):
+                fam.build(bad, 0, 0, [0, 1], 2)

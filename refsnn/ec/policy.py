@@ -44,6 +44,15 @@ class Batch:
     state: tuple
 
 
+
+def _check_finite_once(*named):
+    """NaN/inf check of a batch's connectivity/weights, once per batch: each step then passes
+    ``check_finite=False`` to the kernel, which still checks shapes, dtypes and the state."""
+    for name, a in named:
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name}: contains NaN or infinity (from the parameters being evaluated)")
+
+
 class _Family:
     method = ""
 
@@ -101,6 +110,7 @@ class ECFamily(_Family):
             Chp[b] = cuba.pack_hidden(th["h"], n_exc)
             C_out[b] = th["out"]
         state = cuba.initial_state_packed(self.cfg, v0, self.dtype)
+        _check_finite_once(("C_in", C_in), ("C_out", C_out))
         return Batch(np.asarray(indices), env_seeds, (C_in, Chp, C_out), state)
 
     def step(self, batch: Batch, x: np.ndarray, active: np.ndarray):
@@ -109,7 +119,7 @@ class ECFamily(_Family):
         u = np.concatenate([xd, -xd], axis=1)
         C_in, Chp, C_out = batch.arrays
         return cuba.cuba_env_step_packed(self.cfg, u, C_in, Chp, C_out, batch.state, d_in=self.obs_dim,
-                                         active=active)
+                                         active=active, check_finite=False)  # checked in build
 
     @staticmethod
     def deployed(params) -> dict[str, np.ndarray]:
@@ -160,11 +170,13 @@ class ESFamily(_Family):
             env_seeds[b], v0[b], w = self.member(params, seed, generation, int(i), n_stochastic)
             W_in[b], W_h[b], W_out[b] = w["in"], w["h"], w["out"]
         state = cuba.initial_state(self.cfg, v0, self.dtype)
+        _check_finite_once(("W_in", W_in), ("W_h", W_h), ("W_out", W_out))
         return Batch(np.asarray(indices), env_seeds, (W_in, W_h, W_out), state)
 
     def step(self, batch: Batch, x: np.ndarray, active: np.ndarray):
         W_in, W_h, W_out = batch.arrays
-        return cuba.float_env_step(self.cfg, x.astype(self.dtype), W_in, W_h, W_out, batch.state, active=active)
+        return cuba.float_env_step(self.cfg, x.astype(self.dtype), W_in, W_h, W_out, batch.state, active=active,
+                                   check_finite=False)  # checked in build
 
     @staticmethod
     def deployed(params) -> dict[str, np.ndarray]:
