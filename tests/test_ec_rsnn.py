@@ -194,9 +194,14 @@ def test_step_check_finite_switch_and_once_per_batch():
         with pytest.raises(ValueError, match=r"^(C_in|W_in)\b"):
             step(fam.cfg, *args, *b.arrays, b.state)
         step(fam.cfg, *args, *b.arrays, b.state, check_finite=False)   # no pass over the arrays
-        if method == "ec":   # Bernoulli samples: 0/1 by construction
+        if method == "ec":   # Bernoulli samples: 0/1 by construction; the probabilities are checked
             for arr in fam.build(params, 0, 0, [0, 1], 2).arrays[::2]:
                 assert set(np.unique(arr)) <= {0.0, 1.0}
+            for v in (np.nan, 1.5, -0.1):
+                bad = {k: a.copy() for k, a in params.items()}
+                bad["in"][0, 0] = v
+                with pytest.raises(ValueError, match=r"^params\['in'\]"):
+                    fam.build(bad, 0, 0, [0, 1], 2)
         else:                # real weights: a non-finite parameter is caught once, in build
             bad = {k: v.copy() for k, v in params.items()}
             bad["h"][0, 0] = np.inf

@@ -96,6 +96,10 @@ class ECFamily(_Family):
             yield self.member(params, seed, generation, i, n_stochastic)[2][key]
 
     def build(self, params, seed, generation, indices, n_stochastic) -> Batch:
+        for k in sorted(params):   # a NaN probability would sample as "never connected", silently
+            r = np.asarray(params[k])
+            if not (np.isfinite(r).all() and r.min(initial=0.0) >= 0.0 and r.max(initial=0.0) <= 1.0):
+                raise ValueError(f"params[{k!r}]: connection probabilities must be finite and in [0, 1]")
         B = len(indices)
         N, n_exc = self.cfg.n_neurons, self.cfg.n_exc
         we, wi = cuba.n_words(n_exc, N)
