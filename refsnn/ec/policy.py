@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from refsnn._checks import check_array
 from refsnn.ec import nes
 from refsnn.kernels import cuba
 from refsnn.kernels.cuba import CubaConfig
@@ -42,15 +43,6 @@ class Batch:
     env_seeds: np.ndarray
     arrays: tuple
     state: tuple
-
-
-
-def _check_finite_once(*named):
-    """NaN/inf check of a batch's connectivity/weights, once per batch: each step then passes
-    ``check_finite=False`` to the kernel, which still checks shapes, dtypes and the state."""
-    for name, a in named:
-        if not np.isfinite(a).all():
-            raise ValueError(f"{name}: contains NaN or infinity (from the parameters being evaluated)")
 
 
 class _Family:
@@ -96,9 +88,11 @@ class ECFamily(_Family):
             yield self.member(params, seed, generation, i, n_stochastic)[2][key]
 
     def build(self, params, seed, generation, indices, n_stochastic) -> Batch:
-        for k in sorted(params):   # a NaN probability would sample as "never connected", silently
+        # Checked once per batch: the samples are then 0/1 by construction, so each step passes
+        # check_finite=False. (A NaN probability would otherwise sample as "never connected".)
+        for k in sorted(params):
             r = np.asarray(params[k])
-            if not (np.isfinite(r).all() and r.min(initial=0.0) >= 0.0 and r.max(initial=0.0) <= 1.0):
+            if not ((r >= 0.0) & (r <= 1.0)).all():   # False for NaN too
                 raise ValueError(f"params[{k!r}]: connection probabilities must be finite and in [0, 1]")
         B = len(indices)
         N, n_exc = self.cfg.n_neurons, self.cfg.n_exc
@@ -114,7 +108,6 @@ class ECFamily(_Family):
             Chp[b] = cuba.pack_hidden(th["h"], n_exc)
             C_out[b] = th["out"]
         state = cuba.initial_state_packed(self.cfg, v0, self.dtype)
-        _check_finite_once(("C_in", C_in), ("C_out", C_out))
         return Batch(np.asarray(indices), env_seeds, (C_in, Chp, C_out), state)
 
     def step(self, batch: Batch, x: np.ndarray, active: np.ndarray):
@@ -174,7 +167,8 @@ class ESFamily(_Family):
             env_seeds[b], v0[b], w = self.member(params, seed, generation, int(i), n_stochastic)
             W_in[b], W_h[b], W_out[b] = w["in"], w["h"], w["out"]
         state = cuba.initial_state(self.cfg, v0, self.dtype)
-        _check_finite_once(("W_in", W_in), ("W_h", W_h), ("W_out", W_out))
+        for name, a in (("W_in", W_in), ("W_h", W_h), ("W_out", W_out)):
+            check_array(name, a)   # NaN/inf once per batch; each step passes check_finite=False
         return Batch(np.asarray(indices), env_seeds, (W_in, W_h, W_out), state)
 
     def step(self, batch: Batch, x: np.ndarray, active: np.ndarray):

@@ -62,21 +62,15 @@ def _check_sign(sign):
     return int(sign)
 
 
-def rectify_forward(x, sign=1, *, out=None):
+def rectify_forward(x, sign=1):
     """``(y, mask)`` with ``y = sign * relu(x)``, ``mask = x > 0`` (bool, for the backward pass).
 
-    ``x``: float32/float64 array of any shape (finite: ``ValueError`` otherwise); ``sign``: +1 or -1;
-    ``out``: optional C-contiguous array of ``x``'s shape and dtype to write ``y`` into.
+    ``x``: float32/float64 array of any shape (finite: ``ValueError`` otherwise); ``sign``: +1 or -1.
     """
     x = check_array("x", x, dtypes=FLOAT_DTYPES, finite=False)
     sign = _check_sign(sign)
     xc = np.ascontiguousarray(x)
-    if out is None:
-        y = np.empty(x.shape, x.dtype)
-    else:
-        y = check_array("out", out, dtypes=(x.dtype,), shape=x.shape, finite=False)
-        if not y.flags.c_contiguous:
-            raise ValueError("out: expected a C-contiguous array")
+    y = np.empty(x.shape, x.dtype)
     mask = np.empty(x.shape, np.bool_)
     if _rectify_fwd(xc.reshape(-1), sign < 0, y.reshape(-1), mask.reshape(-1)):
         raise ValueError("x: contains NaN or infinity")
