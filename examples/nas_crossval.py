@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from refsnn.stats import paired_stats
+
 
 def _nas_job(job: dict) -> dict:
     """One fold's ``refsnn nas`` run (in a worker process); returns its summary."""
@@ -72,23 +74,6 @@ def _run(job: dict) -> dict:
     t0 = time.perf_counter()
     r = (_nas_job if job["kind"] == "nas" else _fixed_job)(job)
     return {**r, "this_call_seconds": time.perf_counter() - t0}
-
-
-def paired_stats(win: np.ndarray, fixed: np.ndarray) -> dict:
-    """Paired comparison of two 0/1 hit vectors over the same images: accuracies, mean difference,
-    its standard error ``std(d, ddof=1) / sqrt(N)``, the discordant counts and the exact two-sided
-    McNemar (sign test) p-value over the discordant images."""
-    from scipy.stats import binomtest
-
-    win, fixed = np.asarray(win, np.float64), np.asarray(fixed, np.float64)
-    if win.shape != fixed.shape or win.ndim != 1 or len(win) < 2:
-        raise ValueError("win, fixed: two 1-D hit vectors of the same length >= 2 expected")
-    d = win - fixed
-    only_w, only_f = int((d > 0).sum()), int((d < 0).sum())
-    p = binomtest(only_w, only_w + only_f, 0.5).pvalue if only_w + only_f else 1.0
-    return {"n": len(d), "winner": float(win.mean()), "fixed": float(fixed.mean()), "diff": float(d.mean()),
-            "se_images": float(d.std(ddof=1) / math.sqrt(len(d))), "only_winner": only_w, "only_fixed": only_f,
-            "mcnemar_p": float(p)}
 
 
 def _md_cell(text) -> str:

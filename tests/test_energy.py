@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from refsnn.snn.energy import (E_AC_PJ, E_MAC_PJ, conv_fanout_map, count_operations, energy_estimate,
-                               evaluate_with_noise)
+                               evaluate_with_noise, noisy_hits)
 from refsnn.snn.layers import LIF, AvgPool2d, Conv2d, GlobalAvgPool, Linear
 from refsnn.snn.network import Network
 
@@ -113,3 +113,14 @@ def test_csnn_counts_and_noise():
     assert 0.0 <= a <= 1.0
     with pytest.raises(ValueError, match="sigma"):
         evaluate_with_noise(net, ds, -1.0)
+    # per image: sigma 0 is the plain per-sample evaluation, the accuracy is the hits' mean, and the
+    # same seed gives the same noisy images (so two networks can be paired image by image)
+    from refsnn.train import evaluate_per_sample
+    assert np.array_equal(noisy_hits(net, ds, 0.0, batch_size=16), evaluate_per_sample(net, ds, "test", 16)[0])
+    h = noisy_hits(net, ds, 0.5, seed=3, batch_size=5)
+    assert h.dtype == bool and h.shape == (len(ds.y_test),) and h.mean() == a
+    assert np.array_equal(h, noisy_hits(net, ds, 0.5, seed=3, batch_size=16))
+    h_big = noisy_hits(net, ds, 3.0, seed=3, batch_size=16)
+    assert not np.array_equal(h_big, noisy_hits(net, ds, 0.0, batch_size=16))  # heavy noise changes answers
+    with pytest.raises(ValueError, match="seed"):
+        noisy_hits(net, ds, 0.1, seed=-1)

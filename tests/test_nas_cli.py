@@ -230,16 +230,24 @@ def test_paired_image_bootstrap_matches_the_analytic_standard_error():
     assert ex._paired_image_bootstrap(w, w) == 0.0  # the same network twice: no difference at all
 
 
-def test_crossval_example_tiny_reuses_and_pairs_per_image(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def tiny_cv(tmp_path_factory):
+    """One tiny run of examples/nas_crossval.py (2 folds, 1 epoch), shared by the tests of it and of
+    examples/nas_noise_energy.py (which only reads it): ``(tmp_path, argv, result)``."""
+    tmp_path = tmp_path_factory.mktemp("cv")
+    tiny = ["--generations", "1", "--population", "4", "--cells", "2", "--channels", "4", "--finalists", "0",
+            "--train-subset", "48"]
+    argv = ["--folds", "2", "--epochs", "1", "--fixed-arch", "c4-p", "--workers", "0", "--out", str(tmp_path / "cv")] + tiny
+    return tmp_path, argv, _load_example("nas_crossval").main(argv)
+
+
+def test_crossval_example_tiny_reuses_and_pairs_per_image(tiny_cv, capsys):
     """examples/nas_crossval.py on a tiny budget: per fold a search on that fold's training images
     and a fixed network, both re-evaluated image by image; the pooled figures are the per-image
     means over all folds' test images; a second call reuses every run; the official split stands in
     for the last fold only if its settings match."""
     ex = _load_example("nas_crossval")
-    tiny = ["--generations", "1", "--population", "4", "--cells", "2", "--channels", "4", "--finalists", "0",
-            "--train-subset", "48"]
-    argv = ["--folds", "2", "--epochs", "1", "--fixed-arch", "c4-p", "--workers", "0", "--out", str(tmp_path / "cv")] + tiny
-    r = ex.main(argv)
+    tmp_path, argv, r = tiny_cv
     assert [f["fold"] for f in r["folds"]] == [0, 1] and [f["official"] for f in r["folds"]] == [False, True]
     assert all(f["n"] == 2500 for f in r["folds"]) and r["pooled"]["n"] == 5000
     for f in r["folds"]:
@@ -261,14 +269,106 @@ def test_crossval_example_tiny_reuses_and_pairs_per_image(tmp_path, capsys):
         ex.main(argv + ["--official-nas", str(tmp_path / "cv" / "fold1" / "nas")])
 
 
-def test_paired_stats_of_the_crossval_example():
-    ex = _load_example("nas_crossval")
+def test_paired_stats():
+    from refsnn.stats import paired_mean_se, paired_stats
     w = np.array([1, 1, 0, 1, 0, 1], bool)
     f = np.array([1, 0, 0, 1, 1, 0], bool)
-    s = ex.paired_stats(w, f)
+    s = paired_stats(w, f)
     d = w.astype(float) - f
     assert (s["only_winner"], s["only_fixed"], s["n"]) == (2, 1, 6)
     assert s["diff"] == pytest.approx(d.mean()) and s["se_images"] == pytest.approx(d.std(ddof=1) / np.sqrt(6))
     assert s["mcnemar_p"] == pytest.approx(1.0)  # 2 vs 1 discordant: no evidence either way
+    assert paired_stats(np.ones(30, int), np.r_[np.zeros(10, int), np.ones(20, int)])["mcnemar_p"] == \
+        pytest.approx(2 * 0.5 ** 10)  # 10 vs 0 discordant
+    assert paired_mean_se(d) == pytest.approx((d.mean(), d.std(ddof=1) / np.sqrt(6)))
+    assert _load_example("nas_crossval").paired_stats is paired_stats
     with pytest.raises(ValueError, match="hit vectors"):
-        ex.paired_stats(w, f[:3])
+        paired_stats(w, f[:3])
+    with pytest.raises(ValueError, match="fixed: a 1-D vector of 0/1"):
+        paired_stats(w, f * 2)
+    with pytest.raises(ValueError, match="d: a finite"):
+        paired_mean_se([1.0])
+
+
+def test_noise_energy_example_on_a_tiny_crossval(tiny_cv, capsys):
+    """examples/nas_noise_energy.py re-evaluates nas_crossval.py's checkpoints: its clean row is the
+    cross-validation's pooled comparison, each noisy accuracy is evaluate_with_noise of that fold's
+    network with the fold index as noise seed, the drop difference is the difference of the
+    differences, the cost is energy_report's; a second call reuses the cached evaluations."""
+    from refsnn.snn.energy import energy_report, evaluate_with_noise
+    from refsnn.train import load_run
+
+    tmp_path, _, r_cv = tiny_cv
+    ex = _load_example("nas_noise_energy")
+    argv = ["--cv-dir", str(tmp_path / "cv"), "--sigmas", "0.2,1.5", "--workers", "0"]
+    r = ex.main(argv)
+    rows = r["noise"]
+    assert [x["sigma"] for x in rows] == [0.0, 0.2, 1.5] and all(x["n"] == 5000 for x in rows)
+    assert {k: rows[0][k] for k in r_cv["pooled"] if k != "se_folds"} == \
+        {k: v for k, v in r_cv["pooled"].items() if k != "se_folds"}
+    runs = {(k, "winner"): tmp_path / "cv" / f"fold{k}" / "nas" / "train" for k in (0, 1)}
+    runs.update({(k, "fixed"): tmp_path / "cv" / f"fold{k}" / "fixed_c4-p" for k in (0, 1)})
+    acc = {}
+    for (k, kind), run in runs.items():
+        net, ds, cfg = load_run(run)
+        acc[k, kind] = evaluate_with_noise(net, ds, 0.2, seed=k, batch_size=cfg.eval_batch_size)
+        assert r["cost_per_fold"][k][kind] == pytest.approx(energy_report(net, ds, batch_size=cfg.eval_batch_size))
+    assert rows[1]["winner"] == pytest.approx((acc[0, "winner"] + acc[1, "winner"]) / 2)
+    assert rows[1]["fixed"] == pytest.approx((acc[0, "fixed"] + acc[1, "fixed"]) / 2)
+    for row in rows[1:]:
+        assert row["drop_diff"] == pytest.approx(row["diff"] - rows[0]["diff"])
+        assert row["drop_diff_se"] > 0.0
+    assert "deciding" not in r  # 0.3 was not asked for
+    e = [c["winner"]["energy_per_sample_nj"] for c in r["cost_per_fold"]]
+    assert r["cost_mean"]["winner"]["energy_per_sample_nj"] == pytest.approx(np.mean(e))
+    out = tmp_path / "cv" / "noise_energy"
+    assert (out / "noise_energy.png").read_bytes()[:4] == b"\x89PNG"
+    md = (out / "noise_energy.md").read_text()
+    assert "| 1.5 |" in md and "| mean |" in md
+    capsys.readouterr()
+    r2 = ex.main(argv)
+    assert capsys.readouterr().out.count("(reused)") == 4
+    assert r2["noise"] == rows and r2["cost_per_fold"] == r["cost_per_fold"]
+    r3 = ex.main(argv[:-3] + ["0.3", "--workers", "0"])  # other sigmas: evaluated afresh
+    assert capsys.readouterr().out.count("(reused)") == 0 and r3["noise"][0] == rows[0]
+    assert r3["deciding"]["sigma"] == 0.3
+    for bad in ("0.3,0.2", "0,0.1", "x"):
+        with pytest.raises(SystemExit, match="--sigmas"):
+            ex.main(argv[:-3] + [bad])
+    with pytest.raises(SystemExit, match="--cv-dir"):
+        ex.main(["--cv-dir", str(tmp_path / "nothing")])
+
+
+def test_noise_energy_random_control(tmp_path):
+    """The random-genotype control of examples/nas_noise_energy.py: run directories found from
+    nas_budget_comparison.py's results.csv; per sigma the medians (all, and those with a finite search
+    fitness) beside the official fold's networks; refused when tested on other images."""
+    ex = _load_example("nas_noise_energy")
+    rows = [("random", "1 0 2", "A", "0.01", "0", "3.5"), ("random", "2 2 1", "B", "0.01", "0", "inf"),
+            ("fixed", "csnn", "", "0.01", "0", ""), ("random", "0 0 1", "C", "0.01", "0", "1.0")]
+    (tmp_path / "results.csv").write_text("group,genotype,genotype_str,lr,seed,search_fitness\n"
+                                          + "".join(",".join(r) + "\n" for r in rows))
+    with pytest.raises(SystemExit, match="no finished training"):
+        ex._random_runs(tmp_path)
+    for key in ("102", "221", "001"):
+        d = tmp_path / "runs" / f"random_{key}_lr0.01_s0"
+        d.mkdir(parents=True)
+        (d / "summary.json").write_text("{}")
+    runs = ex._random_runs(tmp_path)
+    assert [r["key"] for r in runs] == ["102", "221", "001"] and [r["genotype"] for r in runs] == ["A", "B", "C"]
+    assert runs[1]["search_fitness"] == math.inf
+    hit = lambda *v: np.array(v, bool)  # noqa: E731
+    res = {(4, "winner"): {"clean": hit(1, 1, 1, 1), "noisy": np.stack([hit(1, 1, 0, 0)]), "test_sha256": "x"},
+           (4, "fixed"): {"clean": hit(1, 1, 1, 0), "noisy": np.stack([hit(0, 0, 0, 0)]), "test_sha256": "x"},
+           (4, "random00"): {"clean": hit(1, 0, 0, 0), "noisy": np.stack([hit(1, 0, 0, 0)]), "test_sha256": "x"},
+           (4, "random01"): {"clean": hit(1, 1, 0, 0), "noisy": np.stack([hit(1, 1, 1, 0)]), "test_sha256": "x"},
+           (4, "random02"): {"clean": hit(1, 1, 1, 0), "noisy": np.stack([hit(0, 0, 0, 0)]), "test_sha256": "x"}}
+    c = ex._random_control(res, runs, 4, [0.5])
+    assert c["n_valid"] == 2 and c["n_test"] == 4 and [r["sigma"] for r in c["rows"]] == [0.0, 0.5]
+    r0, r1 = c["rows"]
+    assert (r0["winner"], r0["fixed"], r0["random"], r0["random_median"]) == (1.0, 0.75, [0.25, 0.5, 0.75], 0.5)
+    assert r0["random_valid_median"] == 0.5 and (r0["random_min"], r0["random_max"]) == (0.25, 0.75)  # A, C
+    assert (r1["winner"], r1["fixed"], r1["random_median"], r1["random_valid_median"]) == (0.5, 0.0, 0.25, 0.125)
+    res[4, "random01"]["test_sha256"] = "y"
+    with pytest.raises(SystemExit, match="not tested on fold 4"):
+        ex._random_control(res, runs, 4, [0.5])

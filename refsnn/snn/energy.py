@@ -63,7 +63,7 @@ import numpy as np
 from refsnn._checks import check_float, check_int
 
 __all__ = ["E_AC_PJ", "E_MAC_PJ", "OpCounts", "count_operations", "energy_estimate", "conv_fanout_map",
-           "evaluate_with_noise", "energy_report"]
+           "evaluate_with_noise", "noisy_hits", "energy_report"]
 
 #: pJ per 32-bit floating-point accumulate (add), 45 nm (Horowitz 2014).
 E_AC_PJ = 0.9
@@ -234,10 +234,11 @@ def energy_report(net, ds, *, split: str = "test", batch_size: int = 250, n_samp
             "energy_per_sample_nj": energy_estimate(sops, macs) / 1e3}
 
 
-def evaluate_with_noise(net, ds, sigma: float, *, seed: int = 0, batch_size: int = 250,
-                        split: str = "test") -> float:
-    """Accuracy (0-1) of ``net`` on ``split`` with additive Gaussian input noise of standard
-    deviation ``sigma`` (module docstring). ``sigma = 0`` is the plain accuracy."""
+def noisy_hits(net, ds, sigma: float, *, seed: int = 0, batch_size: int = 250, split: str = "test") -> np.ndarray:
+    """bool ``[N]``: per sample of ``split`` (in split order), whether ``net`` classifies it correctly
+    with additive Gaussian input noise of standard deviation ``sigma`` (module docstring). Two
+    networks evaluated with the same ``seed`` on the same dataset see the same noisy images, so their
+    hit vectors can be compared image by image. ``sigma = 0`` gives the plain per-sample hits."""
     sigma = check_float("sigma", sigma, lo=0.0)
     seed = check_int("seed", seed, lo=0)
     batch_size = check_int("batch_size", batch_size, lo=1)
@@ -246,7 +247,7 @@ def evaluate_with_noise(net, ds, sigma: float, *, seed: int = 0, batch_size: int
     noise = np.random.default_rng(np.random.SeedSequence(seed)).standard_normal(xs.shape, dtype=np.float32)
     was_training = net.training
     net.eval()
-    correct = 0
+    hits = np.zeros(len(ys), dtype=bool)
     try:
         for start in range(0, len(ys), batch_size):
             xb = xs[start:start + batch_size].astype(np.float32, copy=True)
@@ -257,7 +258,16 @@ def evaluate_with_noise(net, ds, sigma: float, *, seed: int = 0, batch_size: int
             else:
                 x = np.broadcast_to(xb, (net.T,) + xb.shape)
             out = net.forward(x).mean(axis=0)
-            correct += int((out.argmax(axis=1) == ys[start:start + batch_size]).sum())
+            hits[start:start + len(xb)] = out.argmax(axis=1) == ys[start:start + batch_size]
     finally:
         net.train(was_training)
-    return correct / max(len(ys), 1)
+    return hits
+
+
+def evaluate_with_noise(net, ds, sigma: float, *, seed: int = 0, batch_size: int = 250,
+                        split: str = "test") -> float:
+    """Accuracy (0-1) of ``net`` on ``split`` with additive Gaussian input noise of standard
+    deviation ``sigma`` (module docstring): the mean of :func:`noisy_hits`. ``sigma = 0`` is the
+    plain accuracy."""
+    hits = noisy_hits(net, ds, sigma, seed=seed, batch_size=batch_size, split=split)
+    return int(hits.sum()) / max(len(hits), 1)
