@@ -234,7 +234,7 @@ def _markdown(result: dict, random_rows: list[dict]) -> str:
 
 
 def main(argv=None) -> dict:
-    from refsnn.cliutil import map_with_progress
+    from refsnn.parallel import map_with_progress
     from refsnn.train import per_sample_hits
     from refsnn.datasets import load
     from refsnn.io import atomic_write_json, atomic_write_text

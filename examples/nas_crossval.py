@@ -144,7 +144,7 @@ def _check_official(nas: Path, args, nas_over: dict) -> None:
 
 
 def main(argv=None) -> dict:
-    from refsnn.cliutil import map_with_progress
+    from refsnn.parallel import map_with_progress
     from refsnn.train import per_sample_hits
     from refsnn.io import atomic_write_json, atomic_write_text
 

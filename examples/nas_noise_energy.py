@@ -154,7 +154,7 @@ def _plot(path: Path, sigmas: list[float], rows: list[dict], control: dict | Non
 
 
 def main(argv=None) -> dict:
-    from refsnn.cliutil import map_with_progress
+    from refsnn.parallel import map_with_progress
     from refsnn.io import atomic_write_json, atomic_write_text
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

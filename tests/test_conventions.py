@@ -88,7 +88,7 @@ def test_map_with_progress_serial_and_pool_agree():
     one progress line per job with the count, elapsed and ETA."""
     import math
 
-    from refsnn.cliutil import map_with_progress
+    from refsnn.parallel import map_with_progress
 
     jobs = [4.0, 9.0, 16.0]
     lines = []

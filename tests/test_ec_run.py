@@ -55,7 +55,7 @@ def test_results_independent_of_workers_and_chunks(tmp_path):
     train(_tiny(tmp_path, "w0", generations=2))
     train(_tiny(tmp_path, "w2", generations=2, workers=2))       # spawned process pool
     _same_run(tmp_path / "w0", tmp_path / "w2")
-    from refsnn.ec.rollout import InlineExecutor
+    from refsnn.parallel import InlineExecutor
     train(_tiny(tmp_path, "c5", generations=2), executor=InlineExecutor(), chunks=5)
     _same_run(tmp_path / "w0", tmp_path / "c5")
 

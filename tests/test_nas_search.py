@@ -8,7 +8,8 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 import pytest
 
 from refsnn.nas.genotype import canonical, validate
-from refsnn.nas.search import (EvolutionarySearch, InlineExecutor, SearchConfig, genotype_seed,
+from refsnn.parallel import InlineExecutor
+from refsnn.nas.search import (EvolutionarySearch, SearchConfig, genotype_seed,
                                motif_count_fitness, run_search)
 
 CFG = SearchConfig(n_cells=4, population_size=12, generations=12, seed=7)

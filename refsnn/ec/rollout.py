@@ -31,14 +31,15 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
 
 from refsnn.ec.policy import make_family
+from refsnn.parallel import make_executor, shutdown
 
-__all__ = ["check_env", "RunningNorm", "evaluate_chunk", "Evaluator", "InlineExecutor"]
+__all__ = ["check_env", "RunningNorm", "evaluate_chunk", "Evaluator"]
 
 
 def _gym():
@@ -239,18 +240,6 @@ def _load_kernels() -> None:
                         cuba.initial_state(fcfg, np.zeros((1, 8)), np.float32))
 
 
-class InlineExecutor(Executor):
-    """Runs every task immediately in the calling process (``--workers 0``, tests, debugging)."""
-
-    def submit(self, fn, /, *args, **kwargs):
-        f = Future()
-        try:
-            f.set_result(fn(*args, **kwargs))
-        except BaseException as e:  # noqa: BLE001 - delivered through the future, like a pool
-            f.set_exception(e)
-        return f
-
-
 class Evaluator:
     """Evaluates a generation's members through a ``concurrent.futures.Executor``.
 
@@ -263,13 +252,8 @@ class Evaluator:
         self._own = executor is None
         if executor is not None:
             self.executor = executor
-        elif workers == 0:
-            _load_kernels()
-            self.executor = InlineExecutor()
-        else:
-            import multiprocessing as mp
-            self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                                initializer=_init_worker)
+        else:  # in-process: compile the kernels now, so JIT time is not counted as policy time
+            self.executor = make_executor(workers, initializer=_init_worker if workers else _load_kernels)
         self.chunks = max(1, chunks if chunks is not None else workers)
 
     def evaluate(self, *, method, cfg_kwargs, sigma, env_id, max_steps, params, norm: RunningNorm,
@@ -304,18 +288,8 @@ class Evaluator:
     def close(self, *, abort: bool = False) -> None:
         """Shut down an executor this object created. ``abort=True`` (after an error or a signal)
         terminates the local worker processes instead of waiting for their current task."""
-        if not self._own:
-            return
-        if abort and isinstance(self.executor, ProcessPoolExecutor):
-            procs = list((getattr(self.executor, "_processes", None) or {}).values())
-            self.executor.shutdown(wait=False, cancel_futures=True)
-            for pr in procs:
-                if pr.is_alive():
-                    pr.terminate()
-            for pr in procs:
-                pr.join(timeout=5)
-        else:
-            self.executor.shutdown(wait=True, cancel_futures=True)
+        if self._own:
+            shutdown(self.executor, abort=abort)
 
     def __enter__(self):
         return self

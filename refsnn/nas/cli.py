@@ -67,6 +67,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from refsnn.cliutil import fmt_hms
+from refsnn.parallel import make_executor, shutdown
 
 # ------------------------------------------------------------------------------------------------
 # hyperparameters
@@ -270,8 +271,6 @@ def select_finalist(a: NASArgs, ranked: list, out: Path, *, log=print, executor=
 
 def search(a: NASArgs, *, log=print, executor=None) -> dict:
     """Run (or resume) the search and the optional training (module docstring); returns the summary."""
-    import concurrent.futures as cf
-
     from refsnn.io import atomic_write_json, atomic_write_text
     from refsnn.nas.genotype import Genotype, to_json
     from refsnn.nas.graph import decode, ei_counts, graph_stats
@@ -301,10 +300,7 @@ def search(a: NASArgs, *, log=print, executor=None) -> dict:
                           n_elites=a.elites, seed=a.seed)
     own_pool = None
     if executor is None and a.workers > 0:
-        import multiprocessing as mp
-        # spawn: forking a process that already runs OpenMP/BLAS threads is unsafe
-        own_pool = executor = cf.ProcessPoolExecutor(a.workers, mp_context=mp.get_context("spawn"),
-                                                     initializer=_worker_init, initargs=(a.threads,))
+        own_pool = executor = make_executor(a.workers, initializer=_worker_init, initargs=(a.threads,))
     timing: dict = {}
     wall_before = 0.0
     try:
@@ -359,7 +355,7 @@ def search(a: NASArgs, *, log=print, executor=None) -> dict:
                 f"{fmt_hms(finalist_wall)}")
     finally:
         if own_pool is not None:
-            own_pool.shutdown()
+            shutdown(own_pool)
     gobj = json.loads(to_json(best))
     gobj.update(channels=a.channels, fitness=_fmt_f(best_fitness), fitness_kind=a.fitness,
                 timesteps=a.timesteps, data=a.data,

@@ -60,12 +60,13 @@ import numpy as np
 
 from .._checks import check_float, check_int
 from ..io import atomic_write_json
+from ..parallel import InlineExecutor
 from .genotype import Genotype, as_genotype, canonical, crossover, genotype_length, mutate, random_genotype
 from .graph import ei_counts, finish_ei_table
 from .motifs import MOTIF_NAMES
 
 __all__ = ["SearchConfig", "SearchResult", "EvolutionarySearch", "run_search", "genotype_seed",
-           "InlineExecutor", "motif_count_fitness", "STATE_FORMAT"]
+           "motif_count_fitness", "STATE_FORMAT"]
 
 STATE_FORMAT = "refsnn.msenas.search/1"
 
@@ -104,18 +105,6 @@ class SearchResult:
     best_fitness: float
     history: list = field(default_factory=list)
     n_evaluations: int = 0
-
-
-class InlineExecutor(cf.Executor):
-    """Runs every submitted call immediately in the calling thread (the default executor)."""
-
-    def submit(self, fn, /, *args, **kwargs):
-        fut = cf.Future()
-        try:
-            fut.set_result(fn(*args, **kwargs))
-        except BaseException as e:  # noqa: BLE001 - delivered through the future like a pool would
-            fut.set_exception(e)
-        return fut
 
 
 def genotype_seed(genotype, run_seed: int) -> int:

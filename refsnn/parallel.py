@@ -1,0 +1,93 @@
+"""Executors: the one place refsnn starts worker processes or runs work inline.
+
+* :class:`InlineExecutor` -- a ``concurrent.futures.Executor`` that runs each call at once in the
+  calling thread (``--workers 0``, tests, debugging); errors travel through the future, as from a pool.
+* :func:`make_executor` -- ``workers = 0``: an :class:`InlineExecutor`; ``workers >= 1``: a
+  ``ProcessPoolExecutor`` of that many *spawn*-started processes (forking a process that already runs
+  OpenMP/BLAS threads is unsafe), with an optional initializer.
+* :func:`shutdown` -- closes an executor; ``abort=True`` (after an error or a signal) terminates a
+  process pool's workers instead of waiting for their current task.
+* :func:`map_with_progress` -- ``fn(job)`` for every job, in job order, with one progress line per
+  finished job (elapsed and ETA).
+
+Nothing here depends on the algorithms: the population evaluations of ``refsnn ec`` and ``refsnn nas``
+and the example scripts' job loops all go through these functions.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import time
+from typing import Callable, Iterable, Iterator
+
+from refsnn._checks import check_int
+
+__all__ = ["InlineExecutor", "make_executor", "shutdown", "map_with_progress"]
+
+
+class InlineExecutor(cf.Executor):
+    """Runs every submitted call immediately in the calling thread."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        fut = cf.Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # noqa: BLE001 - delivered through the future, like a pool would
+            fut.set_exception(e)
+        return fut
+
+
+def make_executor(workers: int, *, initializer: Callable | None = None, initargs: tuple = ()) -> cf.Executor:
+    """An :class:`InlineExecutor` for ``workers = 0``, else a spawn-started process pool of ``workers``
+    processes, each running ``initializer(*initargs)`` first (the inline executor runs it at once)."""
+    workers = check_int("workers", workers, lo=0)
+    if workers == 0:
+        if initializer is not None:
+            initializer(*initargs)
+        return InlineExecutor()
+    return cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=initializer,
+                                  initargs=initargs)
+
+
+def shutdown(executor: cf.Executor, *, abort: bool = False) -> None:
+    """Shut ``executor`` down; with ``abort`` a process pool's workers are terminated at once."""
+    if abort and isinstance(executor, cf.ProcessPoolExecutor):
+        procs = list((getattr(executor, "_processes", None) or {}).values())
+        executor.shutdown(wait=False, cancel_futures=True)
+        for pr in procs:
+            if pr.is_alive():
+                pr.terminate()
+        for pr in procs:
+            pr.join(timeout=5)
+    else:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def map_with_progress(fn: Callable, jobs: Iterable, *, workers: int,
+                      line: Callable[[object], str] | None = None,
+                      say: Callable[[str], None] | None = None) -> Iterator:
+    """``fn(job)`` for every job, results yielded in job order, one progress line per result.
+
+    ``workers = 0`` runs the jobs one after the other in this process; ``workers >= 1`` uses
+    :func:`make_executor` (``fn`` and the jobs must be picklable: a module-level function and plain
+    data). The line is ``[i/n] <line(result)>  elapsed Ns  eta Ns`` (ETA = mean time per finished job
+    x jobs left; results arrive in job order, so a long job delays the lines of the shorter ones).
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers: expected an int >= 0, got {workers!r}")
+    jobs = list(jobs)
+    say = say or (lambda s: print(s, flush=True))
+    t0 = time.perf_counter()
+    ex = make_executor(workers)
+    ok = False
+    try:
+        results = ex.map(fn, jobs) if workers else map(fn, jobs)  # inline: lazily, one line per job
+        for i, r in enumerate(results):
+            el = time.perf_counter() - t0
+            eta = el / (i + 1) * (len(jobs) - i - 1)
+            text = line(r) if line is not None else ""
+            say(f"[{i + 1:2d}/{len(jobs)}] {text}  elapsed {el:.0f}s  eta {eta:.0f}s")
+            yield r
+        ok = True
+    finally:
+        shutdown(ex, abort=not ok)
