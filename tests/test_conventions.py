@@ -101,3 +101,17 @@ def test_map_with_progress_serial_and_pool_agree():
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match=r"^workers\b"):
             list(map_with_progress(math.sqrt, jobs, workers=bad))
+
+
+def test_every_registered_benchmark_resolves_to_a_function_of_the_bench_package():
+    """refsnn bench's table names importable functions, all inside refsnn.bench (the one bench package)."""
+    import importlib
+
+    from refsnn.bench import BENCHES
+
+    assert len({key for key, _, _ in BENCHES}) == len(BENCHES)
+    for key, target, what in BENCHES:
+        modname, fname = target.split(":")
+        assert modname.startswith("refsnn.bench."), target
+        assert callable(getattr(importlib.import_module(modname), fname)), target
+        assert what

@@ -74,7 +74,6 @@ __all__ = [
     "conv2d_backward",
     "conv2d_forward_ref",
     "conv2d_backward_ref",
-    "bench_conv",
     "clear_buffer_pool",
 ]
 
@@ -487,7 +486,7 @@ def conv2d_backward_ref(dy, x, w, *, stride=1, padding=0, has_bias=True):
 
 
 # ---------------------------------------------------------------------------------------------
-# warm-up and benchmark
+# warm-up
 # ---------------------------------------------------------------------------------------------
 def _warmup() -> None:
     """Compile (or load from cache) every kernel of this module, float32 and float64."""
@@ -499,54 +498,3 @@ def _warmup() -> None:
         conv2d_backward(np.ones_like(y), ctx)
         y, ctx = conv2d_forward(x, w)
         conv2d_backward(np.ones_like(y), ctx, need_dx=False)
-
-
-def bench_conv() -> dict:
-    """conv2d forward + backward (dx, dw), x ``[64, 64, 16, 16]`` float32, 3x3, 64 filters, padding 1.
-
-    Baseline: NumPy im2col through ``sliding_window_view`` + matmul for the forward pass; matmul
-    plus a NumPy col2im looping over the kernel offsets for the backward pass. Both use the same
-    (multithreaded) BLAS. Returns ``{"conv_fwd_bwd_speedup_vs_numpy": baseline_s / refsnn_s}``.
-    """
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    from refsnn.bench import time_side_by_side
-
-    rng = np.random.default_rng(np.random.SeedSequence(2024))
-    N, C, H, W, O, k, pad = 64, 64, 16, 16, 64, 3, 1
-    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
-    w = (rng.standard_normal((O, C, k, k)) * 0.05).astype(np.float32)
-    dy = rng.standard_normal((N, O, H, W)).astype(np.float32)
-
-    def baseline():
-        xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-        Ho, Wo = xp.shape[2] - k + 1, xp.shape[3] - k + 1
-        win = sliding_window_view(xp, (k, k), axis=(2, 3))           # (N, C, Ho, Wo, k, k)
-        col = win.transpose(0, 2, 3, 1, 4, 5).reshape(N * Ho * Wo, C * k * k)
-        w_col = w.reshape(O, C * k * k)
-        y = (col @ w_col.T).reshape(N, Ho, Wo, O).transpose(0, 3, 1, 2)
-        y = np.ascontiguousarray(y)
-        dy_mat = dy.transpose(0, 2, 3, 1).reshape(N * Ho * Wo, O)
-        dw = (dy_mat.T @ col).reshape(O, C, k, k)
-        dcol = (dy_mat @ w_col).reshape(N, Ho, Wo, C, k, k)
-        dxp = np.zeros_like(xp)
-        for i in range(k):
-            for j in range(k):
-                dxp[:, :, i:i + Ho, j:j + Wo] += dcol[..., i, j].transpose(0, 3, 1, 2)
-        dx = dxp[:, :, pad:pad + H, pad:pad + W]
-        return y, dx, dw
-
-    def candidate():
-        y, ctx = conv2d_forward(x, w, padding=pad)
-        dx, dw, _ = conv2d_backward(dy, ctx)
-        return y, dx, dw
-
-    # sanity: both compute the same thing
-    yb, dxb, dwb = baseline()
-    yc, dxc, dwc = candidate()
-    for name, a, c in (("y", yb, yc), ("dx", dxb, dxc), ("dw", dwb, dwc)):
-        scale = float(np.abs(a).max()) or 1.0
-        if float(np.abs(a - c).max()) > 1e-4 * scale:
-            raise AssertionError(f"bench_conv: {name} of refsnn and the NumPy baseline disagree")
-    base_s, cand_s = time_side_by_side(baseline, candidate)
-    return {"conv_fwd_bwd_speedup_vs_numpy": base_s / cand_s}

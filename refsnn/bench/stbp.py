@@ -23,6 +23,13 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from refsnn.bench.timing import time_side_by_side
+from refsnn.datasets import iterate_batches, load
+from refsnn.snn.archs import build_arch
+from refsnn.snn.loss import loss_and_grad
+from refsnn.snn.optim import AdamW
+from refsnn.snn.threads import threads
+
 
 class _NumpyCSNN:
     """Straightforward NumPy version of ``csnn`` (see the module docstring)."""
@@ -154,12 +161,6 @@ class _NumpyCSNN:
 
 def bench_stbp_step() -> dict:
     """One STBP step of ``csnn``, T=4, batch 32, float32: refsnn vs the straightforward NumPy version."""
-    from refsnn.bench import time_side_by_side
-    from refsnn.datasets import iterate_batches, load
-    from refsnn.snn.archs import build_arch
-    from refsnn.snn.loss import loss_and_grad
-    from refsnn.snn.optim import AdamW
-    from refsnn.snn.threads import threads
 
     T, B = 4, 32
     ds = load("mnist5k", timesteps=T)

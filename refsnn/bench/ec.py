@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from refsnn.bench import time_side_by_side
+from refsnn.bench.timing import time_side_by_side
 from refsnn.kernels import cuba
 
 
