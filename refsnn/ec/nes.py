@@ -28,8 +28,9 @@ from scipy.stats import rankdata
 
 from refsnn._checks import check_array, check_float, check_int
 
-__all__ = ["shifted_fitness", "member_rng", "sample_connectivity", "bernoulli_from_uniforms", "nes_step", "deterministic_connectivity", "centered_ranks",
-           "nes_gradient", "Adam", "clip_rho", "bernoulli_entropy"]
+__all__ = ["shifted_fitness", "member_rng", "sample_connectivity", "bernoulli_from_uniforms", "nes_step",
+           "deterministic_connectivity", "centered_ranks", "nes_gradient", "Adam", "adam_update",
+           "adam_state_arrays", "adam_load_state_arrays", "clip_rho", "bernoulli_entropy"]
 
 # Generator streams of one (seed, generation, index) triple (the 4th SeedSequence word):
 STREAM_MEMBER = 0   # env seed, initial membrane, EC Bernoulli uniforms
@@ -42,7 +43,8 @@ def member_rng(seed: int, generation: int, index: int, stream: int = STREAM_MEMB
     integers only, so any process can rebuild any member."""
     for name, v in (("seed", seed), ("generation", generation), ("index", index), ("stream", stream)):
         check_int(name, v, lo=0)
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(generation), int(index), int(stream)])))
+    ss = np.random.SeedSequence([int(seed), int(generation), int(index), int(stream)])
+    return np.random.Generator(np.random.PCG64(ss))
 
 
 def sample_connectivity(rho: Mapping[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -124,12 +126,60 @@ def nes_gradient(w: np.ndarray, thetas, rho: np.ndarray, *, natural: bool = True
     return g if natural else g / (rho * (1.0 - rho))
 
 
+def adam_update(params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray], m: Mapping[str, np.ndarray],
+                v: Mapping[str, np.ndarray], t: int, *, lr: float, beta1: float = 0.9, beta2: float = 0.999,
+                eps: float = 1e-8, weight_decay: float = 0.0):
+    """One Adam *ascent* step as a pure function: returns ``(new params, new m, new v, t + 1)``.
+
+    ``m_k <- b1 m_k + (1 - b1) g``, ``v_k <- b2 v_k + (1 - b2) g^2``, ``x <- x + lr (m_hat / (sqrt(v_hat) +
+    eps) - wd x)`` with ``m_hat = m / (1 - b1^t)``, ``v_hat = v / (1 - b2^t)`` (optax ``scale_by_adam``;
+    the ``- wd x`` term only for ``weight_decay > 0``, AdamW). The keys are those of ``m`` in its order;
+    no input is modified. :class:`Adam` is the stateful wrapper; hyperparameters are not re-checked here.
+    """
+    t = int(t) + 1
+    b1, b2 = beta1, beta2
+    c1, c2 = 1.0 - b1 ** t, 1.0 - b2 ** t
+    out, m_new, v_new = {}, {}, {}
+    for k in m:
+        g = grads[k]
+        m_new[k] = b1 * m[k] + (1.0 - b1) * g
+        v_new[k] = b2 * v[k] + (1.0 - b2) * g * g
+        upd = (m_new[k] / c1) / (np.sqrt(v_new[k] / c2) + eps)
+        if weight_decay:
+            upd = upd - weight_decay * params[k]
+        out[k] = params[k] + lr * upd
+    return out, m_new, v_new, t
+
+
+def adam_state_arrays(m: Mapping[str, np.ndarray], v: Mapping[str, np.ndarray], t: int) -> dict[str, np.ndarray]:
+    """Flat checkpoint arrays of an Adam state: ``opt.m.<k>``, ``opt.v.<k>``, ``opt.t`` (int64)."""
+    d = {f"opt.m.{k}": a for k, a in m.items()}
+    d.update({f"opt.v.{k}": a for k, a in v.items()})
+    d["opt.t"] = np.array(t, dtype=np.int64)
+    return d
+
+
+def adam_load_state_arrays(d: Mapping[str, np.ndarray], shapes: Mapping[str, tuple]):
+    """Inverse of :func:`adam_state_arrays` for parameters of ``shapes``: ``(m, v, t)`` as float64 /
+    int. A missing or misshapen array is a ``ValueError`` naming its key."""
+    m, v = {}, {}
+    for k, s in shapes.items():
+        for part, store in (("m", m), ("v", v)):
+            a = d.get(f"opt.{part}.{k}")
+            if a is None or np.shape(a) != tuple(s):
+                raise ValueError(f"checkpoint: optimiser state opt.{part}.{k} missing or of the wrong shape")
+            store[k] = np.asarray(a).astype(np.float64)
+    if d.get("opt.t") is None:
+        raise ValueError("checkpoint: optimiser state opt.t missing")
+    return m, v, int(d["opt.t"])
+
+
 class Adam:
     """Adam for *ascent*: ``x <- x + lr * m_hat / (sqrt(v_hat) + eps)`` (optax ``scale_by_adam``),
     optionally with decoupled weight decay (AdamW, SPEC §5.5): ``x <- x - lr * wd * x``.
 
-    State (``m``, ``v`` per key, step count ``t``) is exposed by :meth:`state_arrays` /
-    :meth:`load_state_arrays` for checkpoints.
+    A stateful wrapper of :func:`adam_update`. State (``m``, ``v`` per key, step count ``t``) is
+    exposed by :meth:`state_arrays` / :meth:`load_state_arrays` for checkpoints.
     """
 
     def __init__(self, shapes: Mapping[str, tuple], *, lr: float = 0.15, beta1: float = 0.9,
@@ -145,34 +195,16 @@ class Adam:
 
     def step(self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Return the new parameters (inputs are not modified)."""
-        self.t += 1
-        b1, b2 = self.beta1, self.beta2
-        c1, c2 = 1.0 - b1 ** self.t, 1.0 - b2 ** self.t
-        out = {}
-        for k in self.m:
-            g = grads[k]
-            self.m[k] = b1 * self.m[k] + (1.0 - b1) * g
-            self.v[k] = b2 * self.v[k] + (1.0 - b2) * g * g
-            upd = (self.m[k] / c1) / (np.sqrt(self.v[k] / c2) + self.eps)
-            if self.weight_decay:
-                upd = upd - self.weight_decay * params[k]
-            out[k] = params[k] + self.lr * upd
+        out, self.m, self.v, self.t = adam_update(params, grads, self.m, self.v, self.t, lr=self.lr,
+                                                  beta1=self.beta1, beta2=self.beta2, eps=self.eps,
+                                                  weight_decay=self.weight_decay)
         return out
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        d = {f"opt.m.{k}": v for k, v in self.m.items()}
-        d.update({f"opt.v.{k}": v for k, v in self.v.items()})
-        d["opt.t"] = np.array(self.t, dtype=np.int64)
-        return d
+        return adam_state_arrays(self.m, self.v, self.t)
 
     def load_state_arrays(self, d: Mapping[str, np.ndarray]) -> None:
-        for k in self.m:
-            for part, store in (("m", self.m), ("v", self.v)):
-                a = d.get(f"opt.{part}.{k}")
-                if a is None or a.shape != store[k].shape:
-                    raise ValueError(f"checkpoint: optimiser state opt.{part}.{k} missing or of the wrong shape")
-                store[k] = a.astype(np.float64)
-        self.t = int(d["opt.t"])
+        self.m, self.v, self.t = adam_load_state_arrays(d, {k: a.shape for k, a in self.m.items()})
 
 
 def nes_step(rho: Mapping[str, np.ndarray], thetas: Mapping[str, np.ndarray], fitness: np.ndarray,

@@ -1,0 +1,293 @@
+"""Evolving Connectivity and ES-RSNN as ask/tell strategies (SPEC §5.1, §5.2, §5.5; seed eqs. 9–14).
+
+Design (evosax's shape, without JAX): a *strategy* object holds only the hyperparameters and the
+member family (:mod:`refsnn.ec.policy`); everything that changes from one generation to the next is
+an immutable :class:`StrategyState` value (parameters, Adam moments, step count, generation index).
+
+* ``state = strategy.init()`` — generation 0: ``rho = 0.5`` (EC) or ``N(0, 1)`` centre weights from
+  stream ``STREAM_INIT`` of ``(seed, 0, 0)`` (ES).
+* ``pop = strategy.ask(state)`` — a :class:`Population`: the parameters, the run seed, the generation
+  index, ``n_stochastic = P`` and ``n_eval = E``. It names the members without materialising them:
+  member ``i`` of generation ``g`` is rebuilt anywhere from ``(seed, g, i)`` and the parameters
+  (``ECFamily.member`` / ``ESFamily.member``; eq. 9 for EC, antithetic pair ``i // 2`` for ES;
+  indices ``P..P+E-1`` are the deterministic members ``theta = rho > 0.5`` / the centre weights).
+  ``ask`` does not change the state, so asking twice gives the same population.
+* ``state, info = strategy.tell(state, returns, lengths)`` — one episode return and length per
+  member, ``P + E`` of each in member order (what :meth:`refsnn.ec.rollout.Evaluator.evaluate`
+  returns). The update uses the ``P`` stochastic members only:
+
+  1. fitness ``f_i = R_i - shift * T_i`` (:func:`refsnn.ec.nes.shifted_fitness`; ``shift = 0`` is the
+     reference code's plain return);
+  2. centered ranks ``w_i = rank_i / (P - 1) - 0.5``, ties averaged (:func:`refsnn.ec.nes.centered_ranks`);
+  3. EC (seed eqs. 13–14, SPEC §5.2): ``g = (1/P) sum_i w_i (theta_i - rho)``, the natural gradient
+     (``gradient="plain"``: divided by ``rho (1 - rho)``, eq. 13), ``theta_i`` regenerated from seeds
+     (:func:`refsnn.ec.policy.ec_gradient`); ES (SPEC §5.5): ``g = (1/K) sum_k (w_{2k} - w_{2k+1})
+     sigma eps_k`` over the ``K = P/2`` antithetic pairs (:func:`refsnn.ec.policy.es_gradient`);
+  4. Adam ascent (``beta1 0.9, beta2 0.999, eps 1e-8``; :func:`refsnn.ec.nes.adam_update`), AdamW
+     with decoupled weight decay for ES;
+  5. EC only: ``rho <- clip(rho, eps, 1 - eps)`` (:func:`refsnn.ec.nes.clip_rho`).
+
+  ``info`` holds the numbers of the generation just evaluated: ``mean_return`` / ``max_return`` of
+  the ``P`` stochastic members (plain returns), ``det_return`` (mean over the ``E`` deterministic
+  members, NaN for ``E = 0``), ``steps`` (sum of all ``P + E`` lengths), ``rho_entropy`` (mean
+  Bernoulli entropy in bits of the new ``rho``; NaN for ES), ``param_rms`` (RMS of the new
+  parameters), ``generation`` (generations completed, the metrics row's ``generation``) and
+  ``fitness`` (the ``P`` ranked fitness values).
+
+A state is a value: ``tell`` returns a new state and never modifies the arrays of the one it was
+given, so ``pop.params`` stays the evaluated (pre-update) parameters — what a deployed file holds.
+``state.state_arrays()`` flattens it to the keys of the ``refsnn ec`` checkpoint (``param.<k>``,
+``opt.m.<k>``, ``opt.v.<k>``, ``opt.t`` as in :meth:`refsnn.ec.nes.Adam.state_arrays`, and
+``generation``); ``strategy.from_state_arrays(d)`` reads them back, so existing checkpoints load.
+
+The observation normaliser belongs to the rollouts, not to the strategy: the caller freezes it for
+the evaluation and merges ``res["obs_stats"]`` into it after ``tell``. Nothing here reads or writes
+files, prints, or looks at wall time. The numerics are exactly those of the generation loop of
+``refsnn ec`` (same operations in the same order), so a run driven through ``ask``/``tell`` gives
+bit-identical parameters and optimiser state.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from refsnn._checks import check_array, check_choice, check_float, check_int
+from refsnn.ec import nes
+from refsnn.ec.policy import ec_gradient, es_gradient, make_family
+
+__all__ = ["StrategyState", "Population", "ECStrategy", "ESStrategy", "make_strategy"]
+
+
+@dataclass(frozen=True)
+class StrategyState:
+    """Parameters and optimiser state after ``generation`` completed generations.
+
+    ``params``: ``rho`` (EC) or the centre weights (ES), float64, keys in the family's ``shapes()``
+    order; ``m``, ``v``: Adam moments per key; ``t``: Adam steps taken. Treat as immutable.
+    """
+    params: Mapping[str, np.ndarray]
+    m: Mapping[str, np.ndarray]
+    v: Mapping[str, np.ndarray]
+    t: int
+    generation: int
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Flat arrays with the checkpoint keys ``param.<k>``, ``opt.m.<k>``, ``opt.v.<k>``, ``opt.t``,
+        ``generation`` (int64)."""
+        d = {f"param.{k}": a for k, a in self.params.items()}
+        d.update(nes.adam_state_arrays(self.m, self.v, self.t))
+        d["generation"] = np.array(self.generation, dtype=np.int64)
+        return d
+
+
+@dataclass(frozen=True)
+class Population:
+    """What the rollouts need to evaluate one generation: ``P + E`` members named by
+    ``(seed, generation, index)`` and the parameters (see the module docstring)."""
+    method: str
+    cfg_kwargs: Mapping
+    sigma: float
+    params: Mapping[str, np.ndarray]
+    seed: int
+    generation: int
+    n_stochastic: int
+    n_eval: int
+
+    @property
+    def size(self) -> int:
+        return self.n_stochastic + self.n_eval
+
+    def evaluate_kwargs(self) -> dict:
+        """Keyword arguments of :meth:`refsnn.ec.rollout.Evaluator.evaluate` other than the
+        environment's (``env_id``, ``max_steps``) and the normaliser (``norm``)."""
+        return {"method": self.method, "cfg_kwargs": dict(self.cfg_kwargs), "sigma": self.sigma,
+                "params": self.params, "seed": self.seed, "generation": self.generation,
+                "n_stochastic": self.n_stochastic, "n_eval": self.n_eval}
+
+
+class _Strategy:
+    """Common part of :class:`ECStrategy` and :class:`ESStrategy` (init, ask, tell, state arrays);
+    subclasses supply ``_step(state, fitness) -> (params, m, v, t)``."""
+
+    method = ""
+
+    def __init__(self, obs_dim: int, act_dim: int, *, neurons: int, population: int, eval_members: int,
+                 lr: float, fitness_shift: float, seed: int, sigma: float, weight_decay: float):
+        self.obs_dim = check_int("obs_dim", obs_dim, lo=1)
+        self.act_dim = check_int("act_dim", act_dim, lo=1)
+        self.neurons = check_int("neurons", neurons, lo=2)
+        self.population = check_int("population", population, lo=2)
+        self.eval_members = check_int("eval_members", eval_members, lo=0)
+        self.lr = check_float("lr", lr, lo=0.0)
+        self.fitness_shift = check_float("fitness_shift", fitness_shift)
+        self.seed = check_int("seed", seed, lo=0)
+        self.sigma = check_float("sigma", sigma, lo=0.0, lo_open=True)
+        self.weight_decay = check_float("weight_decay", weight_decay, lo=0.0)
+        self.family = make_family(self.method, self.cfg_kwargs, self.obs_dim, self.act_dim, self.sigma)
+
+    @property
+    def cfg_kwargs(self) -> dict:
+        """``CubaConfig`` keyword arguments of the members (what a rollout worker receives)."""
+        return {"n_neurons": self.neurons}
+
+    def shapes(self) -> dict[str, tuple]:
+        return self.family.shapes()
+
+    def init(self) -> StrategyState:
+        """Generation 0: initial parameters from the run seed, zero Adam moments."""
+        shapes = self.shapes()
+        p0 = self.family.init_params(self.seed)
+        params = {k: p0[k] for k in shapes}
+        return StrategyState(params, {k: np.zeros(s) for k, s in shapes.items()},
+                             {k: np.zeros(s) for k, s in shapes.items()}, 0, 0)
+
+    def ask(self, state: StrategyState) -> Population:
+        """The population of generation ``state.generation`` (the state is not changed)."""
+        self._check_state(state)
+        return Population(self.method, self.cfg_kwargs, self.sigma, state.params, self.seed, state.generation,
+                          self.population, self.eval_members)
+
+    def tell(self, state: StrategyState, returns, lengths) -> tuple[StrategyState, dict]:
+        """Update from the ``P + E`` episode returns and lengths of ``ask(state)``'s members (member
+        order); returns the state of the next generation and the generation's ``info`` (module
+        docstring). ``ValueError`` naming ``returns`` / ``lengths`` for a wrong count, NaN or infinity."""
+        self._check_state(state)
+        P, E = self.population, self.eval_members
+        r = self._per_member("returns", returns)
+        t = self._per_member("lengths", lengths)
+        if (t < 0).any():
+            raise ValueError("lengths: episode lengths must be >= 0")
+        fit = r[:P]
+        fitness = nes.shifted_fitness(fit, t[:P], self.fitness_shift)
+        params, m, v, steps = self._step(state, fitness)
+        new = StrategyState(params, m, v, steps, state.generation + 1)
+        info = {"generation": new.generation, "mean_return": float(fit.mean()), "max_return": float(fit.max()),
+                "det_return": float(r[P:].mean()) if E else float("nan"), "steps": int(t.sum()),
+                "rho_entropy": self._entropy(params), "param_rms": _rms(params), "fitness": fitness}
+        return new, info
+
+    def state_arrays(self, state: StrategyState) -> dict[str, np.ndarray]:
+        """``state.state_arrays()`` (checkpoint keys)."""
+        return state.state_arrays()
+
+    def from_state_arrays(self, d: Mapping[str, np.ndarray]) -> StrategyState:
+        """A state from :meth:`StrategyState.state_arrays` keys (e.g. a loaded checkpoint); other keys
+        are ignored. ``ValueError`` naming the key of a missing, misshapen or invalid array."""
+        shapes = self.shapes()
+        params = {}
+        for k, s in shapes.items():
+            a = d.get(f"param.{k}")
+            if a is None or np.shape(a) != tuple(s):
+                raise ValueError(f"param.{k}: missing or of the wrong shape (expected {tuple(s)})")
+            params[k] = check_array(f"param.{k}", np.asarray(a).astype(np.float64))
+        self._check_params(params)
+        m, v, t = nes.adam_load_state_arrays(d, shapes)
+        if d.get("generation") is None:
+            raise ValueError("generation: missing")
+        return StrategyState(params, m, v, t, check_int("generation", int(d["generation"]), lo=0))
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _per_member(self, name: str, x) -> np.ndarray:
+        a = np.asarray(x)
+        n = self.population + self.eval_members
+        if a.shape != (n,):
+            raise ValueError(f"{name}: expected {n} values (P = {self.population} stochastic then "
+                             f"E = {self.eval_members} deterministic members), got shape {a.shape}")
+        if a.dtype.kind not in "iuf":
+            raise TypeError(f"{name}: expected real numbers, got dtype {a.dtype}")
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise ValueError(f"{name}: contains NaN or infinity")
+        return a
+
+    def _check_state(self, state: StrategyState) -> None:
+        if not isinstance(state, StrategyState):
+            raise TypeError(f"state: expected a StrategyState, got {type(state).__name__}")
+        shapes = self.shapes()
+        for part in ("params", "m", "v"):
+            got = getattr(state, part)
+            if set(got) != set(shapes) or any(np.shape(got[k]) != tuple(s) for k, s in shapes.items()):
+                raise ValueError(f"state: {part} do not match this strategy's shapes {shapes}")
+
+    def _check_params(self, params) -> None:
+        pass
+
+    def _entropy(self, params) -> float:
+        return float("nan")
+
+    def _step(self, state: StrategyState, fitness: np.ndarray):
+        raise NotImplementedError
+
+
+class ECStrategy(_Strategy):
+    """Evolving Connectivity (SPEC §5.2): Bernoulli connection probabilities ``rho``, natural (or
+    plain) NES gradient, Adam, clip to ``[eps, 1 - eps]``. Defaults: the ``refsnn ec`` CPU defaults
+    (``fitness_shift`` must be given as a number; "auto" is resolved by the command from the env)."""
+
+    method = "ec"
+
+    def __init__(self, obs_dim: int, act_dim: int, *, neurons: int = 256, population: int = 128,
+                 eval_members: int = 4, lr: float = 0.15, eps: float = 1e-3, gradient: str = "natural",
+                 fitness_shift: float = 0.0, seed: int = 0):
+        self.eps = check_float("eps", eps, lo=0.0, hi=0.5)
+        self.gradient = check_choice("gradient", gradient, ("natural", "plain"))
+        super().__init__(obs_dim, act_dim, neurons=neurons, population=population, eval_members=eval_members,
+                         lr=lr, fitness_shift=fitness_shift, seed=seed, sigma=0.3, weight_decay=0.0)
+
+    def _step(self, state, fitness):
+        g = ec_gradient(self.family, state.params, fitness, self.seed, state.generation,
+                        natural=(self.gradient == "natural"))
+        params, m, v, t = nes.adam_update(state.params, g, state.m, state.v, state.t, lr=self.lr)
+        return nes.clip_rho(params, self.eps), m, v, t
+
+    def _entropy(self, params) -> float:
+        return nes.bernoulli_entropy(params)
+
+    def _check_params(self, params) -> None:
+        for k, r in params.items():
+            if not ((r >= 0.0) & (r <= 1.0)).all():
+                raise ValueError(f"param.{k}: connection probabilities must be in [0, 1]")
+
+
+class ESStrategy(_Strategy):
+    """ES-RSNN (SPEC §5.5): real weights, antithetic Gaussian pairs of scale ``sigma``, centered ranks,
+    AdamW with decoupled ``weight_decay``. ``population`` must be even."""
+
+    method = "es"
+
+    def __init__(self, obs_dim: int, act_dim: int, *, neurons: int = 256, population: int = 128,
+                 eval_members: int = 4, lr: float = 0.15, sigma: float = 0.3, weight_decay: float = 0.1,
+                 fitness_shift: float = 0.0, seed: int = 0):
+        check_int("population", population, lo=2)
+        if population % 2:
+            raise ValueError(f"population: ES-RSNN uses antithetic pairs, expected an even number, got "
+                             f"{population}")
+        super().__init__(obs_dim, act_dim, neurons=neurons, population=population, eval_members=eval_members,
+                         lr=lr, fitness_shift=fitness_shift, seed=seed, sigma=sigma, weight_decay=weight_decay)
+
+    def _step(self, state, fitness):
+        g = es_gradient(self.family, state.params, fitness, self.seed, state.generation)
+        return nes.adam_update(state.params, g, state.m, state.v, state.t, lr=self.lr,
+                               weight_decay=self.weight_decay)
+
+
+_EC_ONLY = ("eps", "gradient")
+_ES_ONLY = ("sigma", "weight_decay")
+
+
+def make_strategy(method: str, obs_dim: int, act_dim: int, **hparams) -> ECStrategy | ESStrategy:
+    """``ECStrategy`` (``method="ec"``) or ``ESStrategy`` (``"es"``) from the union of both
+    hyperparameter sets; those of the other method (EC: ``eps``, ``gradient``; ES: ``sigma``,
+    ``weight_decay``) are ignored, as in ``refsnn ec``."""
+    check_choice("method", method, ("ec", "es"))
+    drop = _ES_ONLY if method == "ec" else _EC_ONLY
+    kw = {k: v for k, v in hparams.items() if k not in drop}
+    return (ECStrategy if method == "ec" else ESStrategy)(obs_dim, act_dim, **kw)
+
+
+def _rms(params: Mapping[str, np.ndarray]) -> float:
+    """Root mean square over all parameters (the ``|w|rms`` of the ES log line)."""
+    tot = sum(float(np.sum(v * v)) for v in params.values())
+    return float(math.sqrt(tot / sum(v.size for v in params.values())))
