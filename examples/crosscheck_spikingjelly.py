@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from refsnn.check import check
 from refsnn.vectors import default_dir, write_backend_outputs
+from refsnn.vectors.check import check
 
 try:
     import torch

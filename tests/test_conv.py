@@ -7,15 +7,14 @@ from hypothesis import strategies as st
 
 from refsnn.kernels.conv import (conv2d_backward, conv2d_backward_ref, conv2d_forward,
                                  conv2d_forward_ref, clear_buffer_pool)
+from refsnn.vectors.tolerances import KERNEL_ATOL
 from strategies import central_diff, conv_cases, dtypes, rng_from, seeds
-
-TOL = {np.float32: 1e-5, np.float64: 1e-12}
 
 
 def _close(a, b, dt):
     scale = max(1.0, float(np.abs(b).max()) if b.size else 1.0)
     assert a.dtype == b.dtype
-    np.testing.assert_allclose(a, b, rtol=0, atol=TOL[dt] * scale * 10)
+    np.testing.assert_allclose(a, b, rtol=0, atol=KERNEL_ATOL[dt] * scale * 10)
 
 
 def _make(case, dt, seed, bias=True):

@@ -12,15 +12,14 @@ from refsnn.kernels.pool import (avgpool2d_backward, avgpool2d_backward_ref, avg
                                  avgpool2d_forward_ref, global_avgpool_backward,
                                  global_avgpool_backward_ref, global_avgpool_forward,
                                  global_avgpool_forward_ref)
+from refsnn.vectors.tolerances import KERNEL_ATOL
 from strategies import central_diff, dtypes, nchw_shapes, rng_from, seeds
-
-TOL = {np.float32: 1e-5, np.float64: 1e-12}
 
 
 def _close(a, b, dt, k=10):
     assert a.dtype == np.dtype(dt) and a.shape == b.shape
     scale = max(1.0, float(np.abs(b).max()) if b.size else 1.0)
-    np.testing.assert_allclose(a, b, rtol=0, atol=TOL[dt] * scale * k)
+    np.testing.assert_allclose(a, b, rtol=0, atol=KERNEL_ATOL[dt] * scale * k)
 
 
 

@@ -11,12 +11,15 @@ import numpy as np
 import pytest
 
 from refsnn import cli
-from refsnn.check import check
 from refsnn.io import load_npz
 from refsnn.kernels.lif import PRESETS
 from refsnn.kernels.surrogate import NAMES
-from refsnn.vectors import (EXACT, FLOAT_TOL, all_cases, compare_output, default_dir, generate,
-                            npz_bytes, verify)
+from refsnn.vectors.cases import MODULES, all_cases
+from refsnn.vectors.cases.surrogate import surrogate_compute
+from refsnn.vectors.check import check
+from refsnn.vectors.format import default_dir, npz_bytes, write_backend_outputs
+from refsnn.vectors.runner import generate, verify
+from refsnn.vectors.tolerances import EXACT, FLOAT_TOL, DtypeTable, compare_output
 
 REPO_VECTORS = Path(__file__).resolve().parents[1] / "data" / "vectors"
 
@@ -126,6 +129,18 @@ def test_generate_only_keeps_other_entries(gen_dir, tmp_path):
         assert (d / p.name).read_bytes() == p.read_bytes()
 
 
+def test_cases_are_grouped_by_family():
+    """Every case module builds only cases under its own name prefixes, and no two modules share one."""
+    owner = {}
+    for m in MODULES:
+        for prefix in m.PREFIXES:
+            assert prefix not in owner, (prefix, m.__name__, owner.get(prefix))
+            owner[prefix] = m.__name__
+        for c in m.cases():
+            assert c.name.startswith(m.PREFIXES), (c.name, m.__name__)
+    assert sum(len(m.cases()) for m in MODULES) == len(all_cases())
+
+
 # ---- contents of the manifest -------------------------------------------------------------------
 def test_manifest_covers_spec_section_7(gen_dir):
     man = json.loads((gen_dir / "manifest.json").read_text())
@@ -206,6 +221,15 @@ def test_compare_output_tolerances():
     r = compare_output("c", "g", j, j3, {"kind": "json"})
     assert r.status == "FAIL" and "$.b.c" in r.message
     assert compare_output("c", "g", j, None, {"kind": "json"}).status == "FAIL"
+
+
+def test_tolerance_tables_accept_any_dtype_spelling():
+    assert isinstance(FLOAT_TOL, DtypeTable) and isinstance(FLOAT_TOL, dict)
+    assert FLOAT_TOL[np.float32] is FLOAT_TOL["float32"] is FLOAT_TOL[np.dtype("float32")]
+    assert json.loads(json.dumps(FLOAT_TOL)) == FLOAT_TOL
+    for key in ("int64", None, "nonsense"):
+        with pytest.raises(KeyError):
+            FLOAT_TOL[key]
 
 
 # ---- refsnn check -------------------------------------------------------------------------------
@@ -303,12 +327,10 @@ def test_default_dir_is_repository_vectors():
 def test_write_backend_outputs_makes_a_conforming_directory(tmp_path):
     """A backend runner (here refsnn's own surrogate code) -> write_backend_outputs -> check passes;
     a runner that declines a case (None, note) leaves it missing and reports the note."""
-    from refsnn.vectors import _surrogate_compute, write_backend_outputs
-
     def decline_fast_sigmoid(params, inp):
         if params["surrogate"] == "fast_sigmoid":
             return None, "not expressible"
-        return _surrogate_compute(params, inp), ""
+        return surrogate_compute(params, inp), ""
 
     out = tmp_path / "backend"
     out.mkdir()
