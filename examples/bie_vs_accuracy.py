@@ -4,7 +4,7 @@ Samples N random genotypes (seeded, distinct canonical forms), scores each untra
 every fitness of :mod:`refsnn.nas.fitness` (``bie-min`` = -BIE, the seed's direction; ``bie-max`` =
 +BIE, its negation; ``logdet``, NASWOT's plain Hamming kernel; ``logdet-sa``, SNASNet's
 sparsity-aware kernel) and, as naive baselines, the parameter and neuron counts; then trains each
-genotype briefly on mnist5k with the same small budget (``refsnn.train``,
+genotype briefly on mnist5k with the same small budget (``refsnn.commands.train``,
 ``--epochs`` epochs (default 2) on the first ``--n-train`` (1,024) training images at learning rate
 ``--lr`` (2e-2, a quarter-epoch warm-up), evaluated on the first ``--n-test``
 test images), and reports Kendall's tau (``scipy.stats.kendalltau``, tau-b) between each score and
@@ -38,7 +38,7 @@ FITNESSES = ("bie-min", "bie-max", "logdet", "logdet-sa")
 
 
 def _train_config_dict(cfg) -> dict:
-    """What ``refsnn.train.train`` writes to ``config.json`` for ``cfg``, as read back from JSON."""
+    """What ``refsnn.commands.train.train`` writes to ``config.json`` for ``cfg``, as read back from JSON."""
     import dataclasses
 
     d = {k: v for k, v in dataclasses.asdict(cfg).items()
@@ -53,7 +53,7 @@ def _reusable(run: Path, cfg) -> dict | None:
     ``train`` wrote) holds the same epochs, n_train, n_test, lr, arch (the genotype file's path and
     C), timesteps and seed, and every other field it holds equals ``cfg``'s; a field it lacks
     (added to ``TrainConfig`` after that run) must be at its default in ``cfg``."""
-    from refsnn.train import TrainConfig
+    from refsnn.commands.train import TrainConfig
 
     try:
         summary = json.loads((run / "summary.json").read_text())
@@ -81,7 +81,7 @@ def _one(job):
     from refsnn.nas.graph import decode, graph_stats
     from refsnn.nas.search import genotype_seed
     from refsnn.snn.threads import set_threads
-    from refsnn.train import TrainConfig, train
+    from refsnn.commands.train import TrainConfig, train
 
     set_threads(1)
     g = Genotype.from_flat(flat)

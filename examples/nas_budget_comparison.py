@@ -1,7 +1,7 @@
 """Does the MSE-NAS search pay off?  The searched winner against ``refsnn train``'s default fixed
 network and against random genotypes, all trained with the same budget.
 
-The three contestants, trained on mnist5k by :func:`refsnn.train.train` with one recipe (``--epochs``
+The three contestants, trained on mnist5k by :func:`refsnn.commands.train.train` with one recipe (``--epochs``
 epochs (20), T = ``--timesteps`` (2), batch 64, AdamW, one warm-up epoch then cosine decay,
 random-crop augmentation); an accuracy is the test accuracy after the **last** epoch on mnist5k's
 1,000 test images:
@@ -63,7 +63,7 @@ import numpy as np
 
 def _train_one(job: dict) -> dict:
     """Train one contestant (runs in a worker process); returns its row."""
-    from refsnn.train import TrainConfig, train
+    from refsnn.commands.train import TrainConfig, train
 
     run = Path(job["run"])
     if (run / "config.json").is_file():
@@ -103,7 +103,7 @@ def _fields(s: dict) -> dict:
 
 def _winner(args, out: Path) -> tuple[list[int], Path]:
     """The winner's flat genotype and JSON path: from --nas-dir, or from a fresh default search."""
-    from refsnn.nas.cli import NASArgs, search
+    from refsnn.commands.nas import NASArgs, search
 
     nas_dir = Path(args.nas_dir) if args.nas_dir else out / "nas"
     path = nas_dir / "best_genotype.json"
@@ -148,7 +148,7 @@ def _search_fitness(nas_dir: Path):
     """``genotype -> fitness`` exactly as the search in ``nas_dir`` scored it (its config.json: kind,
     width, batches, cap, seed); ``-inf`` marks a genotype the search could never pick (silent network
     or over the neuron cap)."""
-    from refsnn.nas.cli import NASArgs, make_fitness
+    from refsnn.commands.nas import NASArgs, make_fitness
     from refsnn.nas.search import genotype_seed
 
     conf = json.loads((nas_dir / "config.json").read_text())
@@ -235,7 +235,7 @@ def _markdown(result: dict, random_rows: list[dict]) -> str:
 
 def main(argv=None) -> dict:
     from refsnn.parallel import map_with_progress
-    from refsnn.train import per_sample_hits
+    from refsnn.commands.train import per_sample_hits
     from refsnn.datasets import load
     from refsnn.io import atomic_write_json, atomic_write_text
     from refsnn.nas.genotype import Genotype, to_json

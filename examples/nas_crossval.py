@@ -45,7 +45,7 @@ from refsnn.stats import paired_stats
 
 def _nas_job(job: dict) -> dict:
     """One fold's ``refsnn nas`` run (in a worker process); returns its summary."""
-    from refsnn.nas.cli import NASArgs, search
+    from refsnn.commands.nas import NASArgs, search
 
     out = Path(job["out"])
     s = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
@@ -58,7 +58,7 @@ def _nas_job(job: dict) -> dict:
 
 def _fixed_job(job: dict) -> dict:
     """One fold's fixed-network training (in a worker process); returns its summary."""
-    from refsnn.train import TrainConfig, train
+    from refsnn.commands.train import TrainConfig, train
 
     out = Path(job["out"])
     s = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
@@ -127,7 +127,7 @@ def _check_official(nas: Path, args, nas_over: dict) -> None:
     import dataclasses
 
     from refsnn.datasets import load
-    from refsnn.nas.cli import NASArgs
+    from refsnn.commands.nas import NASArgs
 
     if not (nas / "train" / "summary.json").is_file():
         raise SystemExit(f"--official-nas: {nas} holds no trained winner (train/summary.json)")
@@ -145,7 +145,7 @@ def _check_official(nas: Path, args, nas_over: dict) -> None:
 
 def main(argv=None) -> dict:
     from refsnn.parallel import map_with_progress
-    from refsnn.train import per_sample_hits
+    from refsnn.commands.train import per_sample_hits
     from refsnn.io import atomic_write_json, atomic_write_text
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

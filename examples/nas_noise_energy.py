@@ -68,7 +68,7 @@ def _evaluate(job: dict) -> dict:
     and its per-sample cost; cached in ``job['cache']`` (``.npz`` hits + ``.json`` the rest)."""
     from refsnn.io import atomic_savez, atomic_write_json, load_npz
     from refsnn.snn.energy import energy_report, noisy_hits
-    from refsnn.train import load_run
+    from refsnn.commands.train import load_run
 
     t0 = time.perf_counter()
     run, cache = Path(job["run"]), Path(job["cache"])

@@ -14,12 +14,12 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("refsnn.demo", "small end-to-end run of every pipeline on the embedded data"),
+    "demo": ("refsnn.commands.demo", "small end-to-end run of every pipeline on the embedded data"),
     "bench": ("refsnn.bench", "speed ratios against NumPy baselines measured side by side"),
-    "ec": ("refsnn.ec.cli", "Evolving Connectivity (or --method es: ES-RSNN) on a Gymnasium task"),
-    "play": ("refsnn.ec.play", "run the deployed 1-bit network of an 'refsnn ec' run, report its return"),
-    "nas": ("refsnn.nas.cli", "MSE-NAS evolutionary search with the training-free BIE fitness, then optional training of the winner"),
-    "train": ("refsnn.train", "STBP training of a Conv-LIF network (surrogate-gradient BPTT) on mnist5k/events/CIFAR"),
+    "ec": ("refsnn.commands.ec", "Evolving Connectivity (or --method es: ES-RSNN) on a Gymnasium task"),
+    "play": ("refsnn.commands.play", "run the deployed 1-bit network of an 'refsnn ec' run, report its return"),
+    "nas": ("refsnn.commands.nas", "MSE-NAS evolutionary search with the training-free BIE fitness, then optional training of the winner"),
+    "train": ("refsnn.commands.train", "STBP training of a Conv-LIF network (surrogate-gradient BPTT) on mnist5k/events/CIFAR"),
     "vectors": ("refsnn.vectors", "reference vectors: generate (deterministic) or verify against the current code"),
     "check": ("refsnn.check", "compare another backend's outputs (a directory of .npz) with the reference vectors"),
 }

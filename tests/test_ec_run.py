@@ -10,7 +10,7 @@ import pytest
 
 from refsnn import cli
 from refsnn.ec import nes
-from refsnn.ec.cli import COLUMNS, ECArgs, train
+from refsnn.commands.ec import COLUMNS, ECArgs, train
 from refsnn.ec.policy import ECFamily, ESFamily, es_gradient
 from refsnn.ec.rollout import RunningNorm, Task, check_env, evaluate_chunk
 from refsnn.io import load_npz
@@ -124,8 +124,8 @@ def test_cli_ec_and_play(tmp_path, capsys):
     assert cli.main(["play", str(out), "--episodes", "2"]) == 0
     assert "mean return" in capsys.readouterr().out
     # the deployed bits reproduce the deterministic network of rho
-    from refsnn.ec.play import play
-    from refsnn.ec.cli import load_deployed
+    from refsnn.commands.play import play
+    from refsnn.commands.ec import load_deployed
     conf, params = load_deployed(out / "deployed.npz")
     rho = {k: np.where(v > 0.5, 0.9, 0.1) for k, v in params.items()}
     task = Task("ec", {"n_neurons": 64}, 0.3, "Hopper-v5", 40, rho, conf["norm_mean"], conf["norm_std"],
@@ -177,7 +177,7 @@ def test_dask_executor_matches_local(tmp_path):
 
 @pytest.mark.slow
 def test_demo_ec(tmp_path):
-    from refsnn.ec.demo import demo_ec
+    from refsnn.commands.demo import demo_ec
     r = demo_ec(tmp_path, generations=2, population=8, max_steps=100, log=lambda *a: None)
     assert r["ec_generations"] == 2 and r["ec_env_steps"] > 0
     assert (tmp_path / "ec" / "learning_curve.png").exists()
@@ -210,7 +210,7 @@ def test_evaluated_connectivity_is_the_one_in_the_update():
 
 
 def test_fitness_shift_auto_is_the_alive_bonus():
-    from refsnn.ec.cli import resolve_fitness_shift, _shift_arg
+    from refsnn.commands.ec import resolve_fitness_shift, _shift_arg
     assert ECArgs().fitness_shift is None and _shift_arg("auto") is None and _shift_arg("0") == 0.0
     for env_id, bonus in (("Hopper-v5", 1.0), ("Walker2d-v5", 1.0), ("Humanoid-v5", 5.0), ("Pendulum-v1", 0.0)):
         env = gym.make(env_id)

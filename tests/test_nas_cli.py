@@ -10,7 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from refsnn.nas.cli import NASArgs, demo_nas, search
+from refsnn.commands.nas import NASArgs, demo_nas, search
 
 TINY = NASArgs(generations=2, population=4, cells=2, channels=4, fitness_batch=8, fitness_batches=1,
                finalists=0, workers=0, seed=3, quiet=True)
@@ -82,7 +82,7 @@ def test_train_the_winner_through_refsnn_train(tmp_path):
 
 
 def test_finalists_are_chosen_on_validation_and_resume(tmp_path, monkeypatch):
-    import refsnn.nas.cli as nas_cli
+    import refsnn.commands.nas as nas_cli
 
     a = replace(TINY, generations=1, out=str(tmp_path / "f"), finalists=3, finalist_epochs=1, train_subset=60,
                 val=20, train_batch_size=20)
@@ -99,7 +99,7 @@ def test_finalists_are_chosen_on_validation_and_resume(tmp_path, monkeypatch):
     t = json.loads((tmp_path / "f" / "finalists" / "01" / "train" / "summary.json").read_text())
     assert t["n_train"] == 40 and t["n_test"] == 20 and t["evaluated_on"].startswith("validation")
     # resuming a finished run trains nothing again and keeps the choice
-    monkeypatch.setattr("refsnn.train.train", lambda *x, **k: pytest.fail("retrained a finished finalist"))
+    monkeypatch.setattr("refsnn.commands.train.train", lambda *x, **k: pytest.fail("retrained a finished finalist"))
     s2 = search(replace(a, resume=True))
     assert s2["best_genotype"] == s["best_genotype"] and s2["finalist_rank"] == s["finalist_rank"]
     assert nas_cli.FINALIST_COLUMNS[0] == "rank"
@@ -296,7 +296,7 @@ def test_noise_energy_example_on_a_tiny_crossval(tiny_cv, capsys):
     network with the fold index as noise seed, the drop difference is the difference of the
     differences, the cost is energy_report's; a second call reuses the cached evaluations."""
     from refsnn.snn.energy import energy_report, evaluate_with_noise
-    from refsnn.train import load_run
+    from refsnn.commands.train import load_run
 
     tmp_path, _, r_cv = tiny_cv
     ex = _load_example("nas_noise_energy")

@@ -10,7 +10,7 @@ import pytest
 from refsnn.snn.archs import build_arch, from_graph
 from refsnn.snn.checkpoint import read_checkpoint
 from refsnn.snn.loss import loss_and_grad
-from refsnn.train import TrainConfig, train
+from refsnn.commands.train import TrainConfig, train
 from tests.strategies import rng_from
 
 TINY = dict(arch="c4-p", timesteps=2, batch_size=16, n_train=48, n_test=20, eval_batch_size=10,
@@ -206,7 +206,7 @@ def test_n_val_evaluates_on_held_out_training_samples(tmp_path):
 
 @pytest.mark.slow
 def test_demo_train(tmp_path):
-    from refsnn.train import demo_train
+    from refsnn.commands.train import demo_train
 
     s = demo_train(tmp_path, quiet=True)
     assert s["test_accuracy"] > 0.9 and s["epochs"] == 3
@@ -245,7 +245,7 @@ def test_genotype_file_eval_noise_and_energy_in_summary(tmp_path):
 
 def test_load_run_reproduces_the_reported_accuracy_image_by_image(tmp_path):
     """``load_run``: the run's dataset (same take/holdout) and its last checkpoint's network."""
-    from refsnn.train import evaluate_per_sample, load_run, per_sample_hits
+    from refsnn.commands.train import evaluate_per_sample, load_run, per_sample_hits
 
     s = train(TrainConfig(epochs=1, out=str(tmp_path / "v"), **{**TINY, "n_val": 16}))
     net, ds, cfg = load_run(tmp_path / "v")

@@ -81,13 +81,13 @@ import json
 from collections import OrderedDict
 
 from .._checks import check_int
+from ..snn.graph import FORMAT, check_graph, n_params, to_json
 from .genotype import GENES_PER_CELL, as_genotype, canonical
 from .motifs import MOTIF_NAMES, MOTIFS, edge_sign, population_type, prune_cell
 
 __all__ = ["FORMAT", "DEFAULT_NEURON", "reduction_cells", "decode", "to_json", "check_graph",
            "graph_stats", "ei_counts", "n_params"]
 
-FORMAT = "refsnn.msenas.graph/1"
 #: SPEC §2.1 defaults for MSE-NAS (the released code's neuron); stored in ``graph["neuron"]``.
 DEFAULT_NEURON = {"model": "lif", "tau": 2.0, "v_th": 0.5, "v_reset": 0.0, "decay_input": True,
                   "threshold": ">", "surrogate": "triangle", "alpha": 2.0, "detach_reset": False}
@@ -240,64 +240,6 @@ def decode(genotype, input_shape, channels: int, n_classes: int, *, neuron: dict
         "cells": cells,
         "output": "head.fc",
     }
-
-
-def to_json(graph: dict, *, indent: int | None = 1) -> str:
-    """Deterministic JSON text of a graph description (sorted keys, no NaN)."""
-    return json.dumps(graph, sort_keys=True, indent=indent, allow_nan=False)
-
-
-def check_graph(graph: dict) -> None:
-    """Check the structural invariants a builder relies on; raise ``ValueError`` naming the first
-    violation. Topological order, unique names, edges feed LIF nodes listed in ``in_edges``, channel
-    and spatial sizes agree (after ``pool`` floor halvings), every LIF node has an input."""
-    pos = {}
-    for n, node in enumerate(graph["nodes"]):
-        if node["name"] in pos:
-            raise ValueError(f"graph: duplicate node name {node['name']!r}")
-        pos[node["name"]] = n
-    by_name = {node["name"]: node for node in graph["nodes"]}
-    edge_names = set()
-    for e in graph["edges"]:
-        if e["name"] in edge_names:
-            raise ValueError(f"graph: duplicate edge name {e['name']!r}")
-        edge_names.add(e["name"])
-        s, d = by_name.get(e["src"]), by_name.get(e["dst"])
-        if s is None or d is None:
-            raise ValueError(f"graph: edge {e['name']} refers to an unknown node")
-        if pos[e["src"]] >= pos[e["dst"]]:
-            raise ValueError(f"graph: edge {e['name']} is not in topological order")
-        if d["op"] != "lif" or e["name"] not in d["in_edges"]:
-            raise ValueError(f"graph: edge {e['name']} is not listed in its LIF destination's in_edges")
-        if e["in_channels"] != s["channels"] or e["out_channels"] != d["channels"]:
-            raise ValueError(f"graph: edge {e['name']} channels do not match its nodes")
-        hh, ww = s["shape"]
-        for _ in range(e["pool"]):
-            hh, ww = hh // 2, ww // 2
-        if [hh, ww] != d["shape"]:
-            raise ValueError(f"graph: edge {e['name']} spatial size {[hh, ww]} != {d['shape']}")
-        if e["kind"] == "motif" and e["sign"] != edge_sign(s["role"]):
-            raise ValueError(f"graph: edge {e['name']} violates Dale's law")
-    for node in graph["nodes"]:
-        if node["op"] == "lif":
-            if not node["in_edges"]:
-                raise ValueError(f"graph: LIF node {node['name']} has no input")
-            if any(x not in edge_names for x in node["in_edges"]):
-                raise ValueError(f"graph: LIF node {node['name']} lists an unknown edge")
-        for x in node.get("inputs", []):
-            if x not in pos or pos[x] >= pos[node["name"]]:
-                raise ValueError(f"graph: node {node['name']} input {x!r} unknown or not earlier")
-    if graph["output"] not in pos:
-        raise ValueError("graph: unknown output node")
-
-
-def n_params(graph: dict) -> int:
-    """Trainable parameters: conv weights (no bias) + BN affine (2 per output channel) per edge,
-    plus the linear head's weight and bias."""
-    total = sum(e["kernel"] ** 2 * e["in_channels"] * e["out_channels"] + 2 * e["out_channels"]
-                for e in graph["edges"])
-    fc = next(n for n in graph["nodes"] if n["name"] == graph["output"])
-    return total + fc["in_features"] * fc["out_features"] + fc["out_features"]
 
 
 def _ei_table(pairs) -> dict:

@@ -5,8 +5,8 @@
   genotype (SPEC §6.2-6.3). Node names are the graph's, so ``net[name].last_spikes`` are the spikes
   of population ``name`` after a forward.
 * :func:`parse_genotype_arch` / :func:`build_from_arch_string` -- the ``arch`` string
-  ``"genotype:PATH[@C]"`` understood by ``refsnn train`` once its ``build_arch`` forwards such
-  strings here (see docs/msenas.md, "Training the winner"). ``PATH`` is a genotype JSON file
+  ``"genotype:PATH[@C]"`` understood by ``refsnn train``, which resolves such strings here (see
+  docs/msenas.md, "Training the winner"). ``PATH`` is a genotype JSON file
   (:func:`refsnn.nas.genotype.to_json`, or the ``best_genotype.json`` written by ``refsnn nas``,
   which also records the ``channels`` it was searched with); ``@C`` overrides the channel width.
 * :func:`population_spikes` -- the last forward's spikes of named LIF populations (read-only views
@@ -93,7 +93,7 @@ def parse_genotype_arch(arch: str) -> tuple[tuple[int, ...], int]:
 def build_from_arch_string(arch: str, *, input_shape, num_classes: int, timesteps: int,
                            rng: np.random.Generator, neuron=None, dtype=np.float32):
     """:func:`build_genotype_network` for ``arch = "genotype:PATH[@C]"`` (the signature of
-    :func:`refsnn.snn.archs.build_arch`, so that function can delegate to this one)."""
+    :func:`refsnn.snn.archs.build_arch`, so the trainer calls either the same way)."""
     flat, channels = parse_genotype_arch(arch)
     return build_genotype_network(flat, input_shape=input_shape, num_classes=num_classes,
                                   timesteps=timesteps, rng=rng, channels=channels, neuron=neuron,

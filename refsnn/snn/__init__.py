@@ -4,7 +4,7 @@ Modules: :mod:`.layers` (Conv2d, BatchNorm2d, LIF, Rectify, AvgPool2d, GlobalAvg
 Linear, Add, Concat), :mod:`.network` (:class:`Network`), :mod:`.loss` (CE of the mean / TET,
 label smoothing), :mod:`.optim` (SGD, AdamW, cosine schedule), :mod:`.archs` (fixed Conv-LIF
 networks and the MSE-NAS graph builder :func:`from_graph`), :mod:`.checkpoint` (``.npz``).
-The ``refsnn train`` command is :mod:`refsnn.train`. See docs/stbp.md.
+The ``refsnn train`` command is :mod:`refsnn.commands.train`. See docs/stbp.md.
 """
 from refsnn.snn.layers import (LIF, Add, AvgPool2d, BatchNorm2d, Concat, Conv2d, Flatten,
                                GlobalAvgPool, Layer, Linear, Rectify, kaiming_uniform)

@@ -14,7 +14,7 @@ architectures (:data:`ARCHS`): ``csnn`` = ``c32-p-c64-p`` (the default: two Conv
 ``c16-p-c32-p``, ``csnn-fc`` = ``c32-p-c64-p-f128``.
 
 :func:`from_graph` builds a :class:`~refsnn.snn.network.Network` from an MSE-NAS graph description
-(``refsnn.nas.graph.decode``, format ``refsnn.msenas.graph/1``): for every edge
+(format ``refsnn.msenas.graph/1``, :mod:`refsnn.snn.graph`; produced by ``refsnn.nas.graph.decode``): for every edge
 ``e: src -> dst`` the nodes ``e.name/pool{i}`` (``pool`` 2x2 average pools), ``e.name/conv``,
 ``e.name/bn`` and ``e.name/act`` (:class:`Rectify` with the edge's ``sign`` and ``relu``; omitted
 when ``relu`` is false and ``sign`` is +1); for every ``lif`` node ``<node>/sum`` (:class:`Add` of its
@@ -32,6 +32,7 @@ from refsnn._checks import check_int
 from refsnn.kernels.lif import PRESETS, LIFParams
 from refsnn.snn.layers import (LIF, Add, AvgPool2d, BatchNorm2d, Concat, Conv2d, Flatten,
                                GlobalAvgPool, Linear, Rectify)
+from refsnn.snn.graph import check_graph
 from refsnn.snn.network import INPUT, Network
 
 __all__ = ["ARCHS", "build_arch", "from_graph", "lif_params_from_dict"]
@@ -50,8 +51,8 @@ def build_arch(arch: str, *, input_shape, num_classes: int, timesteps: int, rng:
 
     Parameters
     ----------
-    arch : str, e.g. ``"csnn"`` or ``"c32-p-c64-p"``, or ``"genotype:PATH[@C]"`` (an MSE-NAS
-        genotype JSON file, built by :func:`refsnn.nas.network.build_from_arch_string`)
+    arch : str, e.g. ``"csnn"`` or ``"c32-p-c64-p"`` (an MSE-NAS genotype is built by its graph
+        description, :func:`from_graph`; ``refsnn train`` resolves ``genotype:PATH[@C]`` itself)
     input_shape : (C, H, W) of one step
     num_classes : int
     timesteps : int, T
@@ -60,10 +61,6 @@ def build_arch(arch: str, *, input_shape, num_classes: int, timesteps: int, rng:
     """
     if not isinstance(arch, str):
         raise TypeError(f"arch: expected a string, got {type(arch).__name__}")
-    if arch.startswith("genotype:"):  # an MSE-NAS genotype file: refsnn.nas.network
-        from refsnn.nas.network import build_from_arch_string
-        return build_from_arch_string(arch, input_shape=input_shape, num_classes=num_classes,
-                                      timesteps=timesteps, rng=rng, neuron=neuron, dtype=dtype)
     spec = ARCHS.get(arch, arch)
     toks = [t for t in spec.split("-") if t]
     if not toks or any(not _TOKEN.match(t) for t in toks):
@@ -129,8 +126,6 @@ def from_graph(graph: dict, *, timesteps: int, rng: np.random.Generator, neuron:
     ``neuron`` overrides ``graph["neuron"]``. Parameters are drawn from ``rng`` in edge order, then
     the linear head.
     """
-    from refsnn.nas.graph import check_graph
-
     check_graph(graph)
     p = neuron if neuron is not None else lif_params_from_dict(graph["neuron"])
     edges = {e["name"]: e for e in graph["edges"]}

@@ -26,7 +26,7 @@ def play(run_dir, *, episodes: int = 5, seed: int = 0, best: bool = False, max_s
          replay: bool = False) -> dict:
     """Evaluate the deployed network of ``run_dir``; returns ``{"returns": [...], "mean_return": ...}``
     (with ``replay``: the run's own evaluation episodes; ``episodes``/``seed``/``max_steps`` unused)."""
-    from refsnn.ec.cli import load_deployed
+    from refsnn.commands.ec import load_deployed
 
     episodes = check_int("episodes", episodes, lo=1)
     seed = check_int("seed", seed, lo=0)

@@ -3,7 +3,7 @@
 One readable file, CleanRL style: the hyperparameters are the :class:`TrainConfig` dataclass
 below (every field is a command-line flag), then the loop. Also callable from Python::
 
-    from refsnn.train import TrainConfig, train
+    from refsnn.commands.train import TrainConfig, train
     summary = train(TrainConfig(data="mnist5k", epochs=2, out="runs/quick"))
 
 What one epoch does
@@ -136,11 +136,14 @@ def _arch(cfg: TrainConfig) -> str:
 def _network(cfg: TrainConfig, ds):
     """The run's network with its initial weights, from ``default_rng(SeedSequence(seed, spawn_key=(0,)))``."""
     from refsnn.kernels.lif import PRESETS
+    from refsnn.nas.network import ARCH_PREFIX, build_from_arch_string
     from refsnn.snn.archs import build_arch
 
     init_rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(0,)))
-    return build_arch(_arch(cfg), input_shape=ds.input_shape, num_classes=ds.num_classes,
-                      timesteps=cfg.timesteps, rng=init_rng, neuron=PRESETS[cfg.neuron], dtype=np.dtype(cfg.dtype))
+    arch = _arch(cfg)
+    build = build_from_arch_string if arch.startswith(ARCH_PREFIX) else build_arch  # genotype:PATH[@C]
+    return build(arch, input_shape=ds.input_shape, num_classes=ds.num_classes, timesteps=cfg.timesteps,
+                 rng=init_rng, neuron=PRESETS[cfg.neuron], dtype=np.dtype(cfg.dtype))
 
 
 def load_run(run_dir) -> tuple:

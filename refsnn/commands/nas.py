@@ -25,7 +25,7 @@ images minus the last ``--val`` (1,000) and the one most accurate on those held-
 ``finalists.csv``). ``--finalists 0`` keeps the fittest genotype (the paper's training-free choice).
 
 Training (``--train-epochs N > 0``): the best genotype is written to ``best_genotype.json`` and
-trained by :func:`refsnn.train.train` with ``arch = "genotype:OUT/best_genotype.json"``
+trained by :func:`refsnn.commands.train.train` with ``arch = "genotype:OUT/best_genotype.json"``
 (``build_arch`` hands it to :func:`refsnn.nas.network.build_from_arch_string`), the trainer's defaults otherwise, into
 ``OUT/train`` (its own metrics, curve, checkpoint and summary).
 
@@ -209,7 +209,7 @@ FINALIST_COLUMNS = ("rank", "genotype", "fitness", "n_params", "val_accuracy", "
 
 def _train_finalist(job: dict) -> dict:
     """One finalist's short training (runs in a worker process or in-process); returns its row."""
-    from refsnn.train import TrainConfig, train
+    from refsnn.commands.train import TrainConfig, train
 
     tdir = Path(job["out"])
     s = json.loads((tdir / "summary.json").read_text()) if (tdir / "summary.json").is_file() else {}
@@ -395,7 +395,7 @@ def search(a: NASArgs, *, log=print, executor=None) -> dict:
                        finalist_epochs=a.finalist_epochs, val=a.val)  # every finalist: finalists.csv
         summary["wall_seconds"] = search_wall + finalist_wall
     if a.train_epochs > 0:
-        from refsnn.train import TrainConfig, train
+        from refsnn.commands.train import TrainConfig, train
 
         tdir = out / "train"
         width = f"@{a.train_channels}" if a.train_channels else ""

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from refsnn.io import atomic_write_json
+from refsnn.commands.ec import COLUMNS, ECArgs
+from refsnn.commands.ec import train as ec_train
+from refsnn.commands.nas import demo_nas
+from refsnn.commands.play import play
+from refsnn.commands.train import demo_train
+from refsnn.datasets import load
+from refsnn.io import atomic_write_json, load_npz
+from refsnn.kernels import conv, cuba, lif
 
 
 def _line(name: str, text: str) -> None:
@@ -23,9 +30,6 @@ def _line(name: str, text: str) -> None:
 
 def demo_kernels(seed: int = 0) -> dict:
     """Run each kernel beside its oracle on real data; return the figures printed."""
-    from refsnn.datasets import load
-    from refsnn.kernels import conv, cuba, lif
-
     out: dict = {}
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     ds = load("mnist5k", timesteps=4)
@@ -88,23 +92,48 @@ def demo_kernels(seed: int = 0) -> dict:
 
 
 def _demo_train(out_dir: Path) -> dict:
-    from refsnn.train import demo_train
-
     res = demo_train(out_dir / "train")
     keep = ("test_accuracy", "epochs", "wall_seconds", "spikes_per_sample")
     return {k: res[k] for k in keep if k in res}
 
 
 def _demo_ec(out_dir: Path) -> dict:
-    from refsnn.ec.demo import demo_ec
-
     return demo_ec(out_dir, log=lambda line: print("  " + line, flush=True))
 
 
 def _demo_nas(out_dir: Path) -> dict:
-    from refsnn.nas.cli import demo_nas
-
     return demo_nas(out_dir / "nas")
+
+
+DEMO_SETTINGS = dict(env="Hopper-v5", method="ec", generations=20, population=64, eval_members=2,
+                     max_steps=400, neurons=256, seed=0)
+
+
+def demo_ec(out_dir, *, workers: int = 2, log=print, **overrides) -> dict:
+    """A short Evolving Connectivity run on Hopper-v5 into ``out_dir/ec`` (about a minute on 2 cores),
+    then the deployed 1-bit network played; returns a flat dict of numbers and paths."""
+    out = Path(out_dir) / "ec"
+    settings = dict(DEMO_SETTINGS)
+    settings.update(overrides)
+    a = ECArgs(workers=workers, out=str(out), **settings)
+    summary = ec_train(a, log=log, overwrite=True)
+    hist = load_npz(out / "checkpoint.npz")["history"]
+    c = {k: i for i, k in enumerate(COLUMNS)}
+    played = play(out, episodes=2, max_steps=a.max_steps)
+    return {
+        "ec_env": a.env,
+        "ec_generations": int(summary["generations"]),
+        "ec_population": a.population,
+        "ec_first_mean_return": float(hist[0, c["mean_return"]]),
+        "ec_last_mean_return": float(hist[-1, c["mean_return"]]),
+        "ec_final_deterministic_return": float(summary["final_deterministic_return"]),
+        "ec_best_deterministic_return": float(summary["best_deterministic_return"]),
+        "ec_played_mean_return": float(played["mean_return"]),
+        "ec_env_steps": int(summary["env_steps"]),
+        "ec_wall_seconds": float(summary["wall_seconds"]),
+        "ec_mean_policy_over_env": float(np.mean(hist[:, c["policy_over_env"]])),
+        "ec_out_dir": str(out),
+    }
 
 
 def add_arguments(p) -> None:
