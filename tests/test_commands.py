@@ -1,0 +1,129 @@
+"""SPEC §8 command line: config dataclasses as the one way to declare options, and the run directory
+shared by train, nas and ec (lock, resume keys, stable metrics columns, overwrite, relocation)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from refsnn._checks import check_int
+from refsnn.commands.config import build_parser, option, parse
+from refsnn.runs import RunDir
+
+
+def _auto_or_float(text):
+    return None if text == "auto" else float(text)
+
+
+@dataclass
+class _Cfg:
+    run_dir: str = option("", "a positional argument", positional=True)
+    epochs: int = option(3, "training epochs")
+    lr: float = option(0.5, "learning rate")
+    name: str = option("a", "a choice", choices=("a", "b"))
+    limit: int | None = option(None, "optional int")
+    shift: float | None = option(None, "auto or a number", parse=_auto_or_float, metavar="auto|X")
+    augment: bool = option(True, "augmentation")
+    quiet: bool = option(False, "no progress lines")
+    only: list[str] = option([], "repeatable")
+
+    def __post_init__(self):
+        check_int("epochs", self.epochs, lo=1)
+
+
+def test_config_dataclass_is_the_parser():
+    c = parse(_Cfg, ["RUN"])
+    assert c == _Cfg(run_dir="RUN")
+    c = parse(_Cfg, ["R", "--epochs", "5", "--lr", "1e-3", "--name", "b", "--limit", "7", "--shift", "auto",
+                     "--no-augment", "--quiet", "--only", "x", "--only", "y"])
+    assert (c.epochs, c.lr, c.name, c.limit, c.shift, c.augment, c.quiet, c.only) == \
+        (5, 1e-3, "b", 7, None, False, True, ["x", "y"])
+    assert parse(_Cfg, ["R", "--shift", "1.5"]).shift == 1.5
+    assert _Cfg().only == [] and _Cfg().only is not _Cfg().only  # list defaults are per instance
+    text = build_parser(_Cfg, prog="refsnn x").format_help()
+    for h in ("training epochs (default: 3)", "--no-augment", "auto|X", "repeatable", "optional int"):
+        assert h in text
+    with pytest.raises(SystemExit):
+        parse(_Cfg, ["R", "--name", "c"])  # not a choice: argparse's usage error, exit status 2
+    with pytest.raises(ValueError, match="epochs"):
+        parse(_Cfg, ["R", "--epochs", "0"])  # __post_init__ names the field
+
+
+def test_every_command_declares_its_options_with_a_config_dataclass():
+    import dataclasses
+    import importlib
+
+    from refsnn.cli import COMMANDS
+
+    for name, (modname, _) in COMMANDS.items():
+        mod = importlib.import_module(modname)
+        assert dataclasses.is_dataclass(mod.CONFIG), name
+        for f in dataclasses.fields(mod.CONFIG):
+            assert f.metadata.get("help"), f"{name}: option {f.name} has no help text"
+        assert callable(mod.main), name
+        build_parser(mod.CONFIG, prog=f"refsnn {name}")
+
+
+def _run(path, **kw):
+    cfg = {"seed": 0, "lr": 0.1, "epochs": 2}
+    cfg.update(kw.pop("config", {}))
+    return RunDir(path, config=cfg, resume_keys=("seed", "lr"), columns=("epoch", "loss"), **kw)
+
+
+def test_run_directory_refuses_a_second_run_and_resumes_with_the_same_keys(tmp_path):
+    out = tmp_path / "run"
+    with _run(out) as run:
+        assert not run.resuming
+        run.save_checkpoint({"w": np.arange(3.0)})
+        run.write_metrics([{"epoch": 1, "loss": 0.5}])
+        run.write_summary({"loss": 0.5})
+    assert json.loads((out / "config.json").read_text())["lr"] == 0.1
+    assert (out / "environment.json").is_file() and not (out / ".lock").exists()
+    with pytest.raises(ValueError, match="--resume.*--overwrite"):
+        _run(out).__enter__()
+    with pytest.raises(ValueError, match=r"resume: .*different settings for \['lr'\]"):
+        _run(out, resume=True, config={"lr": 0.2}).__enter__()
+    assert not (out / ".lock").exists()  # a refused open releases the lock
+    with _run(out, resume=True, config={"epochs": 5}) as run:  # a non-key setting may change
+        assert run.resuming
+        assert np.array_equal(run.load_checkpoint(required=("w",))["w"], np.arange(3.0))
+        assert run.read_summary() == {"loss": 0.5}
+    with _run(out, overwrite=True) as run:
+        assert not run.resuming and not run.checkpoint_path.exists() and run.read_summary() == {}
+    with pytest.raises(ValueError, match="overwrite"):
+        _run(out, resume=True, overwrite=True)
+
+
+def test_run_directory_lock_refuses_a_live_writer_and_takes_over_a_dead_ones(tmp_path):
+    out = tmp_path / "run"
+    with _run(out):
+        with pytest.raises(ValueError, match="in use by another run"):
+            with _run(out, resume=True):
+                pass
+    (out / ".lock").write_text(str(os.getppid()))  # a live process (this one's parent)
+    with pytest.raises(ValueError, match=f"pid {os.getppid()}"):
+        _run(out, resume=True).__enter__()
+    (out / ".lock").write_text("999999999")  # no such process
+    with _run(out, resume=True) as run:
+        assert (out / ".lock").read_text() == str(os.getpid())
+        assert not run.resuming  # nothing to resume: starts from scratch
+
+
+def test_run_directory_metrics_columns_are_fixed(tmp_path):
+    with _run(tmp_path / "r") as run:
+        run.write_metrics([{"loss": 1.0, "epoch": 1}, {"epoch": 2, "loss": 0.5}])
+        assert (tmp_path / "r" / "metrics.csv").read_text() == "epoch,loss\n1,1.0\n2,0.5\n"
+        with pytest.raises(ValueError, match="rows"):
+            run.write_metrics([{"epoch": 1, "loss": 1.0, "extra": 3}])
+
+
+def test_run_directory_is_relocatable(tmp_path):
+    with _run(tmp_path / "a") as run:
+        run.save_checkpoint({"w": np.ones(2)})
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    with _run(tmp_path / "b", resume=True) as run:
+        assert run.resuming
