@@ -1,7 +1,8 @@
 """Command line: ``refsnn <command> ...`` (SPEC §8).
 
-Each command lives in its own module, which exposes ``add_arguments(parser)`` and
-``run(args) -> int`` (the exit status). Only the invoked command's module is imported, so
+Each command lives in its own module of :mod:`refsnn.commands`, which exposes ``CONFIG`` (its config
+dataclass: the options, their ``--help`` texts and their validation; :mod:`refsnn.commands.config`)
+and ``main(config) -> int`` (the exit status). Only the invoked command's module is imported, so
 ``refsnn bench`` does not pay for importing gymnasium. To add a command, add one line to COMMANDS.
 Every command is also callable as a function: ``refsnn.cli.main(["bench", "--json", "b.json"])``.
 """
@@ -12,16 +13,18 @@ import importlib
 import os
 import sys
 
+from refsnn.commands.config import parse
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("refsnn.commands.demo", "small end-to-end run of every pipeline on the embedded data"),
-    "bench": ("refsnn.bench", "speed ratios against NumPy baselines measured side by side"),
+    "bench": ("refsnn.commands.bench", "speed ratios against NumPy baselines measured side by side"),
     "ec": ("refsnn.commands.ec", "Evolving Connectivity (or --method es: ES-RSNN) on a Gymnasium task"),
     "play": ("refsnn.commands.play", "run the deployed 1-bit network of an 'refsnn ec' run, report its return"),
     "nas": ("refsnn.commands.nas", "MSE-NAS evolutionary search with the training-free BIE fitness, then optional training of the winner"),
     "train": ("refsnn.commands.train", "STBP training of a Conv-LIF network (surrogate-gradient BPTT) on mnist5k/events/CIFAR"),
-    "vectors": ("refsnn.vectors", "reference vectors: generate (deterministic) or verify against the current code"),
-    "check": ("refsnn.check", "compare another backend's outputs (a directory of .npz) with the reference vectors"),
+    "vectors": ("refsnn.commands.vectors", "reference vectors: generate (deterministic) or verify against the current code"),
+    "check": ("refsnn.commands.check", "compare another backend's outputs (a directory of .npz) with the reference vectors"),
 }
 
 
@@ -44,11 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     top = _top_parser().parse_args(argv[:1] or argv)
     modname, help_line = COMMANDS[top.command]
     mod = importlib.import_module(modname)
-    p = argparse.ArgumentParser(prog=f"refsnn {top.command}", description=help_line)
-    mod.add_arguments(p)
-    args = p.parse_args(argv[1:])
     try:
-        return int(mod.run(args) or 0)
+        if hasattr(mod, "CONFIG"):
+            cfg = parse(mod.CONFIG, argv[1:], prog=f"refsnn {top.command}", description=help_line)
+            return int(mod.main(cfg) or 0)
+        p = argparse.ArgumentParser(prog=f"refsnn {top.command}", description=help_line)  # TRANSITION
+        mod.add_arguments(p)
+        return int(mod.run(p.parse_args(argv[1:])) or 0)
     except (ValueError, TypeError, FileNotFoundError) as e:
         # Bad user input: one clear line, no traceback. REFSNN_DEBUG=1 shows the traceback.
         if os.environ.get("REFSNN_DEBUG"):

@@ -89,7 +89,7 @@ def test_energy_constants():
 def test_csnn_counts_and_noise():
     from refsnn.datasets import load
     from refsnn.snn.archs import build_arch
-    from refsnn.commands.train import evaluate
+    from refsnn.snn.trainer import evaluate
 
     ds = load("mnist5k", timesteps=2).take(16, 40)
     net = build_arch("csnn-small", input_shape=ds.input_shape, num_classes=10, timesteps=2,
@@ -115,7 +115,7 @@ def test_csnn_counts_and_noise():
         evaluate_with_noise(net, ds, -1.0)
     # per image: sigma 0 is the plain per-sample evaluation, the accuracy is the hits' mean, and the
     # same seed gives the same noisy images (so two networks can be paired image by image)
-    from refsnn.commands.train import evaluate_per_sample
+    from refsnn.snn.trainer import evaluate_per_sample
     assert np.array_equal(noisy_hits(net, ds, 0.0, batch_size=16), evaluate_per_sample(net, ds, "test", 16)[0])
     h = noisy_hits(net, ds, 0.5, seed=3, batch_size=5)
     assert h.dtype == bool and h.shape == (len(ds.y_test),) and h.mean() == a

@@ -15,7 +15,8 @@ from hypothesis import given, settings, strategies as st
 from refsnn.kernels.lif import LIFParams
 from refsnn.snn import (LIF, Add, AdamW, AvgPool2d, BatchNorm2d, Concat, Conv2d, Flatten,
                         GlobalAvgPool, Linear, Network, Rectify, SGD, cosine_lr, loss_and_grad)
-from refsnn.snn.checkpoint import load_checkpoint, save_checkpoint
+from refsnn.io import atomic_savez, load_npz
+from refsnn.snn.checkpoint import checkpoint_arrays, restore_checkpoint
 from tests.strategies import rng_from, seeds, stbp_loss_settings
 
 
@@ -300,31 +301,29 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
     net.backward(d)
     opt.step(net.gradients(), 1e-2)
     path = tmp_path / "ck.npz"
-    save_checkpoint(path, net, opt, {"epoch": 3})
+    atomic_savez(path, checkpoint_arrays(net, opt, {"epoch": 3}))  # what the trainer command writes
     net2 = every_layer_net(np.float32, T=2, seed=9)
     opt2 = AdamW(net2.parameters())
-    assert load_checkpoint(path, net2, opt2) == {"epoch": 3}
+    assert restore_checkpoint(load_npz(path), net2, opt2, source=str(path)) == {"epoch": 3}
     for (k, a), (_, b) in zip(net.state_arrays().items(), net2.state_arrays().items()):
         np.testing.assert_array_equal(a, b, err_msg=k)
     assert opt2.steps == 1
     np.testing.assert_array_equal(opt2.m[0], opt.m[0])
-    # truncated
+    # truncated: the loader names the file
     bad = tmp_path / "trunc.npz"
     bad.write_bytes(path.read_bytes()[:200])
     with pytest.raises(ValueError, match="trunc.npz"):
-        load_checkpoint(bad, net2, opt2)
-    # foreign npz
-    foreign = tmp_path / "foreign.npz"
-    np.savez(foreign, a=np.zeros(3))
-    with pytest.raises(ValueError, match="foreign.npz"):
-        load_checkpoint(foreign, net2)
+        load_npz(bad)
+    # foreign arrays
+    with pytest.raises(ValueError, match="foreign.npz: not an STBP checkpoint"):
+        restore_checkpoint({"a": np.zeros(3)}, net2, source="foreign.npz")
+    with pytest.raises(ValueError, match="format"):
+        restore_checkpoint({**checkpoint_arrays(net), "format": np.array("other/1")}, net2)
     # other architecture
     other = Network(timesteps=2)
     other.add("fc", Linear(3, 2, rng=rng_from(0)), "input")
     with pytest.raises(ValueError, match="architecture|missing"):
-        load_checkpoint(path, other)
+        restore_checkpoint(checkpoint_arrays(net, opt), other)
     # SGD state into AdamW
-    sgd_path = tmp_path / "sgd.npz"
-    save_checkpoint(sgd_path, net, SGD(net.parameters()))
     with pytest.raises(ValueError, match="sgd"):
-        load_checkpoint(sgd_path, net2, opt2)
+        restore_checkpoint(checkpoint_arrays(net, SGD(net.parameters())), net2, opt2)

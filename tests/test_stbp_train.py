@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from refsnn.snn.archs import build_arch, from_graph
-from refsnn.snn.checkpoint import read_checkpoint
+from refsnn.io import load_npz
 from refsnn.snn.loss import loss_and_grad
 from refsnn.commands.train import TrainConfig, train
 from tests.strategies import rng_from
@@ -49,8 +49,8 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert part["epochs"] == 2 and not part["complete"]
     resumed = train(TrainConfig(epochs=3, out=str(tmp_path / "b"), resume=True, **TINY))
     assert resumed["complete"]
-    a, _ = read_checkpoint(tmp_path / "a" / "checkpoint.npz")
-    b, _ = read_checkpoint(tmp_path / "b" / "checkpoint.npz")
+    a = load_npz(tmp_path / "a" / "checkpoint.npz")
+    b = load_npz(tmp_path / "b" / "checkpoint.npz")
     assert sorted(a) == sorted(b)
     for k in a:
         if k != "meta_json":
@@ -82,8 +82,18 @@ def test_cli_train_and_errors(tmp_path, capsys):
     assert "arch" in capsys.readouterr().err
     assert main(["train", "--data", "nope", "--out", str(tmp_path / "y")]) == 2
     assert "spec" in capsys.readouterr().err
-    assert main(["train", "--resume", "--out", str(tmp_path / "z")]) == 2
-    assert "checkpoint" in capsys.readouterr().err
+    # a finished run is not overwritten by accident: --resume or --overwrite (not both)
+    tiny = ["--arch", "c4-p", "--epochs", "1", "--n-train", "32", "--n-test", "16"]
+    assert main(["train", *tiny, "--out", str(tmp_path)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", *tiny, "--out", str(tmp_path), "--resume", "--overwrite"]) == 2
+    assert "overwrite" in capsys.readouterr().err
+    assert main(["train", *tiny, "--out", str(tmp_path), "--overwrite"]) == 0
+    assert "epoch   1/1" in capsys.readouterr().out
+    assert main(["train", *tiny, "--out", str(tmp_path), "--resume", "--lr", "0.1"]) == 2
+    assert "different settings for ['lr']" in capsys.readouterr().err
+    # --resume in an empty directory starts from scratch (so one command line both starts and continues)
+    assert main(["train", *tiny, "--out", str(tmp_path / "z"), "--resume"]) == 0
 
 
 def test_build_arch_shapes():
@@ -218,6 +228,35 @@ def test_train_genotype_arch(tmp_path):
     p.write_text(json.dumps([2, 1, 1, 2, 0, 0, 0, 0, 0, 1, 2, 1, 0, 0, 0, 0, 0, 0, 2, 1]))
     s = train(TrainConfig(epochs=1, out=str(tmp_path / "run"), **{**TINY, "arch": f"genotype:{p}@2"}))
     assert s["epochs"] == 1 and s["n_params"] > 0
+    assert s["architecture"] == "genotype[2 1 1 2 0 0 0 0 0 1 2 1 0 0 0 0 0 0 2 1]@2"
+
+
+def test_a_moved_run_resumes_and_loads_without_its_genotype_file(tmp_path):
+    """Runs are relocatable: the network is recorded by content, so moving the run directory and
+    the genotype file (to a new path given on --resume) changes nothing, and load_run rebuilds the
+    network after the genotype file is gone."""
+    import shutil
+
+    from refsnn.commands.train import load_run, per_sample_hits
+
+    p = tmp_path / "g.json"
+    p.write_text(json.dumps([2, 1, 1, 2, 0, 0, 0, 0, 0, 1, 2, 1, 0, 0, 0, 0, 0, 0, 2, 1]))
+    cfg = {**TINY, "arch": f"genotype:{p}@2"}
+    full = train(TrainConfig(epochs=2, out=str(tmp_path / "a"), **cfg))
+    train(TrainConfig(epochs=2, out=str(tmp_path / "b"), stop_after=1, **cfg))
+    shutil.move(tmp_path / "b", tmp_path / "moved")
+    shutil.move(p, tmp_path / "g2.json")
+    resumed = train(TrainConfig(epochs=2, out=str(tmp_path / "moved"), resume=True,
+                                **{**cfg, "arch": f"genotype:{tmp_path / 'g2.json'}@2"}))
+    assert resumed["test_accuracy"] == full["test_accuracy"] and resumed["loss"] == full["loss"]
+    (tmp_path / "g2.json").unlink()
+    net, ds, _ = load_run(tmp_path / "moved")
+    assert net.n_params() == full["n_params"]
+    assert per_sample_hits(tmp_path / "moved").mean() == full["test_accuracy"]
+    with pytest.raises(ValueError, match="architecture"):  # another genotype is another run
+        q = tmp_path / "g3.json"
+        q.write_text(json.dumps([1, 1, 1, 2, 0, 0, 0, 0, 0, 1, 2, 1, 0, 0, 0, 0, 0, 0, 2, 1]))
+        train(TrainConfig(epochs=2, out=str(tmp_path / "moved"), resume=True, **{**cfg, "arch": f"genotype:{q}@2"}))
 
 
 def test_genotype_file_eval_noise_and_energy_in_summary(tmp_path):
@@ -245,7 +284,8 @@ def test_genotype_file_eval_noise_and_energy_in_summary(tmp_path):
 
 def test_load_run_reproduces_the_reported_accuracy_image_by_image(tmp_path):
     """``load_run``: the run's dataset (same take/holdout) and its last checkpoint's network."""
-    from refsnn.commands.train import evaluate_per_sample, load_run, per_sample_hits
+    from refsnn.commands.train import load_run, per_sample_hits
+    from refsnn.snn.trainer import evaluate_per_sample
 
     s = train(TrainConfig(epochs=1, out=str(tmp_path / "v"), **{**TINY, "n_val": 16}))
     net, ds, cfg = load_run(tmp_path / "v")

@@ -1,4 +1,4 @@
-"""``refsnn bench``: speed ratios against plain-NumPy baselines, measured side by side.
+"""Benchmarks of ``refsnn bench`` (:mod:`refsnn.commands.bench`): speed ratios against plain-NumPy baselines, measured side by side.
 
 Each benchmark builds its inputs once, then times the baseline and the refsnn implementation
 alternately in the same process (interleaved repeats, best of N for each), and reports
@@ -16,9 +16,8 @@ from __future__ import annotations
 import importlib
 
 from refsnn.bench.timing import startup_seconds, time_side_by_side
-from refsnn.io import atomic_write_json
 
-__all__ = ["BENCHES", "time_side_by_side", "startup_seconds"]
+__all__ = ["BENCHES", "time_side_by_side", "startup_seconds", "run_benches"]
 
 # (result key, "module:function", what it measures)
 BENCHES: list[tuple[str, str, str]] = [
@@ -34,38 +33,20 @@ BENCHES: list[tuple[str, str, str]] = [
 ]
 
 
-def add_arguments(p) -> None:
-    p.add_argument("--json", metavar="FILE", help="also write a flat JSON object name -> number")
-    p.add_argument("--only", metavar="KEY", action="append",
-                   help="run only this benchmark key (repeatable)")
-    p.add_argument("--no-startup", action="store_true", help="skip the cold/warm start-up timing")
-
-
-def run(args) -> int:
+def run_benches(keys=None, *, say=print) -> dict[str, float]:
+    """Run the benchmarks of :data:`BENCHES` (all, or those whose key is in ``keys``) one after the
+    other; one line per benchmark; returns every figure they report."""
+    known = [k for k, _, _ in BENCHES]
+    unknown = sorted(set(keys or ()) - set(known))
+    if unknown:
+        raise ValueError(f"only: unknown benchmark key(s) {unknown}; known: {known}")
     results: dict[str, float] = {}
-    rows = []
-    selected = [b for b in BENCHES if not args.only or b[0] in args.only]
-    if args.only:
-        unknown = set(args.only) - {b[0] for b in BENCHES}
-        if unknown:
-            raise ValueError(f"--only: unknown benchmark key(s) {sorted(unknown)}; "
-                             f"known: {[b[0] for b in BENCHES]}")
-    for key, target, what in selected:
+    for key, target, what in BENCHES:
+        if keys and key not in keys:
+            continue
         modname, fname = target.split(":")
-        fn = getattr(importlib.import_module(modname), fname)
-        out = fn()
+        out = getattr(importlib.import_module(modname), fname)()
         results.update(out)
-        rows.append((key, out[key], what))
         extra = {k: v for k, v in out.items() if k != key}
-        print(f"{key:<36} {out[key]:8.2f}x   {what}" + (f"  {extra}" if extra else ""), flush=True)
-    if not args.no_startup:
-        cold = startup_seconds(cold=True)
-        warm = startup_seconds(cold=False)
-        results["cold_start_seconds"] = cold
-        results["warm_start_seconds"] = warm
-        print(f"{'cold_start_seconds':<36} {cold:8.2f}s   import + first call of every kernel, empty Numba cache")
-        print(f"{'warm_start_seconds':<36} {warm:8.2f}s   the same with the cache populated")
-    if args.json:
-        atomic_write_json(args.json, {k: float(v) for k, v in results.items()})
-        print(f"wrote {args.json}")
-    return 0
+        say(f"{key:<36} {out[key]:8.2f}x   {what}" + (f"  {extra}" if extra else ""))
+    return results

@@ -75,6 +75,8 @@ def build_parser(cls, *, prog: str | None = None, description: str | None = None
         if m.get("metavar"):
             kw["metavar"] = m["metavar"]
         if m.get("positional"):
+            if f.default is not _NO_DEFAULT:
+                kw.update(nargs="?", default=f.default)
             p.add_argument(f.name, type=m.get("parse") or kind, **kw)
             continue
         flag = "--" + f.name.replace("_", "-")

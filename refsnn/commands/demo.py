@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from refsnn.commands.ec import COLUMNS, ECArgs
-from refsnn.commands.ec import train as ec_train
+from refsnn._checks import check_int
+from refsnn.commands.config import option
+from refsnn.commands.ec import COLUMNS, ECConfig
+from refsnn.commands.ec import run as ec_run
 from refsnn.commands.nas import demo_nas
-from refsnn.commands.play import play
+from refsnn.commands.play import PlayConfig
+from refsnn.commands.play import run as play
 from refsnn.commands.train import demo_train
 from refsnn.datasets import load
 from refsnn.io import atomic_write_json, load_npz
@@ -115,11 +119,11 @@ def demo_ec(out_dir, *, workers: int = 2, log=print, **overrides) -> dict:
     out = Path(out_dir) / "ec"
     settings = dict(DEMO_SETTINGS)
     settings.update(overrides)
-    a = ECArgs(workers=workers, out=str(out), **settings)
-    summary = ec_train(a, log=log, overwrite=True)
+    a = ECConfig(workers=workers, out=str(out), overwrite=True, **settings)
+    summary = ec_run(a, log=log)
     hist = load_npz(out / "checkpoint.npz")["history"]
     c = {k: i for i, k in enumerate(COLUMNS)}
-    played = play(out, episodes=2, max_steps=a.max_steps)
+    played = play(PlayConfig(str(out), episodes=2, max_steps=a.max_steps))
     return {
         "ec_env": a.env,
         "ec_generations": int(summary["generations"]),
@@ -136,19 +140,26 @@ def demo_ec(out_dir, *, workers: int = 2, log=print, **overrides) -> dict:
     }
 
 
-def add_arguments(p) -> None:
-    p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", choices=["kernels", "train", "ec", "nas"], action="append",
-                   help="run only these parts (repeatable; default: all)")
+@dataclass
+class DemoConfig:
+    out: str = option("runs/demo", "output directory")
+    seed: int = option(0, "seed of the kernel part's inputs")
+    only: list[str] = option([], "run only these parts (repeatable; default: all)",
+                             choices=("kernels", "train", "ec", "nas"))
+
+    def __post_init__(self):
+        check_int("seed", self.seed, lo=0)
 
 
-def run(args) -> int:
-    out_dir = Path(args.out)
+CONFIG = DemoConfig
+
+
+def main(cfg: DemoConfig) -> int:
+    out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = [
         ("kernels", "Kernels beside their NumPy oracles, on mnist5k digits and an EC network",
-         lambda: demo_kernels(args.seed)),
+         lambda: demo_kernels(cfg.seed)),
         ("train", "STBP: a short training run of the default Conv-LIF network on mnist5k",
          lambda: _demo_train(out_dir)),
         ("ec", "Evolving Connectivity: a few generations on Hopper-v5, then the deployed 1-bit network",
@@ -159,7 +170,7 @@ def run(args) -> int:
     summary: dict = {}
     t_all = time.perf_counter()
     for name, title, fn in parts:
-        if args.only and name not in args.only:
+        if cfg.only and name not in cfg.only:
             continue
         print(f"[{name}] {title}", flush=True)
         t0 = time.perf_counter()

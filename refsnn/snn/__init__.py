@@ -12,11 +12,11 @@ from refsnn.snn.loss import loss_and_grad, readout
 from refsnn.snn.network import INPUT, Network
 from refsnn.snn.optim import SGD, AdamW, cosine_lr, make_optimizer
 from refsnn.snn.archs import ARCHS, build_arch, from_graph  # noqa: E402  (uses the above)
-from refsnn.snn.checkpoint import load_checkpoint, save_checkpoint
+from refsnn.snn.checkpoint import checkpoint_arrays, restore_checkpoint
 
 __all__ = [
     "Layer", "Conv2d", "BatchNorm2d", "LIF", "Rectify", "AvgPool2d", "GlobalAvgPool", "Flatten",
     "Linear", "Add", "Concat", "kaiming_uniform", "Network", "INPUT", "loss_and_grad", "readout",
     "SGD", "AdamW", "cosine_lr", "make_optimizer", "ARCHS", "build_arch", "from_graph",
-    "save_checkpoint", "load_checkpoint",
+    "checkpoint_arrays", "restore_checkpoint",
 ]

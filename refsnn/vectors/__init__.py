@@ -20,8 +20,8 @@ Modules:
 * :mod:`.case`: the :class:`Case` record; :mod:`.cases`: the registry, one module per kernel
   or algorithm family (``cases.lif``, ``cases.conv``, ``cases.cuba``, ``cases.ec``, ``cases.nas``, ...);
 * :mod:`.runner`: :func:`generate` and :func:`verify`;
-* :mod:`.cli`: ``refsnn vectors``; :mod:`.check`: ``refsnn check OUTPUT_DIR`` (another backend's
-  outputs against the vectors).
+* :mod:`.check`: the comparison of another backend's outputs with the vectors. The commands
+  ``refsnn vectors`` and ``refsnn check`` are :mod:`refsnn.commands.vectors` and :mod:`refsnn.commands.check`.
 
 Adding a case: add it to the ``cases()`` of its family's module in :mod:`refsnn.vectors.cases`; run
 ``refsnn vectors generate``; commit the new files.
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from refsnn.vectors.case import Case
 from refsnn.vectors.cases import all_cases
-from refsnn.vectors.cli import add_arguments, run  # the ``refsnn vectors`` command, also as module refsnn.vectors
 from refsnn.vectors.format import (
     FORMAT,
     default_dir,
@@ -45,4 +44,4 @@ from refsnn.vectors.tolerances import EXACT, FLOAT_TOL, JSON, Comparison, compar
 
 __all__ = ["FORMAT", "FLOAT_TOL", "EXACT", "JSON", "Case", "all_cases", "default_dir", "npz_bytes",
            "read_npz", "generate", "verify", "compare_output", "manifest_text", "Comparison", "format_table",
-           "load_manifest", "write_backend_outputs", "add_arguments", "run"]
+           "load_manifest", "write_backend_outputs"]

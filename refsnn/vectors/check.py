@@ -1,4 +1,4 @@
-"""``refsnn check OUTPUT_DIR``: compare another backend's outputs with the reference vectors (SPEC §7).
+"""Comparison behind ``refsnn check OUTPUT_DIR`` (:mod:`refsnn.commands.check`): compare another backend's outputs with the reference vectors (SPEC §7).
 
 ``OUTPUT_DIR`` holds, per case, ``<case>.npz`` with that case's ``out.*`` arrays, computed by the
 other backend from the case's ``in.*`` arrays and ``params`` (the reference ``.npz`` files and
@@ -17,7 +17,6 @@ Callable as a function: :func:`check` returns ``(ok, rows)``.
 """
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import sys
 from pathlib import Path
@@ -85,19 +84,3 @@ def check(output_dir, *, ref_dir=None, allow_missing: bool = False, only=None,
           f"{len(missing)} missing{' (allowed)' if allow_missing and missing else ''}", file=out)
     ok = not failed_cases and (allow_missing or not missing)
     return ok, rows
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("output_dir", metavar="OUTPUT_DIR",
-                   help="directory with one <case>.npz of out.* arrays per case (data/vectors/README.md)")
-    p.add_argument("--ref", default=None, metavar="DIR",
-                   help="reference vector directory (default: the repository's data/vectors)")
-    p.add_argument("--allow-missing", action="store_true",
-                   help="report cases absent from OUTPUT_DIR but do not fail because of them")
-    p.add_argument("--only", action="append", default=None, metavar="GLOB",
-                   help="compare only cases whose name matches (fnmatch; repeatable)")
-
-
-def run(args) -> int:
-    ok, _ = check(args.output_dir, ref_dir=args.ref, allow_missing=args.allow_missing, only=args.only)
-    return 0 if ok else 1

@@ -1,0 +1,34 @@
+"""``refsnn bench``: speed ratios against plain-NumPy baselines, measured side by side in one process
+(:mod:`refsnn.bench`), then the interpreter's cold and warm start."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from refsnn.bench import run_benches, startup_seconds
+from refsnn.commands.config import option
+from refsnn.io import atomic_write_json
+
+__all__ = ["BenchConfig", "CONFIG", "main"]
+
+
+@dataclass
+class BenchConfig:
+    json: str | None = option(None, "also write a flat JSON object name -> number to this file", metavar="FILE")
+    only: list[str] = option([], "run only this benchmark key (repeatable)", metavar="KEY")
+    no_startup: bool = option(False, "skip the cold/warm start-up timing")
+
+
+CONFIG = BenchConfig
+
+
+def main(cfg: BenchConfig) -> int:
+    results = run_benches(cfg.only, say=lambda s: print(s, flush=True))
+    if not cfg.no_startup:
+        results["cold_start_seconds"] = cold = startup_seconds(cold=True)
+        results["warm_start_seconds"] = warm = startup_seconds(cold=False)
+        print(f"{'cold_start_seconds':<36} {cold:8.2f}s   import + first call of every kernel, empty Numba cache")
+        print(f"{'warm_start_seconds':<36} {warm:8.2f}s   the same with the cache populated")
+    if cfg.json:
+        atomic_write_json(cfg.json, {k: float(v) for k, v in results.items()})
+        print(f"wrote {cfg.json}")
+    return 0
