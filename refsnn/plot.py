@@ -5,6 +5,7 @@ import io
 import math
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from refsnn.io import atomic_write_bytes
 
@@ -26,8 +27,6 @@ def _nice(lo: float, hi: float, n: int = 5) -> list[float]:
 def line_plot_png(path, x, series: dict, *, title: str = "", xlabel: str = "", ylabel: str = "",
                   size=(800, 480)) -> None:
     """Write a PNG with one line per ``series`` entry (name -> y values over ``x``), atomically."""
-    from PIL import Image, ImageDraw
-
     W, H = size
     left, right, top, bottom = 70, 20, 40, 50
     img = Image.new("RGB", (W, H), "white")

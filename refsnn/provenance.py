@@ -16,6 +16,12 @@ import platform
 import subprocess
 from pathlib import Path
 
+import numba
+import numpy as np
+
+from refsnn import __version__
+from refsnn.io import atomic_write_json
+
 FORMAT = "refsnn.environment/1"
 _LIBS = ("numpy", "numba", "llvmlite", "scipy", "pillow", "gymnasium", "mujoco")
 
@@ -48,8 +54,6 @@ def _git_commit() -> str | None:
 
 
 def _blas() -> str | None:
-    import numpy as np
-
     try:
         deps = np.show_config(mode="dicts")["Build Dependencies"]
         b = deps["blas"]
@@ -60,9 +64,7 @@ def _blas() -> str | None:
 
 def environment() -> dict:
     """A flat JSON-ready dict describing this process's software and machine."""
-    import refsnn
-
-    env = {"format": FORMAT, "refsnn": refsnn.__version__, "git_commit": _git_commit(),
+    env = {"format": FORMAT, "refsnn": __version__, "git_commit": _git_commit(),
            "python": platform.python_version(), "implementation": platform.python_implementation(),
            "os": platform.platform(), "machine": platform.machine(), "cpu": _cpu_model(),
            "cpu_count": os.cpu_count(), "blas": _blas()}
@@ -72,8 +74,6 @@ def environment() -> dict:
             env[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             continue
-    import numba
-
     env["numba_threads"] = numba.get_num_threads()
     env["numba_threading_layer"] = str(numba.config.THREADING_LAYER)
     return env
@@ -81,8 +81,6 @@ def environment() -> dict:
 
 def write_environment(out_dir) -> Path:
     """Write :func:`environment` to ``out_dir/environment.json`` (atomically); returns the path."""
-    from refsnn.io import atomic_write_json
-
     path = Path(out_dir) / "environment.json"
     atomic_write_json(path, environment())
     return path

@@ -115,3 +115,31 @@ def test_every_registered_benchmark_resolves_to_a_function_of_the_bench_package(
         assert modname.startswith("refsnn.bench."), target
         assert callable(getattr(importlib.import_module(modname), fname)), target
         assert what
+
+
+#: optional or slow-to-import dependencies a function may import on first use; everything else,
+#: refsnn's own modules above all, is imported at module top (so the import contract sees it)
+DEFERRABLE = {"gymnasium", "mujoco", "distributed", "torch", "scipy", "threadpoolctl", "snntorch", "spikingjelly"}
+
+
+def test_function_local_imports_only_defer_optional_heavy_dependencies():
+    import ast
+    import pathlib
+
+    import refsnn
+
+    bad = []
+    for f in sorted(pathlib.Path(refsnn.__file__).parent.rglob("*.py")):
+        tree = ast.parse(f.read_text(encoding="utf-8"))
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ImportFrom):
+                    names = ["." if node.level else (node.module or "")]
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                else:
+                    continue
+                bad += [f"{f.name}:{node.lineno} {n}" for n in names if n.split(".")[0] not in DEFERRABLE]
+    assert not bad, bad

@@ -17,6 +17,8 @@ import math
 import numpy as np
 
 from refsnn.bench.timing import time_side_by_side
+from refsnn.ec.policy import make_family
+from refsnn.ec.rollout import Task, check_env, evaluate_chunk
 from refsnn.kernels import cuba
 
 
@@ -68,8 +70,6 @@ def bench_rsnn_packed(B: int = 64, N: int = 256, d_in: int = 11, d_out: int = 3)
 
 
 def bench_policy_overhead(population: int = 128, eval_members: int = 4, max_steps: int = 1000) -> dict:
-    from refsnn.ec.policy import make_family
-    from refsnn.ec.rollout import Task, check_env, evaluate_chunk
 
     env, obs_dim, act_dim = check_env("Hopper-v5", max_steps)
     env.close()

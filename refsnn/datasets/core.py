@@ -66,6 +66,10 @@ from typing import Iterator
 import numpy as np
 
 from refsnn._checks import check_int
+from refsnn.datasets.cifar import load_cifar_arrays
+from refsnn.datasets.events import load_event_split, read_meta
+from refsnn.datasets.mnist import load_mnist5k_arrays
+from refsnn.datasets.saccades import SENSOR_SIZE, mnist5k_saccade_frames
 
 NORMALISATION = {
     "mnist5k": ((0.0,), (1.0,)),
@@ -231,20 +235,17 @@ def load(spec: str, *, timesteps: int, seed: int = 0) -> Dataset:
         raise ValueError(f"spec: {kind!r} needs a directory, e.g. '{kind}:/path/to/dir', got {spec!r}")
 
     if kind == "mnist5k":
-        from refsnn.datasets.mnist import load_mnist5k_arrays
         a = load_mnist5k_arrays()
         mean, std = NORMALISATION["mnist5k"]
         return Dataset(spec, _normalise(a["x_train"][:, None], mean, std), a["y_train"].astype(np.int64),
                        _normalise(a["x_test"][:, None], mean, std), a["y_test"].astype(np.int64),
                        10, (1, 28, 28), False, T, mean, std, augment_pad=2, augment_flip=False)
     if kind == "mnist5k-events":
-        from refsnn.datasets.saccades import SENSOR_SIZE, mnist5k_saccade_frames
         xtr, ytr = mnist5k_saccade_frames("train", T)
         xte, yte = mnist5k_saccade_frames("test", T)
         return Dataset(spec, xtr, ytr, xte, yte, 10, (2,) + SENSOR_SIZE, True, T, (0.0, 0.0),
                        (1.0, 1.0), augment_pad=2, augment_flip=False)
     if kind in ("cifar10", "cifar100"):
-        from refsnn.datasets.cifar import load_cifar_arrays
         a = load_cifar_arrays(kind, Path(arg))
         mean, std = NORMALISATION[kind]
         return Dataset(spec, _normalise(a["x_train"], mean, std), a["y_train"],
@@ -252,7 +253,6 @@ def load(spec: str, *, timesteps: int, seed: int = 0) -> Dataset:
                        10 if kind == "cifar10" else 100, (3, 32, 32), False, T, mean, std,
                        augment_pad=4, augment_flip=True)
     if kind == "events":
-        from refsnn.datasets.events import load_event_split, read_meta
         root = Path(arg)
         if not root.is_dir():
             raise FileNotFoundError(f"events:{root}: no such directory")

@@ -50,6 +50,7 @@ this layout (handy for converting a dataset once, and used by the tests).
 """
 from __future__ import annotations
 
+import io as _io
 import json
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -306,7 +307,6 @@ def save_event_dir(root, samples: Mapping[str, Iterable[tuple[np.ndarray, int]]]
     ``fmt="npz"``) and written atomically; ``meta.json`` gets ``sensor_size``, ``classes`` and
     any ``meta_extra`` (``augment_pad``, ``augment_flip``).
     """
-    import io as _io
     root = Path(root)
     H, W = _check_sensor(tuple(sensor_size))
     if fmt not in ("npy", "npz"):

@@ -47,6 +47,7 @@ import numpy as np
 
 from refsnn._checks import check_array, check_int
 from refsnn.datasets.events import EVENT_DTYPE, _frames_kernel
+from refsnn.datasets.mnist import load_mnist5k_arrays
 
 SENSOR_SIZE = (34, 34)
 OFFSET = 3
@@ -298,7 +299,6 @@ def mnist5k_saccade_frames(split: str, n_time_bins: int) -> tuple[np.ndarray, np
     The events (compact columns, ~7 bytes per event, ~80 MB for both splits) are generated once
     per process and cached in memory; the frames are binned anew on each call.
     """
-    from refsnn.datasets.mnist import load_mnist5k_arrays
 
     if split not in ("train", "test"):
         raise ValueError(f"split: expected 'train' or 'test', got {split!r}")

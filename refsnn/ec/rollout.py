@@ -34,9 +34,11 @@ import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from refsnn.ec.policy import make_family
+from refsnn.kernels import cuba
 from refsnn.parallel import make_executor, shutdown
 
 __all__ = ["check_env", "RunningNorm", "evaluate_chunk", "Evaluator"]
@@ -219,17 +221,12 @@ def evaluate_chunk(task: Task) -> dict:
 def _init_worker() -> None:
     # one thread per worker process: parallelism comes from processes (mujoco is single-threaded)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    try:
-        import numba
-        numba.set_num_threads(1)
-    except Exception:  # pragma: no cover
-        pass
+    numba.set_num_threads(1)
     _load_kernels()
 
 
 def _load_kernels() -> None:
     """Load (or compile) the float32 serial kernels once, so that JIT time is not counted as policy time."""
-    from refsnn.kernels import cuba
     cfg = cuba.CubaConfig(n_neurons=8)
     st = cuba.initial_state_packed(cfg, np.zeros((1, 8)), np.float32)
     cuba.cuba_env_step_packed(cfg, np.zeros((1, 2), np.float32), np.zeros((1, 2, 8), bool),

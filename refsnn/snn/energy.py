@@ -60,7 +60,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refsnn._checks import check_float, check_int
+from refsnn._checks import check_array, check_float, check_int
+from refsnn.datasets import iterate_batches
+from refsnn.snn.layers import LIF, AvgPool2d, Concat, Conv2d, Flatten, GlobalAvgPool, Linear
+from refsnn.snn.network import INPUT
 
 __all__ = ["E_AC_PJ", "E_MAC_PJ", "OpCounts", "count_operations", "energy_estimate", "conv_fanout_map",
            "evaluate_with_noise", "noisy_hits", "energy_report"]
@@ -125,10 +128,6 @@ def count_operations(net, x: np.ndarray, *, input_is_spikes: bool = False,
     The walk calls each node's ``layer.forward`` exactly as ``Network.forward`` does, so the LIF
     layers' ``last_spikes`` afterwards are those of this pass.
     """
-    from refsnn._checks import check_array
-    from refsnn.snn.layers import (LIF, AvgPool2d, Concat, Conv2d, Flatten, GlobalAvgPool, Linear)
-    from refsnn.snn.network import INPUT
-
     x = check_array("x", x, ndim_min=2, dtypes=(net.dtype,))
     T = net.T
     if x.shape[0] not in (1, T):
@@ -205,8 +204,6 @@ def energy_report(net, ds, *, split: str = "test", batch_size: int = 250, n_samp
     """Average per-sample counts over (the first ``n_samples`` of) a split, BN in eval mode:
     ``{"spikes_per_sample", "sops_per_sample", "macs_per_sample", "energy_per_sample_nj"}``.
     ``input_is_spikes`` defaults to ``ds.is_event``."""
-    from refsnn.datasets import iterate_batches
-
     batch_size = check_int("batch_size", batch_size, lo=1)
     if input_is_spikes is None:
         input_is_spikes = bool(ds.is_event)

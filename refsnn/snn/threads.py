@@ -15,6 +15,7 @@ import ctypes
 import glob
 import os
 
+import numba
 import numpy as np
 
 from refsnn._checks import check_int
@@ -71,8 +72,6 @@ def get_blas_threads() -> int | None:
 
 def set_threads(n: int) -> bool:
     """Use ``n`` threads for BLAS and for Numba's parallel kernels (``n`` capped at Numba's maximum)."""
-    import numba
-
     n = check_int("threads", n, lo=1)
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     return set_blas_threads(n)
@@ -85,16 +84,12 @@ class threads:
         self.n = check_int("threads", n, lo=1)
 
     def __enter__(self):
-        import numba
-
         self._numba = numba.get_num_threads()
         self._blas = get_blas_threads()
         set_threads(self.n)
         return self
 
     def __exit__(self, *exc):
-        import numba
-
         numba.set_num_threads(self._numba)
         if self._blas is not None:
             set_blas_threads(self._blas)
