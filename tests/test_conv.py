@@ -5,8 +5,8 @@ import scipy.signal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from refsnn.kernels.conv import (conv2d_backward, conv2d_backward_ref, conv2d_forward,
-                                 conv2d_forward_ref, clear_buffer_pool)
+from refsnn.kernels.conv import (Conv2dWorkspace, conv2d_backward, conv2d_backward_ref, conv2d_forward,
+                                 conv2d_forward_ref)
 from refsnn.vectors.tolerances import KERNEL_ATOL
 from strategies import central_diff, conv_cases, dtypes, rng_from, seeds
 
@@ -76,24 +76,117 @@ def test_conv_backward_finite_differences(case, seed):
         np.testing.assert_allclose(analytic, central_diff(loss, arr), rtol=1e-6, atol=1e-7)
 
 
-def test_conv_float32_bench_shape_and_buffer_reuse():
+def _fresh(x, w, b, stride, padding, dy, need_dx=True):
+    """Forward + backward without a workspace (fresh arrays), copied out."""
+    y, ctx = conv2d_forward(x, w, b, stride=stride, padding=padding)
+    g = conv2d_backward(dy, ctx, need_dx=need_dx)
+    return (y,) + g
+
+
+def _assert_same(got, want):
+    for a, e in zip(got, want):
+        assert (a is None) == (e is None)
+        if a is not None:
+            assert a.dtype == e.dtype
+            np.testing.assert_array_equal(a, e)
+
+
+def test_conv_without_workspace_allocates_fresh_arrays():
     rng = rng_from(7)
     x = rng.standard_normal((4, 8, 16, 16)).astype(np.float32)
     w = rng.standard_normal((6, 8, 3, 3)).astype(np.float32)
     y1, ctx1 = conv2d_forward(x, w, padding=1)
     y1c = y1.copy()
-    y2, ctx2 = conv2d_forward(x * 2, w, padding=1)   # must not overwrite y1 / ctx1 (still alive)
+    y2, ctx2 = conv2d_forward(x * 2, w, padding=1)   # same shapes: nothing of call 1 is reused
+    assert ctx1.arrays is None and ctx2.arrays is None
+    assert not np.shares_memory(y1, y2) and not np.shares_memory(ctx1.colT, ctx2.colT)
     np.testing.assert_array_equal(y1, y1c)
     dy = np.ones_like(y1)
     d1 = conv2d_backward(dy, ctx1)
     d2 = conv2d_backward(dy, ctx2)
+    for a, b in zip(d1, d2):
+        if a is not None:
+            assert not np.shares_memory(a, b)
     np.testing.assert_allclose(d2[1], 2 * d1[1], rtol=1e-5)
     ref = conv2d_forward_ref(x, w, padding=1)
     np.testing.assert_allclose(y1, ref, rtol=1e-5, atol=1e-4)
-    del y1, ctx1
-    y3, _ = conv2d_forward(x, w, padding=1)
-    np.testing.assert_allclose(y3, ref, rtol=1e-5, atol=1e-4)
-    clear_buffer_pool()
+
+
+@settings(max_examples=40, deadline=None)
+@given(conv_cases(), dtypes, seeds, st.booleans())
+def test_conv_workspace_reuse_equals_fresh_arrays(case, dt, seed, bias):
+    """Reusing one workspace call after call gives bit for bit what fresh arrays give, reuses its
+    im2col matrix, and never hands out a work array as a result."""
+    ws = Conv2dWorkspace()
+    cols = []
+    for rep in range(3):
+        x, w, b, stride, padding = _make(case, dt, seed + rep, bias)
+        y, ctx = conv2d_forward(x, w, b, stride=stride, padding=padding, workspace=ws)
+        dy = rng_from(seed + 10 + rep).uniform(-1, 1, y.shape).astype(dt)
+        got = (y,) + conv2d_backward(dy, ctx, need_dx=rep != 1, workspace=ws)
+        _assert_same(got, _fresh(x, w, b, stride, padding, dy, need_dx=rep != 1))
+        cols.append(ctx.colT)
+        work = [a for arrays in ws._sets.values() for a in arrays.arrays.values()]
+        assert all(not np.shares_memory(r, a) for r in got if r is not None for a in work)
+    assert cols[0] is cols[1] is cols[2]
+    assert ws.nbytes > 0
+    ws.clear()
+    assert ws.nbytes == 0
+
+
+def test_conv_workspace_keeps_geometries_apart():
+    """Forward A, forward B (other batch shape, e.g. train then eval), backward A, backward B with
+    one workspace gives what fresh arrays give; an evicted geometry stays valid for its context."""
+    rng = rng_from(11)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    xs = [rng.standard_normal((n, 3, 9, 8)).astype(np.float32) for n in (4, 10, 4, 6)]
+    dys = [rng.standard_normal((n, 5, 9, 8)).astype(np.float32) for n in (4, 10, 4, 6)]
+    want = [_fresh(x, w, None, 1, 1, dy) for x, dy in zip(xs, dys)]
+    ws = Conv2dWorkspace(max_geometries=2)
+    ya, ca = conv2d_forward(xs[0], w, padding=1, workspace=ws)
+    yb, cb = conv2d_forward(xs[1], w, padding=1, workspace=ws)
+    assert not np.shares_memory(ca.colT, cb.colT)
+    _assert_same((ya,) + conv2d_backward(dys[0], ca, workspace=ws), want[0])
+    _assert_same((yb,) + conv2d_backward(dys[1], cb, workspace=ws), want[1])
+    ya, ca = conv2d_forward(xs[2], w, padding=1, workspace=ws)       # shape A again: reused
+    yc, cc = conv2d_forward(xs[3], w, padding=1, workspace=ws)       # a third shape evicts B
+    assert len(ws._sets) == 2
+    _assert_same((yc,) + conv2d_backward(dys[3], cc, workspace=ws), want[3])
+    _assert_same((ya,) + conv2d_backward(dys[2], ca, workspace=ws), want[2])
+    yb, cb2 = conv2d_forward(xs[1], w, padding=1, workspace=ws)      # B comes back with new arrays
+    assert not np.shares_memory(cb.colT, cb2.colT)
+    _assert_same((yb,) + conv2d_backward(dys[1], cb2, workspace=ws), want[1])
+    _assert_same(conv2d_backward(dys[1], cb, workspace=ws), want[1][1:])   # evicted: still valid
+
+
+def test_conv_stale_context_raises():
+    """A context whose im2col matrix a later forward (same workspace, same shapes) has rewritten is
+    refused instead of giving gradients of the wrong input; a second workspace keeps both valid."""
+    rng = rng_from(5)
+    x1, x2 = rng.standard_normal((2, 2, 3, 6, 6)).astype(np.float64)
+    w = rng.standard_normal((4, 3, 3, 3))
+    dy = rng.standard_normal((2, 4, 4, 4))
+    ws = Conv2dWorkspace()
+    _, c1 = conv2d_forward(x1, w, workspace=ws)
+    _, c2 = conv2d_forward(x2, w, workspace=ws)
+    with pytest.raises(RuntimeError, match=r"^ctx\b.*stale"):
+        conv2d_backward(dy, c1, workspace=ws)
+    _assert_same(conv2d_backward(dy, c2, workspace=ws), _fresh(x2, w, None, 1, 0, dy)[1:])
+    ws1, ws2 = Conv2dWorkspace(), Conv2dWorkspace()
+    _, c1 = conv2d_forward(x1, w, workspace=ws1)
+    _, c2 = conv2d_forward(x2, w, workspace=ws2)
+    _assert_same(conv2d_backward(dy, c1, workspace=ws1), _fresh(x1, w, None, 1, 0, dy)[1:])
+    _assert_same(conv2d_backward(dy, c2, workspace=ws2), _fresh(x2, w, None, 1, 0, dy)[1:])
+
+
+def test_conv_workspace_bad_argument():
+    with pytest.raises(TypeError, match=r"^workspace\b"):
+        conv2d_forward(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 1, 1)), workspace={})
+    y, ctx = conv2d_forward(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 1, 1)))
+    with pytest.raises(TypeError, match=r"^workspace\b"):
+        conv2d_backward(y, ctx, workspace=object())
+    with pytest.raises(ValueError, match=r"^max_geometries\b"):
+        Conv2dWorkspace(max_geometries=0)
 
 
 def test_conv_deterministic():

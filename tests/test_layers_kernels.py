@@ -266,3 +266,80 @@ def test_check_finite_switch():
     with pytest.raises(ValueError, match=r"^dy\b"):
         batchnorm2d_backward(dyn[:, :2], batchnorm2d_forward(x, g, b, rm.copy(), rv.copy(),
                                                              training=True)[1])
+
+
+# ---- Conv2d layers own their conv workspaces ----
+def _conv_fresh(layer, x, dy, need_dx=True):
+    """What layer.forward/backward compute, by the kernels with fresh arrays (no workspace)."""
+    from refsnn.kernels.conv import conv2d_backward, conv2d_forward
+    xf = x.reshape((-1,) + x.shape[2:])
+    y, ctx = conv2d_forward(xf, layer.params["w"], layer.params.get("b"), stride=layer.stride,
+                            padding=layer.padding)
+    dx, dw, db = conv2d_backward(dy.reshape((-1,) + dy.shape[2:]), ctx, need_dx=need_dx)
+    return y.reshape(x.shape[:2] + y.shape[1:]), (None if dx is None else dx.reshape(x.shape)), dw, db
+
+
+def _conv_layer_step(layer, x, dy, need_dx=True):
+    y = layer.forward(x, T=x.shape[0])
+    (dx,) = layer.backward(dy, (need_dx,))
+    return y, dx, layer.grads["w"], layer.grads.get("b")
+
+
+def _assert_equal_results(got, want):
+    for a, e in zip(got, want):
+        assert (a is None) == (e is None)
+        if a is not None:
+            assert a.dtype == e.dtype
+            np.testing.assert_array_equal(a, e)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_conv_layers_never_share_work_arrays(dt):
+    """Two Conv2d layers of the same shapes, interleaved (forward A, forward B, backward A,
+    backward B), give bit for bit what fresh arrays give: neither hands out a buffer of the other."""
+    from refsnn.snn.layers import Conv2d
+    rng = rng_from(21)
+    la = Conv2d(3, 6, 3, padding=1, bias=True, rng=rng_from(1), dtype=dt)
+    lb = Conv2d(3, 6, 3, padding=1, bias=True, rng=rng_from(2), dtype=dt)
+    assert la.workspace is not lb.workspace
+    for _ in range(3):
+        xa, xb = rng.standard_normal((2, 2, 4, 3, 7, 6)).astype(dt)
+        dya, dyb = rng.standard_normal((2, 2, 4, 6, 7, 6)).astype(dt)
+        want_a, want_b = _conv_fresh(la, xa, dya), _conv_fresh(lb, xb, dyb)
+        ya = la.forward(xa, T=2)
+        yb = lb.forward(xb, T=2)
+        assert not np.shares_memory(la._c_ctx.colT, lb._c_ctx.colT)
+        assert not np.shares_memory(ya, yb)
+        (dxa,) = la.backward(dya, (True,))
+        ga = (ya, dxa, la.grads["w"], la.grads["b"])
+        (dxb,) = lb.backward(dyb, (True,))
+        _assert_equal_results(ga, want_a)
+        _assert_equal_results((yb, dxb, lb.grads["w"], lb.grads["b"]), want_b)
+
+
+def test_conv_layer_train_and_eval_shapes_alternating():
+    """One layer alternating a training batch shape, an evaluation batch shape (forward only) and a
+    static input gives fresh-array results every time; its workspace keeps each shape's arrays and
+    the outputs it returned earlier are never overwritten."""
+    from refsnn.snn.layers import Conv2d
+    rng = rng_from(22)
+    layer = Conv2d(2, 4, 3, stride=2, padding=1, rng=rng_from(3))
+    kept = []
+    for i, (T, B, backward) in enumerate([(3, 4, True), (3, 9, False), (1, 4, True), (3, 4, True),
+                                          (3, 9, False), (3, 4, True), (3, 9, True)]):
+        x = rng.standard_normal((T, B, 2, 9, 9)).astype(np.float32)
+        dy = rng.standard_normal((T, B, 4, 5, 5)).astype(np.float32)
+        want = _conv_fresh(layer, x, dy, need_dx=i % 2 == 0)
+        if backward:
+            got = _conv_layer_step(layer, x, dy, need_dx=i % 2 == 0)
+            _assert_equal_results(got, want)
+        else:
+            got = (layer.forward(x, T=T),)
+            _assert_equal_results(got, want[:1])
+        kept.append((got[0], want[0]))
+    for y, want_y in kept:
+        np.testing.assert_array_equal(y, want_y)
+    assert len(layer.workspace._sets) == 3          # (3*4), (3*9) and the static (1*4) batch
+    layer.workspace.clear()
+    assert layer.workspace.nbytes == 0
+    _assert_equal_results(_conv_layer_step(layer, x, dy), _conv_fresh(layer, x, dy))

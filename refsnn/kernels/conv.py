@@ -46,10 +46,33 @@ deterministic and independent of any thread count (BLAS results depend only on t
 ``dX`` is computed in chunks of images (``dY.T[chunk] @ W_col`` then ``col2im`` of that chunk)
 so the ``(chunk, K)`` intermediate stays in cache. Mathematically each element of ``W_col.T @ dY``
 is one dot product over ``O`` whichever chunk it is in, and with the OpenBLAS build used here the
-chunked products equal the unchunked one bit for bit for the network's shapes (checked 2026-12-03);
+chunked products equal the unchunked one bit for bit for the network's shapes;
 BLAS does not promise that in general (splitting the *forward* GEMM into row blocks did change
 some results for ``K >= 200``), so what refsnn relies on is only that the chunk size is a function of
 the shapes, which keeps results deterministic.
+
+Work arrays and their ownership
+-------------------------------
+A pass needs large work arrays: the padded input ``xp``, the im2col matrix ``colT``, the GEMM
+output ``Y.T``, and in the backward pass ``dY.T``, the padded ``dX`` and one chunk of ``dcol.T``.
+Fresh multi-megabyte arrays cost a page fault per page on first touch (as much as the im2col
+itself for the larger shapes), so a caller that runs the same shapes again and again passes a
+:class:`Conv2dWorkspace` through ``workspace=``. A workspace belongs to one owner (e.g. one
+:class:`refsnn.snn.layers.Conv2d` layer, which creates its own) and is never shared: the kernels
+reuse its arrays only for calls that pass that same workspace, so an array cannot be handed to
+another layer while it is still in use, and no reference counting is involved. It keeps one set
+of arrays per *geometry* (``x`` shape, ``w`` shape, stride, padding, dtype), so a layer that
+alternates training batches and evaluation batches keeps both sets and faults neither in again.
+
+The im2col matrix outlives the forward call (the :class:`Conv2dContext` holds it for the
+backward pass), so it is the one array where reuse has a visible effect: a context stays valid
+until the next ``conv2d_forward`` with the same workspace *and* the same geometry, which rewrites
+that matrix. ``conv2d_backward`` detects a context used after that (each forward stamps the
+workspace's set of arrays with a new generation number, and the context remembers its own) and
+raises ``RuntimeError`` instead of returning gradients of the wrong input. The returned arrays
+(``y``, ``dx``, ``dw``, ``db``) are always freshly allocated and belong to the caller. Without a
+workspace (``workspace=None``, the default) every array is freshly allocated: correct, just slower
+for repeated large shapes.
 
 Oracles: :func:`conv2d_forward_ref` / :func:`conv2d_backward_ref` are direct loops over the kernel
 offsets in plain NumPy; the tests also compare with ``scipy.signal.correlate``.
@@ -59,8 +82,7 @@ must share the dtype (``TypeError`` naming the argument otherwise).
 """
 from __future__ import annotations
 
-import sys
-import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numba
@@ -70,11 +92,11 @@ from refsnn._checks import FLOAT_DTYPES, check_array, check_int, check_same_dtyp
 
 __all__ = [
     "Conv2dContext",
+    "Conv2dWorkspace",
     "conv2d_forward",
     "conv2d_backward",
     "conv2d_forward_ref",
     "conv2d_backward_ref",
-    "clear_buffer_pool",
 ]
 
 # Target size (bytes) of one chunk of W_col.T @ dY in the backward pass: small enough to stay in
@@ -83,65 +105,92 @@ _DX_CHUNK_BYTES = 8 << 20
 
 
 # ---------------------------------------------------------------------------------------------
-# buffer recycling
+# work arrays
 # ---------------------------------------------------------------------------------------------
-class _BufferPool:
-    """Recycles large work arrays (im2col matrices, GEMM outputs) between calls.
+class _Arrays:
+    """The work arrays of one geometry in a :class:`Conv2dWorkspace` (one array per role)."""
 
-    Fresh multi-megabyte arrays cost a page fault per page on first touch, which measured as much
-    as the im2col itself. The pool keeps the arrays it hands out and gives one back out again only
-    when nothing else references it any more (CPython reference count: not the caller, not a
-    ``Conv2dContext``, not a view), so a recycled buffer is never one still in use. At most
-    ``max_bytes`` are retained; :func:`clear_buffer_pool` releases them.
+    __slots__ = ("arrays", "generation")
 
-    The module's pool keeps up to 2 GiB: training batches (``N = T*64``) and evaluation batches
-    (``N = T*250``) need differently shaped arrays, and for a 3-cell MSE-NAS network at 28x28 the
-    evaluation-shaped im2col matrices alone take about 0.8 GB. With a 256 MiB cap every epoch's
-    evaluation faulted them in afresh (6-7 s per 1,000 test images against 2.2 s with the
-    arrays kept; measured 2026-12-03). The arrays are alive together during a forward pass anyway
-    (each conv layer keeps its im2col matrix for the backward pass), so the cap only decides whether
-    they are kept between passes, not the peak memory of one pass.
+    def __init__(self):
+        self.arrays: dict[str, np.ndarray] = {}
+        self.generation = 0      # bumped by every forward that writes this set's im2col matrix
+
+    def get(self, role: str, shape, dtype) -> np.ndarray:
+        a = self.arrays.get(role)
+        if a is None:
+            a = self.arrays[role] = np.empty(shape, dtype=dtype)
+        return a
+
+
+def _work(arrays: _Arrays | None, role: str, shape, dtype) -> np.ndarray:
+    """The work array ``role`` of ``arrays``, or a fresh array without a workspace."""
+    if arrays is None:
+        return np.empty(shape, dtype=dtype)
+    return arrays.get(role, shape, dtype)
+
+
+class Conv2dWorkspace:
+    """Work arrays of :func:`conv2d_forward` / :func:`conv2d_backward`, reused by their one owner.
+
+    Pass the same workspace to every call of one owner (e.g. one conv layer); never share it
+    between owners or threads. See the module notes "Work arrays and their ownership".
+
+    Memory held: one set of arrays per geometry (``x`` shape ``(N, C, H, W)``, ``w`` shape
+    ``(O, C, kh, kw)``, stride, padding, dtype) for the ``max_geometries`` geometries used most
+    recently (a training batch shape, an evaluation batch shape and the last, smaller batch of
+    each). With ``K = C*kh*kw``, ``P = N*Ho*Wo`` and ``s`` the item size, one set holds, in bytes,
+
+    * after a forward pass: the im2col matrix ``P*K*s`` (by far the largest: ``kh*kw`` times the
+      input for stride 1), the padded input ``N*(H+2ph)*(W+2pw)*C*s`` and the GEMM output ``P*O*s``;
+    * after a backward pass in addition: ``dY.T`` (``P*O*s``), the padded input gradient (like the
+      padded input, only if ``dx`` was requested) and one chunk of ``dcol.T`` (at most about 8 MiB,
+      or one image's ``Ho*Wo*K*s`` if that is larger).
+
+    Within one training step the im2col matrix is alive from the forward to the backward pass
+    anyway (the context holds it); what the workspace adds is that every kept set stays allocated
+    between passes, e.g. a layer's evaluation-shaped set while it trains. That is the point (an
+    evaluation pass then does not fault its im2col matrices in afresh every epoch), and its cost:
+    the memory of a layer is the sum over its kept sets. :meth:`clear` releases everything (arrays
+    still held by a live :class:`Conv2dContext` stay valid and are freed with it); :attr:`nbytes`
+    reports the total.
     """
 
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self._bufs: list[np.ndarray] = []
-        self._lock = threading.Lock()
+    def __init__(self, max_geometries: int = 4):
+        self.max_geometries = check_int("max_geometries", max_geometries, lo=1)
+        self._sets: OrderedDict[tuple, _Arrays] = OrderedDict()
 
-    def empty(self, shape, dtype) -> np.ndarray:
-        shape = tuple(int(s) for s in shape)
-        dtype = np.dtype(dtype)
-        with self._lock:
-            idle = self._idle()
-            for i in idle:
-                buf = self._bufs[i]
-                if buf.shape == shape and buf.dtype == dtype:
-                    return buf
-            arr = np.empty(shape, dtype=dtype)
-            held = sum(b.nbytes for b in self._bufs)
-            for i in reversed(idle):                  # evict idle buffers to make room
-                if held + arr.nbytes <= self.max_bytes:
-                    break
-                held -= self._bufs.pop(i).nbytes
-            if held + arr.nbytes <= self.max_bytes:
-                self._bufs.append(arr)
-            return arr
+    def _arrays(self, key: tuple) -> _Arrays:
+        arrays = self._sets.get(key)
+        if arrays is None:
+            arrays = self._sets[key] = _Arrays()
+            while len(self._sets) > self.max_geometries:
+                self._sets.popitem(last=False)               # least recently used geometry
+        else:
+            self._sets.move_to_end(key)
+        return arrays
 
-    def _idle(self) -> list[int]:
-        # an idle buffer is referenced only by the list and by getrefcount's argument
-        return [i for i in range(len(self._bufs)) if sys.getrefcount(self._bufs[i]) <= 2]
+    @property
+    def nbytes(self) -> int:
+        """Total bytes of the work arrays the workspace holds."""
+        return sum(a.nbytes for arrays in self._sets.values() for a in arrays.arrays.values())
 
     def clear(self) -> None:
-        with self._lock:
-            self._bufs.clear()
+        """Release all work arrays."""
+        self._sets.clear()
+
+    def __repr__(self):
+        return f"Conv2dWorkspace({len(self._sets)} geometries, {self.nbytes} bytes)"
 
 
-_POOL = _BufferPool(2048 << 20)
+def _geometry(x_shape, w_shape, stride, padding, dtype) -> tuple:
+    return (tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding), np.dtype(dtype))
 
 
-def clear_buffer_pool() -> None:
-    """Release the work arrays that conv2d keeps for reuse (at most 2 GiB)."""
-    _POOL.clear()
+def _check_workspace(workspace):
+    if workspace is not None and not isinstance(workspace, Conv2dWorkspace):
+        raise TypeError(f"workspace: expected a Conv2dWorkspace or None, got {type(workspace).__name__}")
+    return workspace
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,6 +248,10 @@ class Conv2dContext:
     stride, padding : tuple ``(h, w)``
     has_bias : bool
         Whether forward received a bias (otherwise ``db`` is None).
+    arrays, generation
+        The workspace's array set that holds ``colT`` and the generation it was written in
+        (``None``, 0 without a workspace); :func:`conv2d_backward` checks that ``colT`` has not been
+        rewritten since.
     """
 
     colT: np.ndarray
@@ -209,6 +262,8 @@ class Conv2dContext:
     stride: tuple
     padding: tuple
     has_bias: bool
+    arrays: _Arrays | None = None
+    generation: int = 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,7 +340,7 @@ def _unpad_from_nhwc(dxp, ph, pw, dx):
 @numba.njit(cache=True)
 def _nhwc_to_nchw(yt, b, has_bias, y):
     """``y[n, o, s] = yt[n, s, o] (+ b[o])``; ``yt`` is ``(N, Ho*Wo, O)``, ``y`` is ``(N, O, Ho*Wo)``."""
-    N, S, O = yt.shape
+    N, S, O = yt.shape  # noqa: E741 (O = output channels, as in the notes)
     for n in range(N):
         for s in range(S):
             for o in range(O):
@@ -301,7 +356,7 @@ def _nhwc_to_nchw(yt, b, has_bias, y):
 @numba.njit(cache=True)
 def _nchw_to_nhwc(dy, dyt, db):
     """``dyt[n, s, o] = dy[n, o, s]`` and ``db[o] = sum_{n, s} dy[n, o, s]`` (float64, fixed order)."""
-    N, O, S = dy.shape
+    N, O, S = dy.shape  # noqa: E741 (O = output channels, as in the notes)
     for o in range(O):
         db[o] = 0.0
     for n in range(N):
@@ -318,7 +373,7 @@ def _nchw_to_nhwc(dy, dyt, db):
 # ---------------------------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------------------------
-def conv2d_forward(x, w, b=None, *, stride=1, padding=0, check_finite=True):
+def conv2d_forward(x, w, b=None, *, stride=1, padding=0, check_finite=True, workspace=None):
     """2-D cross-correlation with zero padding, PyTorch ``conv2d`` semantics (SPEC §3).
 
     ``y[n, o, p, q] = b[o] + sum_{c,i,j} w[o, c, i, j] * xpad[n, c, p*sh + i, q*sw + j]``,
@@ -335,45 +390,57 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, check_finite=True):
         Reject NaN/inf in ``x``, ``w``, ``b`` (one extra pass over each). The network layers pass
         False: their input is checked once at ``Network.forward`` and every LIF kernel detects a
         non-finite input current itself.
+    workspace : Conv2dWorkspace or None
+        Work arrays to reuse, owned by the caller (module notes, "Work arrays and their
+        ownership"). The returned context is valid until the next call with this workspace and the
+        same shapes. None (default): fresh arrays.
 
     Returns
     -------
     y : ndarray, shape ``(N, O, Ho, Wo)``, dtype of ``x``
         ``Ho = (H + 2 ph - kh) // sh + 1``, ``Wo = (W + 2 pw - kw) // sw + 1``.
     ctx : Conv2dContext
-        Opaque; pass to :func:`conv2d_backward`. Holds the im2col matrix (as ``colT``, ``N*Ho*Wo x C*kh*kw``).
+        Opaque; pass to :func:`conv2d_backward`. Holds the im2col matrix (as ``colT``, ``N*Ho*Wo x C*kh*kw``;
+        an array of ``workspace`` if one was given).
 
     Raises
     ------
     TypeError
-        Non-float dtype or dtypes that differ (names the argument).
+        Non-float dtype or dtypes that differ, or ``workspace`` not a :class:`Conv2dWorkspace`
+        (names the argument).
     ValueError
         Wrong rank, channel mismatch, NaN/inf, bad stride/padding, kernel larger than the padded
         input (names the argument).
     """
     x, w, b, (sh, sw), (ph, pw) = _check_forward_args(x, w, b, stride, padding, check_finite)
+    workspace = _check_workspace(workspace)
     N, C, H, W = x.shape
-    O, _, kh, kw = w.shape
+    O, _, kh, kw = w.shape  # noqa: E741 (O = output channels, as in the notes)
     Ho = _out_size(H, kh, sh, ph, "height")
     Wo = _out_size(W, kw, sw, pw, "width")
     x = np.ascontiguousarray(x)
     w_col = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(O, kh * kw * C)  # K = (i, j, c)
-    xp = _POOL.empty((N, H + 2 * ph, W + 2 * pw, C), x.dtype)
+    arrays = None
+    if workspace is not None:
+        arrays = workspace._arrays(_geometry(x.shape, w.shape, (sh, sw), (ph, pw), x.dtype))
+        arrays.generation += 1             # before colT is rewritten: older contexts become stale
+    xp = _work(arrays, "xp", (N, H + 2 * ph, W + 2 * pw, C), x.dtype)
     _pad_to_nhwc(x, ph, pw, xp)
-    colT = _POOL.empty((N * Ho * Wo, C * kh * kw), x.dtype)
+    colT = _work(arrays, "colT", (N * Ho * Wo, C * kh * kw), x.dtype)
     _im2col(xp, kh, kw, sh, sw, Ho, Wo, colT)
     del xp
-    yt = _POOL.empty((N * Ho * Wo, O), x.dtype)
+    yt = _work(arrays, "yt", (N * Ho * Wo, O), x.dtype)
     np.dot(colT, w_col.T, out=yt)                            # Y.T, (N*Ho*Wo, O): NHWC output
-    y = _POOL.empty((N, O, Ho * Wo), x.dtype)
+    y = np.empty((N, O, Ho * Wo), x.dtype)                   # the caller's: never a work array
     bb = b if b is not None else np.zeros(1, dtype=x.dtype)
     _nhwc_to_nchw(yt.reshape(N, Ho * Wo, O), np.ascontiguousarray(bb), b is not None, y)
     ctx = Conv2dContext(colT=colT, w_col=w_col, x_shape=x.shape, w_shape=w.shape, out_hw=(Ho, Wo),
-                        stride=(sh, sw), padding=(ph, pw), has_bias=b is not None)
+                        stride=(sh, sw), padding=(ph, pw), has_bias=b is not None, arrays=arrays,
+                        generation=0 if arrays is None else arrays.generation)
     return y.reshape(N, O, Ho, Wo), ctx
 
 
-def conv2d_backward(dy, ctx, *, need_dx=True, check_finite=True):
+def conv2d_backward(dy, ctx, *, need_dx=True, check_finite=True, workspace=None):
     """Gradients of :func:`conv2d_forward` (SPEC §3).
 
     ``dW = dY @ col.T``, ``db[o] = sum_{n,p,q} dy[n, o, p, q]``, ``dX = col2im(W_col.T @ dY)``.
@@ -388,24 +455,42 @@ def conv2d_backward(dy, ctx, *, need_dx=True, check_finite=True):
         If False, ``dx`` is not computed (e.g. the first layer) and None is returned for it.
     check_finite : bool
         Reject NaN/inf in ``dy`` (see :func:`conv2d_forward`).
+    workspace : Conv2dWorkspace or None
+        Work arrays to reuse, owned by the caller (normally the one given to the forward pass).
+        None (default): fresh arrays.
 
     Returns
     -------
     dx : ndarray ``(N, C, H, W)`` or None
     dw : ndarray ``(O, C, kh, kw)``
     db : ndarray ``(O,)`` or None (None when forward had no bias)
+        All freshly allocated (never work arrays).
+
+    Raises
+    ------
+    RuntimeError
+        ``ctx`` is stale: a later :func:`conv2d_forward` with the same workspace and the same shapes
+        has rewritten its im2col matrix.
     """
     if not isinstance(ctx, Conv2dContext):
         raise TypeError(f"ctx: expected a Conv2dContext from conv2d_forward, got {type(ctx).__name__}")
+    workspace = _check_workspace(workspace)
+    if ctx.arrays is not None and ctx.arrays.generation != ctx.generation:
+        raise RuntimeError("ctx: stale Conv2dContext: a later conv2d_forward with the same workspace and "
+                           "the same shapes has rewritten its im2col matrix; run backward before the next "
+                           "forward, or give each pending forward its own workspace")
     N, C, H, W = ctx.x_shape
-    O, _, kh, kw = ctx.w_shape
+    O, _, kh, kw = ctx.w_shape  # noqa: E741 (O = output channels, as in the notes)
     Ho, Wo = ctx.out_hw
     dy = check_array("dy", dy, ndim=4, dtypes=FLOAT_DTYPES, shape=(N, O, Ho, Wo), finite=check_finite)
     check_same_dtype("x (forward input)", ctx.colT, "dy", dy)
     sh, sw = ctx.stride
     ph, pw = ctx.padding
     HoWo = Ho * Wo
-    dyt = _POOL.empty((N * HoWo, O), dy.dtype)             # dY.T, (N*Ho*Wo, O)
+    arrays = None
+    if workspace is not None:
+        arrays = workspace._arrays(_geometry(ctx.x_shape, ctx.w_shape, ctx.stride, ctx.padding, dy.dtype))
+    dyt = _work(arrays, "dyt", (N * HoWo, O), dy.dtype)     # dY.T, (N*Ho*Wo, O)
     db64 = np.empty(O, dtype=np.float64)
     _nchw_to_nhwc(np.ascontiguousarray(dy).reshape(N, O, HoWo), dyt.reshape(N, HoWo, O), db64)
     dw = np.dot(dyt.T, ctx.colT)                             # dW = dY @ col.T, K = (i, j, c)
@@ -413,13 +498,13 @@ def conv2d_backward(dy, ctx, *, need_dx=True, check_finite=True):
     db = db64.astype(dy.dtype) if ctx.has_bias else None
     dx = None
     if need_dx:
-        dxp = _POOL.empty((N, H + 2 * ph, W + 2 * pw, C), dy.dtype)
+        dxp = _work(arrays, "dxp", (N, H + 2 * ph, W + 2 * pw, C), dy.dtype)
         K = C * kh * kw
         per_image = K * HoWo * dy.itemsize
         nb = max(1, min(N, _DX_CHUNK_BYTES // max(per_image, 1)))
         n_chunks = -(-N // nb)
         nb = -(-N // n_chunks)                               # even chunks, no tiny last one
-        buf = _POOL.empty((nb * HoWo, K), dy.dtype)
+        buf = _work(arrays, "dcolT", (nb * HoWo, K), dy.dtype)
         for n0 in range(0, N, nb):
             m = min(nb, N - n0)
             dcolT = buf[: m * HoWo]
@@ -441,7 +526,7 @@ def conv2d_forward_ref(x, w, b=None, *, stride=1, padding=0):
     """
     x, w, b, (sh, sw), (ph, pw) = _check_forward_args(x, w, b, stride, padding)
     N, C, H, W = x.shape
-    O, _, kh, kw = w.shape
+    O, _, kh, kw = w.shape  # noqa: E741 (O = output channels, as in the notes)
     Ho = _out_size(H, kh, sh, ph, "height")
     Wo = _out_size(W, kw, sw, pw, "width")
     xp = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
@@ -465,7 +550,7 @@ def conv2d_backward_ref(dy, x, w, *, stride=1, padding=0, has_bias=True):
     """
     x, w, _, (sh, sw), (ph, pw) = _check_forward_args(x, w, None, stride, padding)
     N, C, H, W = x.shape
-    O, _, kh, kw = w.shape
+    O, _, kh, kw = w.shape  # noqa: E741 (O = output channels, as in the notes)
     Ho = _out_size(H, kh, sh, ph, "height")
     Wo = _out_size(W, kw, sw, pw, "width")
     dy = check_array("dy", dy, ndim=4, dtypes=FLOAT_DTYPES, shape=(N, O, Ho, Wo))

@@ -42,7 +42,8 @@ import math
 
 import numpy as np
 
-from refsnn._checks import FLOAT_DTYPES, check_array, check_choice, check_float, check_int
+from refsnn._checks import FLOAT_DTYPES, check_array, check_float, check_int
+from refsnn.kernels.conv import Conv2dWorkspace, conv2d_backward, conv2d_forward
 from refsnn.kernels.lif import PRESETS, LIFParams, lif_backward, lif_forward
 
 __all__ = [
@@ -143,6 +144,16 @@ class Conv2d(Layer):
         For the Kaiming-uniform initialisation (``fan_in = in_channels * k * k``).
 
     Shapes: ``x [T', B, C, H, W] -> y [T', B, O, Ho, Wo]``.
+
+    Memory: the layer owns a :class:`refsnn.kernels.conv.Conv2dWorkspace` (``self.workspace``) that
+    it alone passes to the conv kernels, so the im2col matrix and the other work arrays are reused
+    from one step to the next instead of being faulted in afresh. The workspace keeps one set of
+    arrays per input shape for the last 4 shapes used (training batches and evaluation batches,
+    including a smaller last batch of each, can all be kept): per shape, with ``N = T'*B`` and
+    ``s`` the item size, the im2col matrix ``N*Ho*Wo*C*k*k*s`` bytes (``k*k`` times the input for
+    stride 1), plus arrays of about the size of the input and the output (padded input, the
+    output and its gradient in NHWC order, the padded input gradient) and a chunk of at most
+    about 8 MiB. ``self.workspace.clear()`` releases them; ``self.workspace.nbytes`` tells the total.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, *, stride=1, padding=0, bias=False,
@@ -159,26 +170,26 @@ class Conv2d(Layer):
         if bias:
             self.params["b"] = kaiming_uniform(rng, (self.cout,), fan_in, self.dtype)
         self._c_ctx = None
+        self.workspace = Conv2dWorkspace()
 
     def extra_repr(self):
         return (f"{self.cin}, {self.cout}, k={self.k}, stride={self.stride}, padding={self.padding}, "
                 f"bias={'b' in self.params}")
 
     def forward(self, x, *, T):
-        from refsnn.kernels.conv import conv2d_forward
         x = self._check_in("x", x, 5)
         if x.shape[2] != self.cin:
             raise ValueError(f"x: expected {self.cin} channels (axis 2 of [T, B, C, H, W]), got shape {x.shape}")
-        self._c_ctx = None   # release the last forward's im2col matrix so the pool can reuse it
+        self._c_ctx = None   # superseded by this forward (frees its im2col if the workspace dropped it)
         y, ctx = conv2d_forward(_fold(x), self.params["w"], self.params.get("b"),
-                                stride=self.stride, padding=self.padding, check_finite=False)
+                                stride=self.stride, padding=self.padding, check_finite=False,
+                                workspace=self.workspace)
         self._c_ctx = ctx
         return y.reshape(x.shape[:2] + y.shape[1:])
 
     def backward(self, dy, need_dx=(True,)):
-        from refsnn.kernels.conv import conv2d_backward
         dx, dw, db = conv2d_backward(_fold(dy), self._c_ctx, need_dx=bool(need_dx[0]),
-                                     check_finite=False)
+                                     check_finite=False, workspace=self.workspace)
         self.grads["w"] = dw
         if db is not None:
             self.grads["b"] = db
