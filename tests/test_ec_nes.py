@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import seeds
 
+from refsnn.commands.ec import ECConfig, run
 from refsnn.ec import nes
-from refsnn.commands.ec import ECArgs, train
+from refsnn.ec.policy import ec_gradient, es_gradient, make_family
 from refsnn.ec.rollout import Evaluator, RunningNorm, check_env
 from refsnn.ec.strategy import ECStrategy, ESStrategy, Population, StrategyState, make_strategy
 from refsnn.io import load_npz
-from strategies import seeds
 
 
 def test_member_rng_depends_only_on_integers():
@@ -210,6 +211,37 @@ def _tiny_run(method):
     return state, norm, infos
 
 
+@functools.lru_cache(maxsize=None)
+def _pre_strategy_loop(method):
+    """The same 2 generations written with the pieces the command's loop used before the strategies
+    existed (a stateful nes.Adam, ec_gradient / es_gradient, clip_rho): an independent statement of
+    the numerics that the strategy, and so the command, must reproduce bit for bit."""
+    env, obs_dim, act_dim = check_env(TINY_ENV, TINY_STEPS)
+    env.close()
+    P, E, seed = TINY["population"], TINY["eval_members"], TINY["seed"]
+    fam = make_family(method, {"n_neurons": TINY["neurons"]}, obs_dim, act_dim, TINY["sigma"])
+    params = fam.init_params(seed)
+    opt = nes.Adam(fam.shapes(), lr=TINY["lr"], weight_decay=(TINY["weight_decay"] if method == "es" else 0.0))
+    norm = RunningNorm(obs_dim)
+    with Evaluator(0) as ev:
+        for g in range(2):
+            res = ev.evaluate(method=method, cfg_kwargs={"n_neurons": TINY["neurons"]}, sigma=TINY["sigma"],
+                              env_id=TINY_ENV, max_steps=TINY_STEPS, params=params, norm=norm, seed=seed,
+                              generation=g, n_stochastic=P, n_eval=E)
+            shaped = nes.shifted_fitness(res["returns"][:P], res["lengths"][:P], TINY["fitness_shift"])
+            if method == "ec":
+                grads = ec_gradient(fam, params, shaped, seed, g, natural=True)
+                params = nes.clip_rho(opt.step(params, grads), TINY["eps"])
+            else:
+                params = opt.step(params, es_gradient(fam, params, shaped, seed, g))
+            for st_ in res["obs_stats"]:
+                norm.merge(*st_)
+    arrays = {f"param.{k}": v for k, v in params.items()}
+    arrays.update(opt.state_arrays())
+    arrays.update(norm.state_arrays())
+    return arrays, float(res["returns"][P:].mean())
+
+
 def _digest(arrays):
     h = hashlib.sha256()
     for k in sorted(arrays):
@@ -230,16 +262,23 @@ def test_strategy_loop_matches_stored_numbers(method):
 
 @pytest.mark.parametrize("method", ["ec", "es"])
 def test_strategy_loop_is_bit_identical_to_the_command(tmp_path, method):
+    """The pre-strategy loop, the strategy loop and the `refsnn ec` command (which runs the strategy
+    through its run directory) give the same bits, and the stored regression numbers."""
     kw = {k: v for k, v in TINY.items() if k != "neurons"}
-    s = train(ECArgs(env=TINY_ENV, method=method, max_steps=TINY_STEPS, neurons=TINY["neurons"], generations=2,
+    s = run(ECConfig(env=TINY_ENV, method=method, max_steps=TINY_STEPS, neurons=TINY["neurons"], generations=2,
                      workers=0, out=str(tmp_path / method), **kw), log=lambda *a: None)
     state, norm, infos = _tiny_run(method)
     ck = load_npz(tmp_path / method / "checkpoint.npz")
     mine = state.state_arrays()
     mine.update(norm.state_arrays())
+    ref, ref_det = _pre_strategy_loop(method)
+    assert set(ref) | {"generation"} == set(mine)
     for k, a in mine.items():
         assert np.array_equal(ck[k], a), k
-    assert s["final_deterministic_return"] == infos[-1]["det_return"]
+        if k != "generation":
+            assert np.array_equal(ref[k], a), k
+    assert s["final_deterministic_return"] == infos[-1]["det_return"] == ref_det == TINY_EXPECTED[method][1]
+    assert _digest(ck) == TINY_EXPECTED[method][0]
     # the metrics rows the strategy's info provides
     for row, info in zip(ck["history"], infos):
         assert row[0] == info["generation"]

@@ -3,17 +3,27 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
-from refsnn import cli
+from refsnn.commands import ec as ec_cmd
+from refsnn.commands import play as play_cmd
+from refsnn.commands.config import build_parser, parse
+from refsnn.commands.ec import COLUMNS, ECConfig, run
+from refsnn.commands.play import PlayConfig, load_deployed
 from refsnn.ec import nes
-from refsnn.commands.ec import COLUMNS, ECArgs, train
+from refsnn.ec.deploy import FORMAT, deployed_arrays, from_deployed_arrays
 from refsnn.ec.policy import ECFamily, ESFamily, es_gradient
 from refsnn.ec.rollout import RunningNorm, Task, check_env, evaluate_chunk
-from refsnn.io import load_npz
+from refsnn.io import atomic_savez, load_npz
 from refsnn.kernels.cuba import CubaConfig
 
 TIME_COLS = [COLUMNS.index(c) for c in ("steps_per_s", "policy_over_env", "elapsed_s")]
@@ -24,7 +34,15 @@ def _tiny(tmp_path, name, **kw):
     base = dict(generations=3, population=8, eval_members=2, max_steps=50, neurons=64, workers=0,
                 out=str(tmp_path / name))
     base.update(kw)
-    return ECArgs(**base)
+    return ECConfig(**base)
+
+
+def train(cfg, **kw):
+    return run(cfg, log=lambda *a: None, **kw)
+
+
+def play(run_dir, **kw):
+    return play_cmd.run(PlayConfig(str(run_dir), **kw))
 
 
 def _same_run(d1, d2):
@@ -91,10 +109,21 @@ def test_corrupt_or_mismatched_checkpoint(tmp_path):
         train(_tiny(tmp_path, "r", generations=2, resume=True))
     (tmp_path / "r" / ".lock").write_text("999999999")          # stale lock: ignored
     train(_tiny(tmp_path, "r", generations=1, resume=True))
+    assert not (tmp_path / "r" / ".lock").exists()
     p = tmp_path / "r" / "checkpoint.npz"
+    ck = load_npz(p)
+    atomic_savez(p, {k: v for k, v in ck.items() if k != "param.h"})
+    with pytest.raises(ValueError, match="checkpoint.npz: corrupt checkpoint .*param.h"):
+        train(_tiny(tmp_path, "r", generations=2, resume=True))
     p.write_bytes(p.read_bytes()[:100])
     with pytest.raises(ValueError, match="checkpoint.npz"):
         train(_tiny(tmp_path, "r", generations=2, resume=True))
+    with pytest.raises(ValueError, match="^overwrite"):
+        _tiny(tmp_path, "r", resume=True, overwrite=True)
+    # --overwrite starts again: the same result as a run in a fresh directory
+    train(_tiny(tmp_path, "r", generations=2, overwrite=True))
+    train(_tiny(tmp_path, "fresh", generations=2))
+    _same_run(tmp_path / "r", tmp_path / "fresh")
 
 
 class _DictObsEnv(gym.Env):
@@ -110,35 +139,161 @@ def test_env_errors():
     gym.register(id="RefsnnDictObs-v0", entry_point=_DictObsEnv)
     with pytest.raises(ValueError, match="Dict observation space"):
         check_env("RefsnnDictObs-v0")
-    with pytest.raises(ValueError, match="population"):
-        ECArgs(method="es", population=7).validate()
+    with pytest.raises(ValueError, match="^population"):
+        ECConfig(method="es", population=7)
+    with pytest.raises(ValueError, match="^env"):
+        train(ECConfig(env="CartPole-v1", out="unused"))
 
 
-def test_cli_ec_and_play(tmp_path, capsys):
+def test_command_line_ec_and_play(tmp_path, capsys):
     out = tmp_path / "cli"
-    rc = cli.main(["ec", "--env", "Hopper-v5", "--generations", "2", "--population", "6", "--eval-members", "1",
-                   "--max-steps", "40", "--neurons", "64", "--workers", "0", "--out", str(out)])
-    assert rc == 0
+    cfg = parse(ECConfig, ["--env", "Hopper-v5", "--generations", "2", "--population", "6", "--eval-members", "1",
+                           "--max-steps", "40", "--neurons", "64", "--workers", "0", "--out", str(out)])
+    assert ec_cmd.main(cfg) == 0
     text = capsys.readouterr().out
-    assert "gen    2/2" in text and "ETA" in text and "steps/s" in text
-    assert cli.main(["play", str(out), "--episodes", "2"]) == 0
+    assert "gen    2/2" in text and "ETA" in text and "steps/s" in text and "final deterministic return" in text
+    assert json.loads((out / "config.json").read_text())["population"] == 6
+    assert play_cmd.main(parse(PlayConfig, [str(out), "--episodes", "2"])) == 0
     assert "mean return" in capsys.readouterr().out
     # the deployed bits reproduce the deterministic network of rho
-    from refsnn.commands.play import play
-    from refsnn.commands.ec import load_deployed
     conf, params = load_deployed(out / "deployed.npz")
     rho = {k: np.where(v > 0.5, 0.9, 0.1) for k, v in params.items()}
     task = Task("ec", {"n_neurons": 64}, 0.3, "Hopper-v5", 40, rho, conf["norm_mean"], conf["norm_std"],
                 0, 0, (0, 1), 0)
     np.testing.assert_array_equal(evaluate_chunk(task)["returns"], play(out, episodes=2)["returns"])
-    assert cli.main(["play", str(tmp_path / "nope")]) == 2
+    with pytest.raises(FileNotFoundError, match="^run_dir"):
+        play_cmd.main(parse(PlayConfig, [str(tmp_path / "nope")]))
     # --replay reruns the last generation's deterministic evaluation: exactly the recorded return
     rep = play(out, replay=True)
     assert rep["generation"] == 2 and rep["mean_return"] == rep["recorded_det_return"]
     det = [float(r.split(",")[3]) for r in (out / "metrics.csv").read_text().splitlines()[1:]]
     assert np.isclose(rep["mean_return"], det[-1], rtol=1e-5)
-    assert cli.main(["play", str(out), "--replay"]) == 0
+    assert play_cmd.main(parse(PlayConfig, [str(out), "--replay"])) == 0
     assert "recorded deterministic return" in capsys.readouterr().out
+    best = play(out, best=True, replay=True)
+    assert best["mean_return"] == best["recorded_det_return"] and np.isclose(best["mean_return"], max(det), rtol=1e-5)
+
+
+def test_options_help_and_bad_input_name_the_argument(tmp_path):
+    text = build_parser(ECConfig, prog="refsnn ec").format_help()
+    for h in ("--fitness-shift auto|SHIFT", "alive bonus", "--overwrite", "--resume", "(default: 128)",
+              "--executor {local,dask}"):
+        assert h in text, h
+    assert "RUN_DIR" in build_parser(PlayConfig, prog="refsnn play").format_help()
+    assert parse(ECConfig, []) == ECConfig()
+    assert parse(ECConfig, ["--fitness-shift", "auto"]).fitness_shift is None
+    assert parse(ECConfig, ["--fitness-shift", "0.5"]).fitness_shift == 0.5
+    with pytest.raises(SystemExit):
+        parse(ECConfig, ["--fitness-shift", "alive"])      # argparse's usage error (exit status 2)
+    with pytest.raises(SystemExit):
+        parse(PlayConfig, [])                               # RUN_DIR is required
+    for argv, name in ((["--population", "1"], "population"), (["--eps", "0.7"], "eps"),
+                       (["--method", "es", "--population", "7"], "population"), (["--sigma", "0"], "sigma"),
+                       (["--fitness-shift", "nan"], "fitness_shift"), (["--workers", "-1"], "workers"),
+                       (["--executor", "dask"], "scheduler"), (["--resume", "--overwrite"], "overwrite"),
+                       (["--out", ""], "out")):
+        with pytest.raises(ValueError, match=f"^{name}"):
+            parse(ECConfig, argv)
+    for argv, name in ((["R", "--episodes", "0"], "episodes"), (["R", "--replay", "--max-steps", "5"], "max_steps"),
+                       (["R", "--seed", "-1"], "seed")):
+        with pytest.raises(ValueError, match=f"^{name}"):
+            parse(PlayConfig, argv)
+
+
+def test_resume_after_moving_the_run_directory(tmp_path):
+    train(_tiny(tmp_path, "full"))
+    train(_tiny(tmp_path, "a", generations=2))
+    (tmp_path / "elsewhere").mkdir()
+    shutil.move(tmp_path / "a", tmp_path / "elsewhere" / "b")
+    s = train(_tiny(tmp_path, "elsewhere/b", generations=3, resume=True))
+    assert s["generations"] == 3
+    _same_run(tmp_path / "full", tmp_path / "elsewhere" / "b")
+    assert play(tmp_path / "elsewhere" / "b", replay=True)["mean_return"] == s["final_deterministic_return"]
+
+
+@pytest.mark.parametrize("method", ["ec", "es"])
+def test_old_run_directory_without_config_json_resumes(tmp_path, method):
+    """Run directories written before config.json existed: the settings are checked against the
+    checkpoint's config_json (options added since take their value of the time: fitness_shift 0)."""
+    train(_tiny(tmp_path, "full", method=method, fitness_shift=0.0))
+    old = tmp_path / "old"
+    train(_tiny(tmp_path, "old", method=method, generations=2, fitness_shift=0.0))
+    for name in ("config.json", "environment.json"):
+        (old / name).unlink()
+    ck = load_npz(old / "checkpoint.npz")
+    conf = json.loads(str(ck["config_json"]))
+    for k in ("fitness_shift", "overwrite", "executor", "scheduler"):   # not yet options then
+        del conf[k]
+    ck["config_json"] = np.array(json.dumps(conf, sort_keys=True))
+    atomic_savez(old / "checkpoint.npz", ck)
+    with pytest.raises(ValueError, match=r"different settings for \['fitness_shift'\]"):
+        train(_tiny(tmp_path, "old", method=method, generations=3, resume=True))     # auto = 1 for Hopper
+    assert not (old / "config.json").exists()
+    s = train(_tiny(tmp_path, "old", method=method, generations=3, resume=True, fitness_shift=0.0))
+    assert s["generations"] == 3 and (old / "config.json").is_file()
+    _same_run(tmp_path / "full", old)
+    # a checkpoint without config_json or config.json cannot be checked: refused
+    ck = load_npz(old / "checkpoint.npz")
+    atomic_savez(old / "checkpoint.npz", {k: v for k, v in ck.items() if k != "config_json"})
+    (old / "config.json").unlink()
+    with pytest.raises(ValueError, match="no config.json"):
+        train(_tiny(tmp_path, "old", method=method, generations=4, resume=True, fitness_shift=0.0))
+
+
+def test_deployed_format_round_trip():
+    rng = np.random.default_rng(0)
+    conf = dict(method="ec", env="Hopper-v5", neurons=5, max_steps=10, sigma=0.3, seed=1, population=4,
+                eval_members=1)
+    rho = {"in": rng.random((6, 5)), "h": rng.random((5, 5)), "out": rng.random((5, 3))}
+    d = deployed_arrays(conf, rho, np.zeros(3), np.ones(3), generation=7, det_return=1.5)
+    assert str(d["format"]) == FORMAT and d["bits.h"].dtype == np.uint8 and d["bits.h"].size == 4   # 25 bits
+    back, params = from_deployed_arrays(d)
+    assert back["generation"] == 7 and back["det_return"] == 1.5 and back["neurons"] == 5
+    assert list(params) == ["h", "in", "out"]
+    for k in rho:
+        np.testing.assert_array_equal(params[k], (rho[k] > 0.5).astype(np.float64))
+    d_es = deployed_arrays({**conf, "method": "es"}, rho, np.zeros(3), np.ones(3), generation=1, det_return=0.0)
+    assert d_es["w.h"].dtype == np.float32 and "bits.h" not in d_es
+    np.testing.assert_array_equal(from_deployed_arrays(d_es)[1]["h"], rho["h"].astype(np.float32))
+    with pytest.raises(ValueError, match="^format"):
+        from_deployed_arrays({**d, "format": np.array("other")})
+    with pytest.raises(ValueError, match="^shape.h"):
+        from_deployed_arrays({k: v for k, v in d.items() if k != "shape.h"})
+    with pytest.raises(ValueError, match="^config"):
+        deployed_arrays({"method": "ec"}, rho, np.zeros(3), np.ones(3), generation=1, det_return=0.0)
+
+
+_SIGTERM_SCRIPT = """
+import sys
+from refsnn.commands.ec import ECConfig, main
+sys.exit(main(ECConfig(generations=1000, population=4, eval_members=1, max_steps=20, neurons=16, workers=1,
+                       out=sys.argv[1])))
+"""
+
+
+def test_sigterm_stops_workers_releases_the_lock_and_keeps_the_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", _SIGTERM_SCRIPT, str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, cwd=str(Path(__file__).parent.parent))
+    try:
+        deadline = time.monotonic() + 180
+        while not (out / "checkpoint.npz").exists():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint within 180 s"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rc == 128 + signal.SIGTERM
+    assert not (out / ".lock").exists()
+    g = int(load_npz(out / "checkpoint.npz")["generation"])
+    assert g >= 1
+    s = train(ECConfig(generations=g + 1, population=4, eval_members=1, max_steps=20, neurons=16, workers=0,
+                       out=str(out), resume=True))
+    assert s["generations"] == g + 1
 
 
 def test_ec_member_rebuild_is_deterministic():
@@ -210,12 +365,13 @@ def test_evaluated_connectivity_is_the_one_in_the_update():
 
 
 def test_fitness_shift_auto_is_the_alive_bonus():
-    from refsnn.commands.ec import resolve_fitness_shift, _shift_arg
-    assert ECArgs().fitness_shift is None and _shift_arg("auto") is None and _shift_arg("0") == 0.0
+    from refsnn.commands.ec import parse_fitness_shift, resolve_fitness_shift
+    assert ECConfig().fitness_shift is None and parse_fitness_shift("auto") is None
+    assert parse_fitness_shift("0") == 0.0
     for env_id, bonus in (("Hopper-v5", 1.0), ("Walker2d-v5", 1.0), ("Humanoid-v5", 5.0), ("Pendulum-v1", 0.0)):
         env = gym.make(env_id)
-        assert resolve_fitness_shift(ECArgs(), env) == bonus
-        assert resolve_fitness_shift(ECArgs(fitness_shift=0.0), env) == 0.0   # reference: plain return
+        assert resolve_fitness_shift(ECConfig(), env) == bonus
+        assert resolve_fitness_shift(ECConfig(fitness_shift=0.0), env) == 0.0   # reference: plain return
         env.close()
-    with pytest.raises(ValueError, match="fitness_shift"):
-        ECArgs(fitness_shift=float("nan")).validate()
+    with pytest.raises(ValueError, match="^fitness_shift"):
+        ECConfig(fitness_shift=float("nan"))

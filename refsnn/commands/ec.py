@@ -1,86 +1,108 @@
 """``refsnn ec``: Evolving Connectivity (or the ES-RSNN baseline) on a Gymnasium task (SPEC §5, §8).
 
-One generation (seed eqs. 9–14, SPEC §5.2; the reference code's ``ec.py``):
+The command is a loop over generations of an ask/tell strategy (:mod:`refsnn.ec.strategy`, which
+states the update's equations); one generation (seed eqs. 9–14, SPEC §5.2):
 
-1. freeze the observation normaliser; evaluate ``P`` stochastic members (``theta ~ B(rho)``) and
-   ``E`` deterministic members (``theta = rho > 0.5``), one episode each, through the Executor
-   (:mod:`refsnn.ec.rollout`);
-2. ``w = centered_ranks(f)`` over the P members with ``f_i = return_i - shift * length_i``
-   (:func:`refsnn.ec.nes.shifted_fitness`; ``--fitness-shift auto`` = the env's alive bonus per step,
-   1 for Hopper-v5; ``0`` = the reference code's plain return); ``g = (1/P) sum_i w_i (theta_i - rho)``
-   (natural; ``--gradient plain`` divides by ``rho (1 - rho)``), ``theta_i`` regenerated from seeds;
-3. Adam ascent with ``lr`` then ``rho <- clip(rho, eps, 1 - eps)``; merge the generation's
-   observation statistics into the normaliser.
+1. ``pop = strategy.ask(state)``: ``P`` stochastic members (EC: ``theta ~ B(rho)``, eq. 9) and ``E``
+   deterministic members (``theta = rho > 0.5``), named by ``(seed, generation, index)``;
+2. one episode per member through the executor (:class:`refsnn.ec.rollout.Evaluator`), the
+   observation normaliser frozen for the whole generation;
+3. ``state, info = strategy.tell(state, returns, lengths)``: fitness ``return - shift x length``
+   (``--fitness-shift auto`` = the env's alive bonus per step, 1 for Hopper-v5; ``0`` = the reference
+   code's plain return), centered ranks, the EC (eqs. 13–14) or ES gradient, Adam, clip;
+4. the generation's observation statistics are merged into the normaliser, in member order.
 
-``--method es`` runs ES-RSNN instead (SPEC §5.5: antithetic pairs, centered ranks, sigma 0.3,
-AdamW lr 0.15 weight decay 0.1, real weights, no Dale's law) with the same rollout code.
+``--method es`` runs ES-RSNN instead (SPEC §5.5: antithetic pairs, sigma 0.3, AdamW lr 0.15 weight
+decay 0.1, real weights, no Dale's law) with the same rollout code.
 
 The reported *deterministic return* of generation ``g`` is the mean return of the ``E``
 deterministic members of the parameters evaluated in ``g`` (before ``g``'s update);
 ``final_deterministic_return`` is that of the last generation, and ``deployed.npz`` holds exactly
-those parameters (``best_deployed.npz`` those of the best generation). Everything depends only on
-``(seed, generation, member index)``, the parameters, the optimiser state and the normaliser, all of
-which are checkpointed, so ``--resume`` continues to the bit-identical result of an uninterrupted
-run (and the number of workers does not change any result).
+those parameters (``best_deployed.npz`` those of the best generation; format in
+:mod:`refsnn.ec.deploy`). Everything depends only on ``(seed, generation, member index)``, the
+parameters, the optimiser state and the normaliser, all of which are checkpointed, so ``--resume``
+continues to the bit-identical result of an uninterrupted run, and the number of workers does not
+change any result.
 
-Output directory ``--out``: ``metrics.csv`` (one row per generation), ``summary.json``,
-``learning_curve.png``, ``checkpoint.npz`` (atomic, every generation, no pickle),
-``deployed.npz`` / ``best_deployed.npz`` (bit-packed 1-bit connectivity for EC; float32 weights for
-ES) for ``refsnn play``.
+The output directory ``--out`` is a :class:`refsnn.runs.RunDir`: ``config.json``,
+``environment.json``, ``metrics.csv`` (:data:`COLUMNS`, one row per generation), ``summary.json``,
+``learning_curve.png``, ``checkpoint.npz`` (atomic, every generation, no pickle), plus
+``deployed.npz`` / ``best_deployed.npz`` for ``refsnn play``.
 
 CPU defaults (the paper: 10,112 + 128 members on one GPU, 1,000 generations): population 128
 stochastic + 4 deterministic members, 200 generations, 2 worker processes, episodes capped at 1000
 steps, fitness shift "auto" (the only default that departs from the reference code: with 128
-members the plain return stalls at Hopper's stand-still optimum; docs/ec.md). With these, Hopper-v5
-learns to hop within tens of minutes on 2 cores.
+members the plain return stalls at Hopper's stand-still optimum; docs/ec.md).
+
+Python API: ``run(ECConfig(generations=20, out="runs/x"))`` returns the summary dict.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
+import signal
+import threading
 import time
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from refsnn._checks import check_choice, check_float, check_int
 from refsnn.cliutil import fmt_hms
-from refsnn.ec import nes
-from refsnn.ec.policy import ECFamily, ESFamily, ec_gradient, es_gradient, make_family
+from refsnn.commands.config import option, to_dict
+from refsnn.ec.deploy import deployed_arrays
 from refsnn.ec.rollout import Evaluator, RunningNorm, check_env
-from refsnn.io import atomic_savez, atomic_write_json, atomic_write_text, load_npz
+from refsnn.ec.strategy import make_strategy
+from refsnn.io import atomic_savez, load_npz
+from refsnn.runs import RunDir
+
+__all__ = ["ECConfig", "CONFIG", "RUN_KEYS", "COLUMNS", "run", "main", "resolve_fitness_shift",
+           "parse_fitness_shift"]
+
+
+def parse_fitness_shift(text: str) -> float | None:
+    """``--fitness-shift``: ``auto`` (``None``) or a number."""
+    if text == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {text!r}") from None
 
 
 @dataclass
-class ECArgs:
-    """Hyperparameters (CleanRL style). Defaults are the CPU defaults stated in the module docstring."""
-    env: str = "Hopper-v5"          # Gymnasium id (Box observation and action)
-    method: str = "ec"              # "ec" (Evolving Connectivity) or "es" (ES-RSNN baseline)
-    generations: int = 200
-    population: int = 128           # stochastic members P (paper: 10,112)
-    eval_members: int = 4           # deterministic members E (paper: 128)
-    max_steps: int = 1000           # episode cap
-    lr: float = 0.15                # Adam learning rate (EC and ES)
-    eps: float = 1e-3               # EC: rho clipped to [eps, 1 - eps]
-    gradient: str = "natural"       # EC: "natural" (reference code) or "plain" (seed eq. 13)
-    # Ranked fitness = return - fitness_shift * episode length (refsnn.ec.nes.shifted_fitness).
-    # None = "auto": the env's per-step alive bonus (Hopper/Walker2d/Ant-v5 1, Humanoid-v5 5; 0 for
-    # envs without one). Changed from the reference code's plain return (= 0.0): with P = 128 the
-    # plain return stalls at Hopper's "stand still" optimum (~1000); see docs/ec.md.
-    fitness_shift: float | None = None
-    sigma: float = 0.3              # ES: perturbation scale
-    weight_decay: float = 0.1       # ES: AdamW decoupled weight decay
-    neurons: int = 256              # RSNN size N (half excitatory)
-    seed: int = 0
-    workers: int = 2                # local worker processes (0 = in-process)
-    out: str = "runs/ec"
-    resume: bool = False
-    executor: str = "local"         # "local" process pool or "dask" (needs refsnn[distributed])
-    scheduler: str = ""             # dask scheduler address for --executor dask
+class ECConfig:
+    """Options of ``refsnn ec`` (CleanRL style: the defaults are the CPU defaults of the module docstring)."""
+    env: str = option("Hopper-v5", "Gymnasium environment id (1-D Box observation and action)")
+    method: str = option("ec", "ec: Evolving Connectivity; es: the ES-RSNN baseline", choices=("ec", "es"))
+    generations: int = option(200, "generations to run (in total, counting those of a resumed run)")
+    population: int = option(128, "stochastic members P per generation (paper: 10,112 on a GPU)")
+    eval_members: int = option(4, "deterministic evaluation members E per generation (paper: 128)")
+    max_steps: int = option(1000, "episode cap in environment steps")
+    lr: float = option(0.15, "Adam learning rate (EC and ES)")
+    eps: float = option(1e-3, "EC: clip rho to [eps, 1 - eps]")
+    gradient: str = option("natural", "EC: natural (reference code) or plain (divided by rho (1 - rho), "
+                           "seed eq. 13) gradient", choices=("natural", "plain"))
+    fitness_shift: float | None = option(
+        None, "rank return - SHIFT x episode length; auto (= none) is the env's alive bonus per step "
+        "(Hopper/Walker2d/Ant 1, Humanoid 5, else 0); 0 is the reference code's plain return",
+        parse=parse_fitness_shift, metavar="auto|SHIFT")
+    sigma: float = option(0.3, "ES: perturbation scale")
+    weight_decay: float = option(0.1, "ES: AdamW decoupled weight decay")
+    neurons: int = option(256, "RSNN neurons N (half excitatory)")
+    seed: int = option(0, "run seed")
+    workers: int = option(2, "local worker processes, 0 = in-process; results do not depend on it")
+    out: str = option("runs/ec", "output directory")
+    resume: bool = option(False, "continue the run in --out from its checkpoint.npz")
+    overwrite: bool = option(False, "start again in an --out that holds a run (its files are replaced)")
+    executor: str = option("local", "local process pool, or a dask.distributed cluster (needs "
+                           "refsnn[distributed])", choices=("local", "dask"))
+    scheduler: str = option("", "dask scheduler address for --executor dask (e.g. tcp://host:8786)")
 
-    def validate(self) -> "ECArgs":
+    def __post_init__(self):
         check_choice("method", self.method, ("ec", "es"))
         check_choice("gradient", self.gradient, ("natural", "plain"))
         check_choice("executor", self.executor, ("local", "dask"))
@@ -100,10 +122,17 @@ class ECArgs:
         if self.method == "es" and self.population % 2:
             raise ValueError(f"population: ES-RSNN uses antithetic pairs, expected an even number, got "
                              f"{self.population}")
+        if isinstance(self.out, os.PathLike):
+            self.out = os.fspath(self.out)
+        if not isinstance(self.out, str) or not self.out:
+            raise ValueError(f"out: expected a directory path, got {self.out!r}")
+        if self.resume and self.overwrite:
+            raise ValueError("overwrite: cannot both resume a run (--resume) and start it again (--overwrite)")
         if self.executor == "dask" and not self.scheduler:
             raise ValueError("scheduler: --executor dask needs --scheduler ADDRESS (e.g. tcp://host:8786)")
-        return self
 
+
+CONFIG = ECConfig
 
 # keys that define a run: a checkpoint is only resumed with the same values
 RUN_KEYS = ("env", "method", "population", "eval_members", "max_steps", "lr", "eps", "gradient", "sigma",
@@ -111,331 +140,222 @@ RUN_KEYS = ("env", "method", "population", "eval_members", "max_steps", "lr", "e
 
 COLUMNS = ("generation", "mean_return", "max_return", "det_return", "rho_entropy", "firing_rate_hz",
            "env_steps", "steps_per_s", "policy_over_env", "elapsed_s")
+_INT_COLUMNS = ("generation", "env_steps")
+_CHECKPOINT_KEYS = ("config_json", "generation", "history", "opt.t", "norm.count", "norm.mean", "norm.m2",
+                    "env_steps", "wall_seconds", "best_det")
 
 
-def _rms(params) -> float:
-    return float(np.sqrt(sum(float(np.sum(v * v)) for v in params.values()) / sum(v.size for v in params.values())))
-
-
-def resolve_fitness_shift(a: ECArgs, env) -> float:
-    """``a.fitness_shift``, or for ``None`` ("auto") the env's alive bonus per step
+def resolve_fitness_shift(cfg: ECConfig, env) -> float:
+    """``cfg.fitness_shift``, or for ``None`` ("auto") the env's alive bonus per step
     (Gymnasium MuJoCo's ``healthy_reward``; 0 when the env has none)."""
-    if a.fitness_shift is not None:
-        return float(a.fitness_shift)
+    if cfg.fitness_shift is not None:
+        return float(cfg.fitness_shift)
     return float(getattr(env.unwrapped, "_healthy_reward", 0.0) or 0.0)
 
 
-def _cfg_kwargs(a: ECArgs) -> dict:
-    return {"n_neurons": a.neurons}
+@dataclass
+class _Progress:
+    """What the command keeps beside the strategy state and the normaliser (all checkpointed)."""
+    history: np.ndarray = field(default_factory=lambda: np.zeros((0, len(COLUMNS))))
+    env_steps: int = 0
+    wall_prev: float = 0.0
+    best: float = -math.inf
+    t_session: float = field(default_factory=time.perf_counter)
+    gen_times: list = field(default_factory=list)
+
+    def elapsed(self) -> float:
+        return self.wall_prev + (time.perf_counter() - self.t_session)
 
 
-def _deployed_arrays(a: ECArgs, params, norm_mean, norm_std, generation, det_return) -> dict:
-    d = {"format": np.array("refsnn-ec-deployed-v1"), "method": np.array(a.method), "env": np.array(a.env),
-         "config_json": np.array(json.dumps(asdict(a), sort_keys=True)),
-         "norm.mean": norm_mean, "norm.std": norm_std, "generation": np.array(generation, np.int64),
-         "det_return": np.array(det_return)}
-    if a.method == "ec":
-        for k, th in nes.deterministic_connectivity(params).items():
-            d[f"bits.{k}"] = np.packbits(th.ravel(), bitorder="little")   # 1-bit connectivity
-            d[f"shape.{k}"] = np.array(th.shape, np.int64)
-    else:
-        for k, w in params.items():
-            d[f"w.{k}"] = w.astype(np.float32)
-    return d
+def run(cfg: ECConfig, *, log=print, executor=None, chunks: int | None = None) -> dict:
+    """Run (or with ``cfg.resume`` continue) an EC / ES-RSNN run in ``cfg.out``; returns the summary.
 
-
-def load_deployed(path) -> tuple[dict, dict]:
-    """Read a ``deployed.npz``: returns ``(config dict, params)`` where EC params are the 0/1
-    connectivity as float64 (so ``rho > 0.5`` reproduces it) and ES params the float weights."""
-    z = load_npz(path, required=("format", "method", "config_json", "norm.mean", "norm.std"))
-    if str(z["format"]) != "refsnn-ec-deployed-v1":
-        raise ValueError(f"{path}: not a refsnn EC deployed-network file (format {z['format']})")
-    conf = json.loads(str(z["config_json"]))
-    params = {}
-    for key in ("h", "in", "out"):
-        if conf["method"] == "ec":
-            shape = tuple(int(s) for s in z[f"shape.{key}"])
-            bits = np.unpackbits(z[f"bits.{key}"], count=int(np.prod(shape)), bitorder="little")
-            params[key] = bits.reshape(shape).astype(np.float64)
-        else:
-            params[key] = z[f"w.{key}"].astype(np.float64)
-    conf["norm_mean"], conf["norm_std"] = z["norm.mean"], z["norm.std"]
-    if "generation" in z:
-        conf["generation"], conf["det_return"] = int(z["generation"]), float(z["det_return"])
-    return conf, params
-
-
-def _write_metrics(out: Path, hist: np.ndarray) -> None:
-    lines = [",".join(COLUMNS)]
-    for row in hist:
-        vals = []
-        for c, v in zip(COLUMNS, row):
-            vals.append(str(int(v)) if c in ("generation", "env_steps") else f"{v:.6g}")
-        lines.append(",".join(vals))
-    atomic_write_text(out / "metrics.csv", "\n".join(lines) + "\n")
-
-
-def _plot(out: Path, a: ECArgs, hist: np.ndarray) -> None:
-    from refsnn.plot import line_plot_png
-    c = {k: i for i, k in enumerate(COLUMNS)}
-    line_plot_png(out / "learning_curve.png", hist[:, c["generation"]],
-                  {"mean sampled return": hist[:, c["mean_return"]], "max sampled return": hist[:, c["max_return"]],
-                   "deterministic return": hist[:, c["det_return"]]},
-                  title=f"refsnn {a.method.upper()}-RSNN on {a.env} (P={a.population}, seed {a.seed})",
-                  xlabel="generation", ylabel="return")
-
-
-def _make_executor(a: ECArgs):
-    if a.executor == "dask":
-        try:
-            from distributed import Client
-        except ImportError:
-            raise ValueError("executor: --executor dask needs dask.distributed (pip install refsnn[distributed])") from None
-        client = Client(a.scheduler)
-        n = max(1, len(client.scheduler_info().get("workers", {})))
-        return Evaluator(executor=client.get_executor(), chunks=max(n, a.workers)), client
-    return Evaluator(a.workers), None
-
-
-class _RunLock:
-    """``OUT/.lock`` holding the pid, so two runs never write the same directory at once."""
-
-    def __init__(self, out: Path):
-        self.path = out / ".lock"
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                try:
-                    pid = int(self.path.read_text().strip() or 0)
-                except (OSError, ValueError):
-                    pid = 0
-                alive = pid > 0 and pid != os.getpid()
-                if alive:
-                    try:
-                        os.kill(pid, 0)
-                    except ProcessLookupError:
-                        alive = False
-                    except PermissionError:
-                        pass
-                if alive:
-                    raise ValueError(f"out: {self.path.parent} is in use by another run (pid {pid}); "
-                                     f"wait for it or remove {self.path} if that process is gone") from None
-                self.path.unlink(missing_ok=True)  # stale lock of a dead process
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            return self
-        raise ValueError(f"out: cannot lock {self.path}")
-
-    def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
-
-
-def train(a: ECArgs, *, log=print, executor=None, chunks: int | None = None, overwrite: bool = False) -> dict:
-    """Run (or resume) an EC / ES-RSNN run as configured by ``a``; returns the summary dict.
-
-    ``executor``: optional ``concurrent.futures.Executor`` overriding ``a.workers``/``a.executor``.
-    An output directory that already holds a checkpoint is an error unless ``a.resume`` (continue)
-    or ``overwrite=True`` (start again).
+    ``executor``: any ``concurrent.futures.Executor`` to evaluate on instead of ``cfg.workers`` /
+    ``cfg.executor``, split into ``chunks`` tasks per generation (default ``max(1, cfg.workers)``).
     """
-    a.validate()
-    out = Path(a.out)
-    with _RunLock(out):
-        return _train_locked(a, out, log=log, executor=executor, chunks=chunks, overwrite=overwrite)
-
-
-def _train_locked(a: ECArgs, out: Path, *, log, executor, chunks, overwrite) -> dict:
-    env, obs_dim, act_dim = check_env(a.env, a.max_steps)
-    shift = resolve_fitness_shift(a, env)
+    env, obs_dim, act_dim = check_env(cfg.env, cfg.max_steps)
+    shift = resolve_fitness_shift(cfg, env)
     env.close()
-    fam = make_family(a.method, _cfg_kwargs(a), obs_dim, act_dim, a.sigma)
-    P, E = a.population, a.eval_members
-    ckpt_path = out / "checkpoint.npz"
-    params = fam.init_params(a.seed)
-    opt = nes.Adam(fam.shapes(), lr=a.lr, weight_decay=(a.weight_decay if a.method == "es" else 0.0))
-    norm = RunningNorm(obs_dim)
-    hist = np.zeros((0, len(COLUMNS)))
-    start_gen, env_steps, wall_prev, best = 0, 0, 0.0, -math.inf
-    if a.resume and ckpt_path.exists():
-        z = load_npz(ckpt_path, required=("config_json", "generation", "history", "opt.t", "norm.mean"))
-        try:
-            old = json.loads(str(z["config_json"]))
-        except ValueError:
-            raise ValueError(f"{ckpt_path}: corrupt checkpoint (config_json unreadable)") from None
-        dflt = ECArgs()
-        legacy = {"fitness_shift": 0.0}   # checkpoints written before the option existed
-        old = {k: old.get(k, legacy.get(k, getattr(dflt, k))) for k in RUN_KEYS}
-        diff = [k for k in RUN_KEYS if old[k] != getattr(a, k)]
-        if diff:
-            raise ValueError(f"resume: {ckpt_path} was written with different settings for {diff}: "
-                             + ", ".join(f"{k}={old.get(k)!r} (now {getattr(a, k)!r})" for k in diff))
-        for k, s in fam.shapes().items():
-            p = z.get(f"param.{k}")
-            if p is None or p.shape != s:
-                raise ValueError(f"{ckpt_path}: corrupt checkpoint (param.{k} missing or wrong shape)")
-            params[k] = p.astype(np.float64)
-        opt.load_state_arrays(z)
-        norm.load_state_arrays(z)
-        start_gen = int(z["generation"])
-        hist = z["history"].astype(np.float64).reshape(-1, len(COLUMNS))
-        env_steps, wall_prev, best = int(z["env_steps"]), float(z["wall_seconds"]), float(z["best_det"])
-        if hist.shape[0] != start_gen:
-            raise ValueError(f"{ckpt_path}: corrupt checkpoint (history has {hist.shape[0]} rows, generation {start_gen})")
-        log(f"resuming {out} at generation {start_gen}")
-    elif a.resume:
-        log(f"--resume: no checkpoint in {out}, starting from scratch")
-    elif ckpt_path.exists() and not overwrite:
-        raise ValueError(f"out: {out} already holds a run (checkpoint.npz); pass --resume to continue it "
-                         "or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    from refsnn.provenance import write_environment
-    write_environment(out)
-
-    client = None
-    if executor is not None:
-        evaluator = Evaluator(executor=executor, chunks=chunks or max(1, a.workers))
-    else:
-        evaluator, client = _make_executor(a)
-    t_session = time.perf_counter()
-    gen_times = []
-    log(f"refsnn ec: {a.method.upper()}-RSNN on {a.env} (obs {obs_dim}, act {act_dim}), N={a.neurons}, "
-        f"P={P}+{E} deterministic, {a.generations} generations, fitness = return - {shift:g} x length, "
-        f"workers={a.workers}, seed={a.seed} -> {out}")
-    summary = {}
-    ok = False
-    try:
-        for g in range(start_gen, a.generations):
-            t0 = time.perf_counter()
-            res = evaluator.evaluate(method=a.method, cfg_kwargs=_cfg_kwargs(a), sigma=a.sigma, env_id=a.env,
-                                     max_steps=a.max_steps, params=params, norm=norm, seed=a.seed,
-                                     generation=g, n_stochastic=P, n_eval=E)
-            fit, det = res["returns"][:P], res["returns"][P:]
-            # ranks use the (optionally shifted) fitness; reported returns are the plain returns
-            shaped = nes.shifted_fitness(fit, res["lengths"][:P], shift)
-            params_eval = params
-            norm_mean, norm_std = norm.frozen()
-            if a.method == "ec":
-                grads = ec_gradient(fam, params, shaped, a.seed, g, natural=(a.gradient == "natural"))
-                params = nes.clip_rho(opt.step(params, grads), a.eps)
-                entropy = nes.bernoulli_entropy(params)
-            else:
-                grads = es_gradient(fam, params, shaped, a.seed, g)
-                params = opt.step(params, grads)
-                entropy = float("nan")
-            for st in res["obs_stats"]:
-                norm.merge(*st)
-            steps = int(res["lengths"].sum())
-            env_steps += steps
-            dt_gen = time.perf_counter() - t0
-            gen_times.append(dt_gen)
-            elapsed = wall_prev + (time.perf_counter() - t_session)
-            det_ret = float(det.mean()) if E else float("nan")
-            rate_hz = float(res["spikes"].sum()) / max(1, steps * res["n_neurons"] * res["n_substeps"]) / (res["dt"] * 1e-3)
-            pol = res["policy_s"] / max(res["env_s"], 1e-12)
-            row = [g + 1, float(fit.mean()), float(fit.max()), det_ret, entropy, rate_hz, env_steps,
-                   steps / max(dt_gen, 1e-9), pol, elapsed]
-            hist = np.vstack([hist, np.array(row, dtype=np.float64)[None]])
-            improved = E and det_ret > best
-            if improved:
-                best = det_ret
-            eta = float(np.mean(gen_times[-10:])) * (a.generations - g - 1)
-            ent = f"H(rho) {entropy:.3f}" if math.isfinite(entropy) else f"|w|rms {_rms(params):.3f}"
-            log(f"gen {g + 1:4d}/{a.generations}  return mean {row[1]:8.1f} max {row[2]:8.1f}  det {det_ret:8.1f}  "
-                f"{ent}  rate {rate_hz:5.1f} Hz  {row[7]:6.0f} steps/s  policy/env {pol:.2f}  "
-                f"elapsed {fmt_hms(elapsed)}  ETA {fmt_hms(eta)}")
-            # outputs (every generation, atomically)
-            dep = _deployed_arrays(a, params_eval, norm_mean, norm_std, g + 1, det_ret)
-            atomic_savez(out / "deployed.npz", dep)
-            if improved:
-                atomic_savez(out / "best_deployed.npz", dep)
-            ck = {f"param.{k}": v for k, v in params.items()}
-            ck.update(opt.state_arrays())
-            ck.update(norm.state_arrays())
-            ck.update({"generation": np.array(g + 1, np.int64), "history": hist,
-                       "env_steps": np.array(env_steps, np.int64), "wall_seconds": np.array(elapsed),
-                       "best_det": np.array(best), "config_json": np.array(json.dumps(asdict(a), sort_keys=True))})
-            atomic_savez(ckpt_path, ck)
-            _write_metrics(out, hist)
-            _plot(out, a, hist)
-            summary = {"method": a.method, "env": a.env, "final_deterministic_return": det_ret,
-                       "best_deterministic_return": best if math.isfinite(best) else float("nan"),
-                       "final_mean_return": row[1], "generations": g + 1, "env_steps": env_steps,
-                       "wall_seconds": elapsed, "population": P, "eval_members": E, "seed": a.seed,
-                       "neurons": a.neurons, "fitness_shift": shift}
-            atomic_write_json(out / "summary.json", summary)
-        ok = True
-    finally:
-        evaluator.close(abort=not ok)
-        if client is not None:
-            client.close()
-    if not summary and (out / "summary.json").exists():
-        summary = json.loads((out / "summary.json").read_text())
+    strategy = make_strategy(cfg.method, obs_dim, act_dim, neurons=cfg.neurons, population=cfg.population,
+                             eval_members=cfg.eval_members, lr=cfg.lr, eps=cfg.eps, gradient=cfg.gradient,
+                             sigma=cfg.sigma, weight_decay=cfg.weight_decay, fitness_shift=shift, seed=cfg.seed)
+    with RunDir(cfg.out, config=to_dict(cfg), resume_keys=RUN_KEYS, resume=cfg.resume, overwrite=cfg.overwrite,
+                columns=COLUMNS, stored_config=_stored_config) as rd:
+        state, norm, prog = _start(rd, cfg, strategy, obs_dim, log)
+        summary = rd.read_summary()
+        log(f"refsnn ec: {cfg.method.upper()}-RSNN on {cfg.env} (obs {obs_dim}, act {act_dim}), N={cfg.neurons}, "
+            f"P={cfg.population}+{cfg.eval_members} deterministic, {cfg.generations} generations, fitness = "
+            f"return - {shift:g} x length, workers={cfg.workers}, seed={cfg.seed} -> {rd.path}")
+        with _evaluator(cfg, executor, chunks) as evaluator:
+            for g in range(state.generation, cfg.generations):
+                t0 = time.perf_counter()
+                pop = strategy.ask(state)
+                norm_mean, norm_std = norm.frozen()
+                res = evaluator.evaluate(env_id=cfg.env, max_steps=cfg.max_steps, norm=norm, **pop.evaluate_kwargs())
+                state, info = strategy.tell(state, res["returns"], res["lengths"])
+                for st in res["obs_stats"]:
+                    norm.merge(*st)
+                prog.env_steps += info["steps"]
+                prog.gen_times.append(time.perf_counter() - t0)
+                row = _metrics_row(info, res, prog)
+                prog.history = np.vstack([prog.history, row[None]])
+                improved = cfg.eval_members > 0 and info["det_return"] > prog.best
+                prog.best = info["det_return"] if improved else prog.best
+                eta = float(np.mean(prog.gen_times[-10:])) * (cfg.generations - g - 1)
+                log(_log_line(cfg, row, info, eta))
+                # outputs, every generation, each file atomically
+                dep = deployed_arrays(to_dict(cfg), pop.params, norm_mean, norm_std,
+                                      generation=info["generation"], det_return=info["det_return"])
+                atomic_savez(rd.file("deployed.npz"), dep)
+                if improved:
+                    atomic_savez(rd.file("best_deployed.npz"), dep)
+                rd.save_checkpoint(_checkpoint(cfg, state, norm, prog, row))
+                _write_outputs(rd, cfg, prog)
+                summary = _summary(cfg, info, row, prog, shift)
+                rd.write_summary(summary)
     return summary
 
 
-def add_arguments(p) -> None:
-    d = ECArgs()
-    p.add_argument("--env", default=d.env, help=f"Gymnasium environment id (default {d.env})")
-    p.add_argument("--method", choices=("ec", "es"), default=d.method,
-                   help="ec: Evolving Connectivity; es: ES-RSNN baseline (default ec)")
-    p.add_argument("--generations", type=int, default=d.generations, help=f"(default {d.generations})")
-    p.add_argument("--population", type=int, default=d.population,
-                   help=f"stochastic members per generation (default {d.population}; paper 10,112 on a GPU)")
-    p.add_argument("--eval-members", type=int, default=d.eval_members,
-                   help=f"deterministic evaluation members (default {d.eval_members})")
-    p.add_argument("--max-steps", type=int, default=d.max_steps, help=f"episode cap (default {d.max_steps})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
-    p.add_argument("--eps", type=float, default=d.eps, help=f"EC: clip rho to [eps, 1-eps] (default {d.eps})")
-    p.add_argument("--gradient", choices=("natural", "plain"), default=d.gradient,
-                   help="EC: natural (reference code) or plain (/rho(1-rho), seed eq. 13) gradient")
-    p.add_argument("--fitness-shift", type=_shift_arg, default=d.fitness_shift, metavar="auto|SHIFT",
-                   help="rank return - SHIFT x episode length; auto (default) = the env's alive bonus "
-                        "per step (Hopper 1, Humanoid 5, else 0); 0 = the reference code's plain return")
-    p.add_argument("--sigma", type=float, default=d.sigma, help=f"ES: noise scale (default {d.sigma})")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
-                   help=f"ES: AdamW weight decay (default {d.weight_decay})")
-    p.add_argument("--neurons", type=int, default=d.neurons, help=f"RSNN neurons N (default {d.neurons})")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"run seed (default {d.seed})")
-    p.add_argument("--workers", type=int, default=d.workers,
-                   help=f"worker processes, 0 = in-process (default {d.workers}); results do not depend on it")
-    p.add_argument("--out", default=d.out, help=f"output directory (default {d.out})")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
-    p.add_argument("--executor", choices=("local", "dask"), default=d.executor,
-                   help="local process pool (default) or a dask.distributed cluster")
-    p.add_argument("--scheduler", default=d.scheduler, help="dask scheduler address for --executor dask")
-
-
-def _shift_arg(v: str):
-    if v == "auto":
-        return None
+def main(cfg: ECConfig) -> int:
+    """``refsnn ec``: :func:`run` with a closing line; SIGTERM (from a scheduler or ``timeout``) unwinds
+    like Ctrl-C: the workers are stopped and the run lock released, and the last completed
+    generation's checkpoint stays valid for ``--resume``."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _sigterm_to_exit)
     try:
-        return float(v)
-    except ValueError:
-        import argparse
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {v!r}") from None
-
-
-def args_from_namespace(ns) -> ECArgs:
-    return ECArgs(**{f.name: getattr(ns, f.name) for f in fields(ECArgs) if hasattr(ns, f.name)})
+        s = run(cfg)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    print(f"final deterministic return {s.get('final_deterministic_return', float('nan')):.1f}, "
+          f"best {s.get('best_deterministic_return', float('nan')):.1f}, "
+          f"{s.get('env_steps', 0)} env steps, {s.get('wall_seconds', 0):.0f} s -> {cfg.out}")
+    return 0
 
 
 def _sigterm_to_exit(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def run(ns) -> int:
-    # SIGTERM (e.g. from a scheduler or `timeout`) unwinds like Ctrl-C: the worker processes are
-    # stopped and the run lock released; the last completed generation's checkpoint stays valid.
-    import signal
-    import threading
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _sigterm_to_exit)
-    summary = train(args_from_namespace(ns))
-    print(f"final deterministic return {summary.get('final_deterministic_return', float('nan')):.1f}, "
-          f"best {summary.get('best_deterministic_return', float('nan')):.1f}, "
-          f"{summary.get('env_steps', 0)} env steps, {summary.get('wall_seconds', 0):.0f} s -> {ns.out}")
-    return 0
+# -- the run's files ----------------------------------------------------------------------------------
+def _stored_config(checkpoint_path) -> dict | None:
+    """The config of a run directory written before ``config.json`` existed: the checkpoint's
+    ``config_json``, with the defaults of the time for options added since (``fitness_shift`` was
+    the plain return, 0)."""
+    z = load_npz(checkpoint_path)
+    if "config_json" not in z:
+        return None
+    try:
+        old = json.loads(str(z["config_json"]))
+    except ValueError:
+        raise ValueError(f"{checkpoint_path}: corrupt checkpoint (config_json unreadable)") from None
+    legacy = {"fitness_shift": 0.0}
+    return {k: old.get(k, legacy.get(k, v)) for k, v in to_dict(ECConfig()).items()}
+
+
+def _start(rd: RunDir, cfg: ECConfig, strategy, obs_dim: int, log):
+    """``(strategy state, normaliser, progress)``: from the checkpoint when resuming, else generation 0."""
+    norm, prog = RunningNorm(obs_dim), _Progress()
+    if not rd.resuming:
+        if cfg.resume:
+            log(f"--resume: no checkpoint in {rd.path}, starting from scratch")
+        rd.file("best_deployed.npz").unlink(missing_ok=True)   # of an overwritten run
+        return strategy.init(), norm, prog
+    ck = rd.checkpoint_path
+    z = rd.load_checkpoint(required=_CHECKPOINT_KEYS)
+    try:
+        state = strategy.from_state_arrays(z)
+        norm.load_state_arrays(z)
+    except ValueError as e:
+        raise ValueError(f"{ck}: corrupt checkpoint ({e})") from None
+    prog.history = z["history"].astype(np.float64).reshape(-1, len(COLUMNS))
+    if prog.history.shape[0] != state.generation:
+        raise ValueError(f"{ck}: corrupt checkpoint (history has {prog.history.shape[0]} rows, generation "
+                         f"{state.generation})")
+    prog.env_steps, prog.wall_prev = int(z["env_steps"]), float(z["wall_seconds"])
+    prog.best = float(z["best_det"])
+    log(f"resuming {rd.path} at generation {state.generation}")
+    return state, norm, prog
+
+
+def _metrics_row(info: dict, res: dict, prog: _Progress) -> np.ndarray:
+    """The ``metrics.csv`` row (:data:`COLUMNS`) of a generation."""
+    steps, dt_gen = info["steps"], prog.gen_times[-1]
+    rate_hz = (float(res["spikes"].sum()) / max(1, steps * res["n_neurons"] * res["n_substeps"])
+               / (res["dt"] * 1e-3))
+    pol = res["policy_s"] / max(res["env_s"], 1e-12)
+    return np.array([info["generation"], info["mean_return"], info["max_return"], info["det_return"],
+                     info["rho_entropy"], rate_hz, prog.env_steps, steps / max(dt_gen, 1e-9), pol, prog.elapsed()],
+                    dtype=np.float64)
+
+
+def _log_line(cfg: ECConfig, row: np.ndarray, info: dict, eta: float) -> str:
+    c = dict(zip(COLUMNS, row))
+    ent = (f"H(rho) {info['rho_entropy']:.3f}" if math.isfinite(info["rho_entropy"])
+           else f"|w|rms {info['param_rms']:.3f}")
+    return (f"gen {info['generation']:4d}/{cfg.generations}  return mean {c['mean_return']:8.1f} max "
+            f"{c['max_return']:8.1f}  det {c['det_return']:8.1f}  {ent}  rate {c['firing_rate_hz']:5.1f} Hz  "
+            f"{c['steps_per_s']:6.0f} steps/s  policy/env {c['policy_over_env']:.2f}  "
+            f"elapsed {fmt_hms(c['elapsed_s'])}  ETA {fmt_hms(eta)}")
+
+
+def _checkpoint(cfg: ECConfig, state, norm: RunningNorm, prog: _Progress, row: np.ndarray) -> dict:
+    """The checkpoint arrays: the strategy state (``param.*``, ``opt.*``, ``generation``), the
+    normaliser (``norm.*``), the history and counters, and the config (``config_json``)."""
+    ck = state.state_arrays()
+    ck.update(norm.state_arrays())
+    ck.update({"history": prog.history, "env_steps": np.array(prog.env_steps, np.int64),
+               "wall_seconds": np.array(row[COLUMNS.index("elapsed_s")]), "best_det": np.array(prog.best),
+               "config_json": np.array(json.dumps(to_dict(cfg), sort_keys=True))})
+    return ck
+
+
+def _write_outputs(rd: RunDir, cfg: ECConfig, prog: _Progress) -> None:
+    """``metrics.csv`` (the whole history) and ``learning_curve.png``."""
+    rd.write_metrics([{c: (str(int(v)) if c in _INT_COLUMNS else f"{v:.6g}") for c, v in zip(COLUMNS, row)}
+                      for row in prog.history])
+    h = {c: prog.history[:, i] for i, c in enumerate(COLUMNS)}
+    rd.plot("learning_curve.png", h["generation"],
+            {"mean sampled return": h["mean_return"], "max sampled return": h["max_return"],
+             "deterministic return": h["det_return"]},
+            title=f"refsnn {cfg.method.upper()}-RSNN on {cfg.env} (P={cfg.population}, seed {cfg.seed})",
+            xlabel="generation", ylabel="return")
+
+
+def _summary(cfg: ECConfig, info: dict, row: np.ndarray, prog: _Progress, shift: float) -> dict:
+    return {"method": cfg.method, "env": cfg.env, "final_deterministic_return": info["det_return"],
+            "best_deterministic_return": prog.best if math.isfinite(prog.best) else float("nan"),
+            "final_mean_return": info["mean_return"], "generations": info["generation"],
+            "env_steps": prog.env_steps, "wall_seconds": float(row[COLUMNS.index("elapsed_s")]),
+            "population": cfg.population, "eval_members": cfg.eval_members, "seed": cfg.seed,
+            "neurons": cfg.neurons, "fitness_shift": shift}
+
+
+@contextmanager
+def _evaluator(cfg: ECConfig, executor, chunks):
+    """The rollout :class:`Evaluator`: on ``executor`` if given, on a dask cluster for
+    ``--executor dask``, else on ``cfg.workers`` local processes. Closed on exit; after an error or a
+    signal the local workers are terminated instead of awaited."""
+    client = None
+    if executor is not None:
+        ev = Evaluator(executor=executor, chunks=chunks or max(1, cfg.workers))
+    elif cfg.executor == "dask":
+        try:
+            from distributed import Client  # optional dependency: refsnn[distributed]
+        except ImportError:
+            raise ValueError("executor: --executor dask needs dask.distributed "
+                             "(pip install refsnn[distributed])") from None
+        client = Client(cfg.scheduler)
+        n = max(1, len(client.scheduler_info().get("workers", {})))
+        ev = Evaluator(executor=client.get_executor(), chunks=max(n, cfg.workers))
+    else:
+        ev = Evaluator(cfg.workers)
+    ok = False
+    try:
+        yield ev
+        ok = True
+    finally:
+        ev.close(abort=not ok)
+        if client is not None:
+            client.close()

@@ -1,77 +1,105 @@
 """``refsnn play RUN_DIR``: run the deployed network of an ``refsnn ec`` run and report its return.
 
-Loads ``RUN_DIR/deployed.npz`` (or ``best_deployed.npz`` with ``--best``): for EC the 1-bit
-connectivity ``theta = rho > 0.5`` stored bit-packed (``numpy.packbits``, little bit order, per matrix
-``in``, ``h``, ``out`` with its shape), for ES-RSNN the float32 weights; plus the observation
-normaliser frozen at that generation. Runs ``--episodes`` episodes from fresh states (episode seed
-and initial membrane of episode ``k`` from ``member_rng(--seed, 0, k)``) with the same rollout code as
-training (:func:`refsnn.ec.rollout.evaluate_chunk`, in-process) and prints the mean return.
+Loads ``RUN_DIR/deployed.npz`` (or ``best_deployed.npz`` with ``--best``; format in
+:mod:`refsnn.ec.deploy`): for EC the 1-bit connectivity ``theta = rho > 0.5``, for ES-RSNN the float32
+weights, plus the observation normaliser frozen at that generation. Runs ``--episodes`` episodes from
+fresh states (episode seed and initial membrane of episode ``k`` from ``member_rng(--seed, 0, k)``)
+with the same rollout code as training (:func:`refsnn.ec.rollout.evaluate_chunk`, in-process) and
+prints the mean return.
 
 ``--replay`` instead reruns the run's own deterministic evaluation of the stored generation ``g``:
 members ``P .. P+E-1`` of generation ``g - 1`` with the run's seed, i.e. the same episode seeds and
 initial membranes as during training, so the mean return equals the ``det_return`` recorded in the
 file (and in ``metrics.csv``) exactly -- a check that the deployed 1-bit network *is* the evaluated one.
+
+Python API: ``run(PlayConfig("runs/ec", episodes=3))`` returns the returns and their mean.
 """
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from refsnn._checks import check_int
+from refsnn.commands.config import option
+from refsnn.ec.deploy import from_deployed_arrays
 from refsnn.ec.rollout import Task, evaluate_chunk
+from refsnn.io import load_npz
+
+__all__ = ["PlayConfig", "CONFIG", "run", "main", "load_deployed"]
 
 
-def play(run_dir, *, episodes: int = 5, seed: int = 0, best: bool = False, max_steps: int | None = None,
-         replay: bool = False) -> dict:
-    """Evaluate the deployed network of ``run_dir``; returns ``{"returns": [...], "mean_return": ...}``
-    (with ``replay``: the run's own evaluation episodes; ``episodes``/``seed``/``max_steps`` unused)."""
-    from refsnn.commands.ec import load_deployed
+@dataclass
+class PlayConfig:
+    """Options of ``refsnn play``."""
+    run_dir: str = option(help="output directory of 'refsnn ec'", positional=True, metavar="RUN_DIR")
+    episodes: int = option(5, "episodes to run")
+    seed: int = option(0, "episode seed base")
+    best: bool = option(False, "play best_deployed.npz instead of deployed.npz")
+    max_steps: int | None = option(None, "episode cap (default: the run's)")
+    replay: bool = option(False, "rerun the run's own deterministic evaluation of the stored generation (same "
+                          "episode seeds); its mean equals the recorded deterministic return")
 
-    episodes = check_int("episodes", episodes, lo=1)
-    seed = check_int("seed", seed, lo=0)
-    run_dir = Path(run_dir)
+    def __post_init__(self):
+        if isinstance(self.run_dir, os.PathLike):
+            self.run_dir = os.fspath(self.run_dir)
+        if not isinstance(self.run_dir, str) or not self.run_dir:
+            raise ValueError(f"run_dir: expected the output directory of 'refsnn ec', got {self.run_dir!r}")
+        check_int("episodes", self.episodes, lo=1)
+        check_int("seed", self.seed, lo=0)
+        if self.max_steps is not None:
+            check_int("max_steps", self.max_steps, lo=1)
+            if self.replay:
+                raise ValueError("max_steps: --replay uses the run's own episode cap")
+
+
+CONFIG = PlayConfig
+
+
+def load_deployed(path) -> tuple[dict, dict]:
+    """``(config, params)`` of a ``deployed.npz`` (:func:`refsnn.ec.deploy.from_deployed_arrays`);
+    ``ValueError`` naming the file for one that is not a deployed network."""
+    z = load_npz(path)
+    try:
+        return from_deployed_arrays(z)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def run(cfg: PlayConfig) -> dict:
+    """Evaluate the deployed network of ``cfg.run_dir``; returns ``{"returns": [...], "lengths": [...],
+    "mean_return": ..., "env", "method", "generation", "recorded_det_return"}`` (with ``replay``: the
+    run's own evaluation episodes; ``episodes`` and ``seed`` unused)."""
+    run_dir = Path(cfg.run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"RUN_DIR: {run_dir} is not a directory")
-    path = run_dir / ("best_deployed.npz" if best else "deployed.npz")
-    conf, params = load_deployed(path)
-    cap = int(conf["max_steps"] if max_steps is None else check_int("max_steps", max_steps, lo=1))
-    if replay:
-        if max_steps is not None:
-            raise ValueError("max_steps: --replay uses the run's own episode cap")
+        raise FileNotFoundError(f"run_dir: {run_dir} is not a directory")
+    conf, params = load_deployed(run_dir / ("best_deployed.npz" if cfg.best else "deployed.npz"))
+    cap = int(conf["max_steps"] if cfg.max_steps is None else cfg.max_steps)
+    net = (conf["method"], {"n_neurons": int(conf["neurons"])}, float(conf["sigma"]), conf["env"], cap, params,
+           conf["norm_mean"], conf["norm_std"])
+    if cfg.replay:
         P, E, g = int(conf["population"]), int(conf["eval_members"]), int(conf["generation"]) - 1
         if E < 1:
             raise ValueError(f"replay: the run in {run_dir} had no deterministic evaluation members")
         # generation g's evaluation: stochastic members 0..P-1 come first, the deterministic ones follow
-        task = Task(conf["method"], {"n_neurons": int(conf["neurons"])}, float(conf["sigma"]), conf["env"], cap,
-                    params, conf["norm_mean"], conf["norm_std"], int(conf["seed"]), g, tuple(range(P, P + E)), P)
+        task = Task(*net, int(conf["seed"]), g, tuple(range(P, P + E)), P)
     else:
-        task = Task(conf["method"], {"n_neurons": int(conf["neurons"])}, float(conf["sigma"]), conf["env"], cap,
-                    params, conf["norm_mean"], conf["norm_std"], seed, 0, tuple(range(episodes)), 0)
+        task = Task(*net, cfg.seed, 0, tuple(range(cfg.episodes)), 0)
     r = evaluate_chunk(task)
     return {"returns": r["returns"].tolist(), "lengths": r["lengths"].tolist(),
             "mean_return": float(np.mean(r["returns"])), "env": conf["env"], "method": conf["method"],
             "generation": int(conf["generation"]), "recorded_det_return": conf["det_return"]}
 
 
-def add_arguments(p) -> None:
-    p.add_argument("run_dir", metavar="RUN_DIR", help="output directory of 'refsnn ec'")
-    p.add_argument("--episodes", type=int, default=5, help="episodes to run (default 5)")
-    p.add_argument("--seed", type=int, default=0, help="episode seed base (default 0)")
-    p.add_argument("--best", action="store_true", help="play best_deployed.npz instead of deployed.npz")
-    p.add_argument("--max-steps", type=int, default=None, help="episode cap (default: the run's)")
-    p.add_argument("--replay", action="store_true",
-                   help="rerun the run's own deterministic evaluation of the stored generation (same episode "
-                        "seeds); its mean equals the recorded deterministic return")
-
-
-def run(args) -> int:
-    r = play(args.run_dir, episodes=args.episodes, seed=args.seed, best=args.best, max_steps=args.max_steps,
-             replay=args.replay)
+def main(cfg: PlayConfig) -> int:
+    """``refsnn play``: :func:`run`, printed."""
+    r = run(cfg)
     print(f"{r['method'].upper()}-RSNN on {r['env']}: returns "
           + " ".join(f"{x:.1f}" for x in r["returns"])
           + f" (lengths {' '.join(str(n) for n in r['lengths'])})")
     print(f"mean return {r['mean_return']:.1f} over {len(r['returns'])} episodes"
           + (f" (generation {r['generation']}'s evaluation episodes; recorded deterministic return "
-             f"{r['recorded_det_return']:.1f})" if args.replay else ""))
+             f"{r['recorded_det_return']:.1f})" if cfg.replay else ""))
     return 0
