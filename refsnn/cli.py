@@ -21,10 +21,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("refsnn.commands.bench", "speed ratios against NumPy baselines measured side by side"),
     "ec": ("refsnn.commands.ec", "Evolving Connectivity (or --method es: ES-RSNN) on a Gymnasium task"),
     "play": ("refsnn.commands.play", "run the deployed 1-bit network of an 'refsnn ec' run, report its return"),
-    "nas": ("refsnn.commands.nas", "MSE-NAS evolutionary search with the training-free BIE fitness, then optional training of the winner"),
-    "train": ("refsnn.commands.train", "STBP training of a Conv-LIF network (surrogate-gradient BPTT) on mnist5k/events/CIFAR"),
-    "vectors": ("refsnn.commands.vectors", "reference vectors: generate (deterministic) or verify against the current code"),
-    "check": ("refsnn.commands.check", "compare another backend's outputs (a directory of .npz) with the reference vectors"),
+    "nas": ("refsnn.commands.nas",
+            "MSE-NAS evolutionary search with the training-free BIE fitness, then optional training of the winner"),
+    "train": ("refsnn.commands.train",
+              "STBP training of a Conv-LIF network (surrogate-gradient BPTT) on mnist5k/events/CIFAR"),
+    "vectors": ("refsnn.commands.vectors",
+                "reference vectors: generate (deterministic) or verify against the current code"),
+    "check": ("refsnn.commands.check",
+              "compare another backend's outputs (a directory of .npz) with the reference vectors"),
 }
 
 

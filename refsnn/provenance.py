@@ -1,9 +1,8 @@
 """Provenance: which software and machine produced a run's figures.
 
-Trained accuracies repeat exactly within one install but moved by up to 0.3 points between two
-installs of the same refsnn revision (docs/msenas.md, "Reproducibility across installs"), and the
-earlier install's library versions were lost. So every ``refsnn train``, ``refsnn nas`` and
-``refsnn ec`` run now writes ``OUT/environment.json`` beside its ``config.json``/``summary.json``:
+Trained accuracies repeat exactly within one install but not necessarily across installs of the
+same refsnn revision (docs/results.md, "Reproducibility across installs"). So every run directory
+(:mod:`refsnn.runs`) holds ``environment.json`` beside its ``config.json``/``summary.json``:
 refsnn's version and git commit (when run from a checkout), Python, NumPy, Numba, llvmlite, SciPy,
 Pillow, Gymnasium and MuJoCo (when installed), NumPy's BLAS, Numba's threads, the OS and the CPU model.
 A user whose GPU backend disagrees with a reference figure can diff two of these files first.

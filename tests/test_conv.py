@@ -4,11 +4,16 @@ import pytest
 import scipy.signal
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from refsnn.kernels.conv import (Conv2dWorkspace, conv2d_backward, conv2d_backward_ref, conv2d_forward,
-                                 conv2d_forward_ref)
-from refsnn.vectors.tolerances import KERNEL_ATOL
 from strategies import central_diff, conv_cases, dtypes, rng_from, seeds
+
+from refsnn.kernels.conv import (
+    Conv2dWorkspace,
+    conv2d_backward,
+    conv2d_backward_ref,
+    conv2d_forward,
+    conv2d_forward_ref,
+)
+from refsnn.vectors.tolerances import KERNEL_ATOL
 
 
 def _close(a, b, dt):

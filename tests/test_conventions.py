@@ -110,7 +110,7 @@ def test_every_registered_benchmark_resolves_to_a_function_of_the_bench_package(
     from refsnn.bench import BENCHES
 
     assert len({key for key, _, _ in BENCHES}) == len(BENCHES)
-    for key, target, what in BENCHES:
+    for _key, target, what in BENCHES:
         modname, fname = target.split(":")
         assert modname.startswith("refsnn.bench."), target
         assert callable(getattr(importlib.import_module(modname), fname)), target

@@ -15,13 +15,25 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from refsnn.datasets import (EVENT_DTYPE, Dataset, data_dir, data_file, events_to_frames,
-                             events_to_frames_ref, fold_assignment, iterate_batches, load, make_events,
-                             save_event_dir)
-from refsnn.datasets import cifar, paths, saccades
-from refsnn.datasets.mnist import load_mnist5k_arrays
 from strategies import event_streams
+
+from refsnn.datasets import (
+    EVENT_DTYPE,
+    Dataset,
+    cifar,
+    data_dir,
+    data_file,
+    events_to_frames,
+    events_to_frames_ref,
+    fold_assignment,
+    iterate_batches,
+    load,
+    make_events,
+    paths,
+    saccades,
+    save_event_dir,
+)
+from refsnn.datasets.mnist import load_mnist5k_arrays
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,8 +4,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from refsnn.snn.energy import (E_AC_PJ, E_MAC_PJ, conv_fanout_map, count_operations, energy_estimate,
-                               evaluate_with_noise, noisy_hits)
+from refsnn.snn.energy import (
+    E_AC_PJ,
+    E_MAC_PJ,
+    conv_fanout_map,
+    count_operations,
+    energy_estimate,
+    evaluate_with_noise,
+    noisy_hits,
+)
 from refsnn.snn.layers import LIF, AvgPool2d, Conv2d, GlobalAvgPool, Linear
 from refsnn.snn.network import Network
 

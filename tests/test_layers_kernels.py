@@ -3,17 +3,26 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from refsnn.kernels.batchnorm import (batchnorm2d_backward, batchnorm2d_backward_ref,
-                                      batchnorm2d_forward, batchnorm2d_forward_ref)
-from refsnn.kernels.linear import (linear_backward, linear_backward_ref, linear_forward,
-                                   linear_forward_ref)
-from refsnn.kernels.pool import (avgpool2d_backward, avgpool2d_backward_ref, avgpool2d_forward,
-                                 avgpool2d_forward_ref, global_avgpool_backward,
-                                 global_avgpool_backward_ref, global_avgpool_forward,
-                                 global_avgpool_forward_ref)
-from refsnn.vectors.tolerances import KERNEL_ATOL
 from strategies import central_diff, dtypes, nchw_shapes, rng_from, seeds
+
+from refsnn.kernels.batchnorm import (
+    batchnorm2d_backward,
+    batchnorm2d_backward_ref,
+    batchnorm2d_forward,
+    batchnorm2d_forward_ref,
+)
+from refsnn.kernels.linear import linear_backward, linear_backward_ref, linear_forward, linear_forward_ref
+from refsnn.kernels.pool import (
+    avgpool2d_backward,
+    avgpool2d_backward_ref,
+    avgpool2d_forward,
+    avgpool2d_forward_ref,
+    global_avgpool_backward,
+    global_avgpool_backward_ref,
+    global_avgpool_forward,
+    global_avgpool_forward_ref,
+)
+from refsnn.vectors.tolerances import KERNEL_ATOL
 
 
 def _close(a, b, dt, k=10):
@@ -183,8 +192,7 @@ def test_bn_bad_input():
 
 
 # ---- E/I rectifier (SPEC §6.2) ----
-from refsnn.kernels.rectify import (rectify_backward, rectify_backward_ref, rectify_forward,  # noqa: E402
-                                    rectify_forward_ref)
+from refsnn.kernels.rectify import rectify_backward, rectify_backward_ref, rectify_forward, rectify_forward_ref  # noqa: E402
 
 
 def _same_bits(a, b):

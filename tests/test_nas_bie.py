@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from strategies import nas_counts, rng_from, seeds
 
 from refsnn.nas import bie
-from strategies import nas_counts, rng_from, seeds
 
 S = settings(max_examples=80, deadline=None)
 

@@ -11,8 +11,13 @@ from refsnn.nas.bie import WORST_FITNESS
 from refsnn.nas.fitness import NASFitness, fitness_batches
 from refsnn.nas.genotype import Genotype
 from refsnn.nas.graph import decode
-from refsnn.nas.network import (build_genotype_network, lif_population_names, output_population_names,
-                                parse_genotype_arch, population_spikes)
+from refsnn.nas.network import (
+    build_genotype_network,
+    lif_population_names,
+    output_population_names,
+    parse_genotype_arch,
+    population_spikes,
+)
 
 # FI(112) FE(21), g1=2, g2=1 (the docs' example)
 G = (2, 1, 1, 2, 0, 0, 0, 0, 0, 1, 2, 1, 0, 0, 0, 0, 0, 0, 2, 1)

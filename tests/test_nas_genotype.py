@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import nas_flat_genotypes, rng_from, seeds
 
 from refsnn.nas import genotype as G
-from refsnn.nas.graph import decode, to_json as graph_json
+from refsnn.nas.graph import decode
+from refsnn.nas.graph import to_json as graph_json
 from refsnn.nas.motifs import MOTIFS
-from strategies import nas_flat_genotypes, rng_from, seeds
 
 S = settings(max_examples=60, deadline=None)
 

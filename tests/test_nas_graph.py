@@ -5,11 +5,11 @@ import json
 
 import pytest
 from hypothesis import given, settings
+from strategies import nas_flat_genotypes
 
 from refsnn.nas import graph as GR
 from refsnn.nas.genotype import Genotype, canonical
 from refsnn.nas.motifs import MOTIFS, edge_sign, population_type, prune_cell
-from strategies import nas_flat_genotypes
 
 S = settings(max_examples=60, deadline=None)
 

@@ -5,14 +5,21 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from refsnn.kernels import surrogate as sg
 from refsnn.kernels.lif import (
-    PRESETS, LIFParams, lif_backward, lif_backward_ref, lif_forward, lif_forward_ref, lif_preset,
+    PRESETS,
+    LIFParams,
+    lif_backward,
+    lif_backward_ref,
+    lif_forward,
+    lif_forward_ref,
+    lif_preset,
 )
 from refsnn.vectors.tolerances import KERNEL_TOL
-from tests.strategies import dtypes, float_arrays, rng_from, seeds, time_major_shapes
+from tests.strategies import dtypes, rng_from, seeds, time_major_shapes
 
 
 @st.composite
@@ -295,7 +302,6 @@ def test_lif_nonfinite_anywhere_is_detected(seed, pos, bad, p):
     x.flat[pos] = bad
     with pytest.raises(ValueError, match="x: contains NaN"):
         lif_forward(x, p)
-    g = np.ones_like(x)
     _, h = lif_forward(np.zeros_like(x), p)
     with pytest.raises(ValueError, match="grad_s"):
         lif_backward(x, h, p)

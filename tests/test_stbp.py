@@ -10,12 +10,27 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
 
-from refsnn.kernels.lif import LIFParams
-from refsnn.snn import (LIF, Add, AdamW, AvgPool2d, BatchNorm2d, Concat, Conv2d, Flatten,
-                        GlobalAvgPool, Linear, Network, Rectify, SGD, cosine_lr, loss_and_grad)
 from refsnn.io import atomic_savez, load_npz
+from refsnn.kernels.lif import LIFParams
+from refsnn.snn import (
+    LIF,
+    SGD,
+    AdamW,
+    Add,
+    AvgPool2d,
+    BatchNorm2d,
+    Concat,
+    Conv2d,
+    Flatten,
+    GlobalAvgPool,
+    Linear,
+    Network,
+    Rectify,
+    cosine_lr,
+    loss_and_grad,
+)
 from refsnn.snn.checkpoint import checkpoint_arrays, restore_checkpoint
 from tests.strategies import rng_from, seeds, stbp_loss_settings
 

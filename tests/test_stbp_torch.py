@@ -12,8 +12,20 @@ import numpy as np
 import pytest
 
 from refsnn.kernels.lif import LIFParams, lif_preset
-from refsnn.snn import (LIF, Add, AdamW, AvgPool2d, BatchNorm2d, Concat, Conv2d, Flatten,
-                        GlobalAvgPool, Linear, Rectify, loss_and_grad)
+from refsnn.snn import (
+    LIF,
+    AdamW,
+    Add,
+    AvgPool2d,
+    BatchNorm2d,
+    Concat,
+    Conv2d,
+    Flatten,
+    GlobalAvgPool,
+    Linear,
+    Rectify,
+    loss_and_grad,
+)
 from refsnn.snn.archs import build_arch
 from tests.strategies import rng_from
 from tests.test_stbp import _scale_up, every_layer_net
@@ -70,7 +82,7 @@ def _torch_forward(net, x, params):
     for name, node in net.nodes.items():
         L = node.layer
         ins = [vals[i] for i in node.inputs]
-        P = lambda k: params.get(f"{name}.{k}")  # noqa: E731
+        P = lambda k, name=name: params.get(f"{name}.{k}")
         if isinstance(L, Conv2d):
             a = ins[0]
             y = F.conv2d(a.reshape((-1,) + a.shape[2:]), P("w"), P("b"), stride=L.stride, padding=L.padding)

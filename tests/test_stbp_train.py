@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from refsnn.snn.archs import build_arch, from_graph
-from refsnn.io import load_npz
-from refsnn.snn.loss import loss_and_grad
 from refsnn.commands.train import TrainConfig, train
+from refsnn.io import load_npz
+from refsnn.snn.archs import build_arch, from_graph
+from refsnn.snn.loss import loss_and_grad
 from tests.strategies import rng_from
 
 TINY = dict(arch="c4-p", timesteps=2, batch_size=16, n_train=48, n_test=20, eval_batch_size=10,

@@ -1,4 +1,5 @@
-"""Benchmarks of ``refsnn bench`` (:mod:`refsnn.commands.bench`): speed ratios against plain-NumPy baselines, measured side by side.
+"""Benchmarks of ``refsnn bench`` (:mod:`refsnn.commands.bench`): speed ratios against plain-NumPy
+baselines, measured side by side.
 
 Each benchmark builds its inputs once, then times the baseline and the refsnn implementation
 alternately in the same process (interleaved repeats, best of N for each), and reports
@@ -23,13 +24,19 @@ __all__ = ["BENCHES", "time_side_by_side", "startup_seconds", "run_benches"]
 BENCHES: list[tuple[str, str, str]] = [
     ("lif_fwd_bwd_speedup_vs_numpy", "refsnn.bench.kernels:bench_lif",
      "multi-step LIF forward+backward, T=8, 2M neurons, float32, vs a vectorised NumPy loop over T"),
-    ("conv_fwd_bwd_speedup_vs_numpy", "refsnn.bench.kernels:bench_conv", "conv2d forward+backward [64,64,16,16] 3x3 64 filters float32 vs NumPy sliding-window im2col + matmul"),
+    ("conv_fwd_bwd_speedup_vs_numpy", "refsnn.bench.kernels:bench_conv",
+     "conv2d forward+backward [64,64,16,16] 3x3 64 filters float32 vs NumPy sliding-window im2col + matmul"),
     ("rsnn_packed_speedup_vs_dense", "refsnn.bench.ec:bench_rsnn_packed",
-     "EC RSNN env step (33 substeps, N=256, 64 members, own connectivity): bit-packed Numba vs NumPy float32 batched matmul"),
+     "EC RSNN env step (33 substeps, N=256, 64 members, own connectivity): bit-packed Numba vs NumPy float32 "
+     "batched matmul"),
     ("ec_policy_overhead", "refsnn.bench.ec:bench_policy_overhead",
-     "seconds in the RSNN policy / seconds in env.step during one Hopper-v5 EC generation (lower is better, target <= 0.25)"),
-    ("bie_speedup_vs_train_epoch", "refsnn.bench.nas:bench_bie_speedup", "one STBP training epoch of a 3-cell MSE-NAS genotype on mnist5k (measured on 4 steps, scaled to 63) / scoring it with the BIE fitness (target >= 50)"),
-    ("stbp_step_speedup_vs_numpy", "refsnn.bench.stbp:bench_stbp_step", "one STBP training step of csnn (T=4, batch 32, AdamW) vs the same network in straightforward NumPy"),
+     "seconds in the RSNN policy / seconds in env.step during one Hopper-v5 EC generation (lower is better, "
+     "target <= 0.25)"),
+    ("bie_speedup_vs_train_epoch", "refsnn.bench.nas:bench_bie_speedup",
+     "one STBP training epoch of a 3-cell MSE-NAS genotype on mnist5k (measured on 4 steps, scaled to 63) / "
+     "scoring it with the BIE fitness (target >= 50)"),
+    ("stbp_step_speedup_vs_numpy", "refsnn.bench.stbp:bench_stbp_step",
+     "one STBP training step of csnn (T=4, batch 32, AdamW) vs the same network in straightforward NumPy"),
 ]
 
 

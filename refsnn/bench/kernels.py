@@ -9,7 +9,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from refsnn.bench.timing import time_side_by_side
-from refsnn.kernels.conv import conv2d_backward, conv2d_forward
+from refsnn.kernels.conv import Conv2dWorkspace, conv2d_backward, conv2d_forward
 from refsnn.kernels.lif import PRESETS, lif_backward, lif_forward
 
 
@@ -92,9 +92,11 @@ def bench_conv() -> dict:
         dx = dxp[:, :, pad:pad + H, pad:pad + W]
         return y, dx, dw
 
+    ws = Conv2dWorkspace()   # as a Conv2d layer does: its work arrays are reused call after call
+
     def candidate():
-        y, ctx = conv2d_forward(x, w, padding=pad)
-        dx, dw, _ = conv2d_backward(dy, ctx)
+        y, ctx = conv2d_forward(x, w, padding=pad, workspace=ws)
+        dx, dw, _ = conv2d_backward(dy, ctx, workspace=ws)
         return y, dx, dw
 
     # sanity: both compute the same thing

@@ -40,7 +40,8 @@ def time_side_by_side(baseline: Callable[[], object], candidate: Callable[[], ob
     return best_b, best_c
 
 
-_STARTUP_SNIPPET = "import time; t=time.perf_counter(); import refsnn.kernels.warmup as w; w.warmup(); print(time.perf_counter()-t)"
+_STARTUP_SNIPPET = ("import time; t=time.perf_counter(); import refsnn.kernels.warmup as w; w.warmup(); "
+                    "print(time.perf_counter()-t)")
 
 
 def startup_seconds(*, cold: bool) -> float:

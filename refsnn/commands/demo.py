@@ -8,7 +8,6 @@ generations on Hopper-v5, and a 3-generation MSE-NAS search. Everything goes int
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path

@@ -12,8 +12,7 @@ Modules: ``core`` (``load``, ``Dataset``, ``iterate_batches``), ``paths`` (``dat
 (``mnist5k-events``). Nothing here downloads anything.
 """
 from refsnn.datasets.core import Dataset, augment_batch, fold_assignment, iterate_batches, load
-from refsnn.datasets.events import (EVENT_DTYPE, events_to_frames, events_to_frames_ref,
-                                    make_events, save_event_dir)
+from refsnn.datasets.events import EVENT_DTYPE, events_to_frames, events_to_frames_ref, make_events, save_event_dir
 from refsnn.datasets.paths import data_dir, data_file
 
 __all__ = [

@@ -48,13 +48,12 @@ Presets (:data:`PRESETS`, :func:`lif_preset`) map other frameworks' neurons onto
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, replace
 
 import numba
 import numpy as np
 
-from refsnn._checks import check_array, check_choice, check_float, check_same_shape, check_same_dtype
+from refsnn._checks import check_array, check_choice, check_float, check_same_dtype, check_same_shape
 from refsnn.kernels import surrogate as sg
 
 __all__ = [

@@ -53,6 +53,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .._checks import check_choice, check_float, check_int
+from ..datasets import load
+from ..snn import archs
 from .bie import WORST_FITNESS, bie_fitness, check_activity, firing_rate, logdet_sa_score, logdet_score
 from .graph import decode
 from .network import DEFAULT_CHANNELS, lif_population_names, output_population_names, population_spikes
@@ -70,7 +72,6 @@ def fitness_batches(data: str, timesteps: int, batch_size: int, n_batches: int, 
     hit = _BATCH_CACHE.get(key)
     if hit is not None:
         return hit
-    from refsnn.datasets import load
 
     ds = load(data, timesteps=timesteps)
     n = len(ds.y_train)
@@ -126,8 +127,6 @@ class NASFitness:
         """The fitness and what it was computed from: ``fitness``, ``score`` (BIE score or the logdet
         score of ``kind``, ``nan`` when invalid), ``valid``, ``reason``, ``firing_rate``,
         ``n_neurons``, ``seconds``."""
-        from refsnn.snn.archs import from_graph
-
         seed = check_int("seed", seed, lo=0)
         t0 = time.perf_counter()
         input_shape, n_classes, is_event, xs = fitness_batches(
@@ -139,8 +138,8 @@ class NASFitness:
                     "reason": f"{n_neurons} neurons > max_neurons {self.max_neurons}", "firing_rate": float("nan"),
                     "n_neurons": n_neurons, "seconds": time.perf_counter() - t0}
         dt = np.dtype(self.dtype)
-        net = from_graph(graph, timesteps=self.timesteps,
-                         rng=np.random.default_rng(np.random.SeedSequence(seed)), dtype=dt)
+        net = archs.from_graph(graph, timesteps=self.timesteps,
+                               rng=np.random.default_rng(np.random.SeedSequence(seed)), dtype=dt)
         net.train()  # BN with batch statistics (module docstring)
         names = lif_population_names(graph)
         outputs = output_population_names(graph)

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from .._checks import check_int
+from ..snn import archs
+from ..snn.layers import LIF
 from .genotype import as_genotype, from_json
 from .graph import decode
 
@@ -53,11 +55,9 @@ def build_genotype_network(genotype, *, input_shape, num_classes: int, timesteps
     -------
     :class:`refsnn.snn.network.Network` with ``net.graph`` set to the decoded graph description.
     """
-    from refsnn.snn.archs import from_graph
-
     graph = decode(as_genotype(genotype), tuple(input_shape), check_int("channels", channels, lo=1),
                    check_int("num_classes", num_classes, lo=1))
-    net = from_graph(graph, timesteps=timesteps, rng=rng, neuron=neuron, dtype=dtype)
+    net = archs.from_graph(graph, timesteps=timesteps, rng=rng, neuron=neuron, dtype=dtype)
     net.graph = graph
     return net
 
@@ -114,8 +114,6 @@ def population_spikes(net, names=None) -> dict[str, np.ndarray]:
     """``{name: spikes [T, B, C, H, W]}`` of the last forward, for LIF nodes ``names`` (default:
     every LIF node of ``net``, in node order). Read-only views of the layers' buffers (valid until
     the next forward). ``KeyError``/``ValueError`` for an unknown or non-LIF name or no forward yet."""
-    from refsnn.snn.layers import LIF
-
     names = net.lif_nodes() if names is None else list(names)
     out = {}
     for name in names:

@@ -6,13 +6,25 @@ label smoothing), :mod:`.optim` (SGD, AdamW, cosine schedule), :mod:`.archs` (fi
 networks and the MSE-NAS graph builder :func:`from_graph`), :mod:`.checkpoint` (``.npz``).
 The ``refsnn train`` command is :mod:`refsnn.commands.train`. See docs/stbp.md.
 """
-from refsnn.snn.layers import (LIF, Add, AvgPool2d, BatchNorm2d, Concat, Conv2d, Flatten,
-                               GlobalAvgPool, Layer, Linear, Rectify, kaiming_uniform)
+from refsnn.snn.archs import ARCHS, build_arch, from_graph  # noqa: E402  (uses the above)
+from refsnn.snn.checkpoint import checkpoint_arrays, restore_checkpoint
+from refsnn.snn.layers import (
+                               LIF,
+                               Add,
+                               AvgPool2d,
+                               BatchNorm2d,
+                               Concat,
+                               Conv2d,
+                               Flatten,
+                               GlobalAvgPool,
+                               Layer,
+                               Linear,
+                               Rectify,
+                               kaiming_uniform,
+)
 from refsnn.snn.loss import loss_and_grad, readout
 from refsnn.snn.network import INPUT, Network
 from refsnn.snn.optim import SGD, AdamW, cosine_lr, make_optimizer
-from refsnn.snn.archs import ARCHS, build_arch, from_graph  # noqa: E402  (uses the above)
-from refsnn.snn.checkpoint import checkpoint_arrays, restore_checkpoint
 
 __all__ = [
     "Layer", "Conv2d", "BatchNorm2d", "LIF", "Rectify", "AvgPool2d", "GlobalAvgPool", "Flatten",

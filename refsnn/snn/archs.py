@@ -30,9 +30,8 @@ import numpy as np
 
 from refsnn._checks import check_int
 from refsnn.kernels.lif import PRESETS, LIFParams
-from refsnn.snn.layers import (LIF, Add, AvgPool2d, BatchNorm2d, Concat, Conv2d, Flatten,
-                               GlobalAvgPool, Linear, Rectify)
 from refsnn.snn.graph import check_graph
+from refsnn.snn.layers import LIF, Add, AvgPool2d, BatchNorm2d, Concat, Conv2d, Flatten, GlobalAvgPool, Linear, Rectify
 from refsnn.snn.network import INPUT, Network
 
 __all__ = ["ARCHS", "build_arch", "from_graph", "lif_params_from_dict"]

@@ -43,8 +43,12 @@ import math
 import numpy as np
 
 from refsnn._checks import FLOAT_DTYPES, check_array, check_float, check_int
+from refsnn.kernels.batchnorm import batchnorm2d_backward, batchnorm2d_forward
 from refsnn.kernels.conv import Conv2dWorkspace, conv2d_backward, conv2d_forward
 from refsnn.kernels.lif import PRESETS, LIFParams, lif_backward, lif_forward
+from refsnn.kernels.linear import linear_backward, linear_forward
+from refsnn.kernels.pool import avgpool2d_backward, avgpool2d_forward, global_avgpool_backward, global_avgpool_forward
+from refsnn.kernels.rectify import rectify_backward, rectify_forward
 
 __all__ = [
     "Layer", "Conv2d", "BatchNorm2d", "LIF", "Rectify", "AvgPool2d", "GlobalAvgPool", "Flatten",
@@ -224,7 +228,6 @@ class BatchNorm2d(Layer):
         return f"{self.c}, eps={self.eps:g}, momentum={self.momentum:g}"
 
     def forward(self, x, *, T):
-        from refsnn.kernels.batchnorm import batchnorm2d_forward
         x = self._check_in("x", x, 5)
         if x.shape[2] != self.c:
             raise ValueError(f"x: expected {self.c} channels (axis 2 of [T, B, C, H, W]), got shape {x.shape}")
@@ -253,7 +256,6 @@ class BatchNorm2d(Layer):
         return y.reshape(x.shape)
 
     def backward(self, dy, need_dx=(True,)):
-        from refsnn.kernels.batchnorm import batchnorm2d_backward
         dx, dg, db = batchnorm2d_backward(_fold(dy), self._c_ctx, check_finite=False)
         self.grads["gamma"], self.grads["beta"] = dg, db
         self._c_ctx = None
@@ -340,7 +342,6 @@ class Rectify(Layer):
         return f"sign={self.sign:+d}, relu={self.relu}"
 
     def forward(self, x, *, T):
-        from refsnn.kernels.rectify import rectify_forward
         x = self._check_in("x", x, None)
         if self.relu:
             y, self._c_mask = rectify_forward(x, self.sign)     # one fused Numba pass
@@ -351,7 +352,6 @@ class Rectify(Layer):
         return y
 
     def backward(self, dy, need_dx=(True,)):
-        from refsnn.kernels.rectify import rectify_backward
         if self.relu:
             dx = rectify_backward(dy, self._c_mask, self.sign)
         else:
@@ -380,7 +380,6 @@ class AvgPool2d(Layer):
         return f"k={self.k}"
 
     def forward(self, x, *, T):
-        from refsnn.kernels.pool import avgpool2d_forward
         x = self._check_in("x", x, 5)
         H, W = x.shape[3:]
         if H < self.k or W < self.k:
@@ -394,7 +393,6 @@ class AvgPool2d(Layer):
         return y.reshape(x.shape[:2] + y.shape[1:])
 
     def backward(self, dy, need_dx=(True,)):
-        from refsnn.kernels.pool import avgpool2d_backward
         shape = self._c_shape
         dx = avgpool2d_backward(np.ascontiguousarray(_fold(dy)), self.k, check_finite=False)
         H, W = shape[3:]
@@ -410,14 +408,12 @@ class GlobalAvgPool(Layer):
     ``[T', B, C, H, W] -> [T', B, C]`` (the MSE-NAS head, SPEC §6.3)."""
 
     def forward(self, x, *, T):
-        from refsnn.kernels.pool import global_avgpool_forward
         x = self._check_in("x", x, 5)
         self._c_shape = x.shape
         y = global_avgpool_forward(_fold(x), check_finite=False)
         return y.reshape(x.shape[:3])
 
     def backward(self, dy, need_dx=(True,)):
-        from refsnn.kernels.pool import global_avgpool_backward
         shape = self._c_shape
         dx = global_avgpool_backward(np.ascontiguousarray(_fold(dy)), shape[3:], check_finite=False)
         return (dx.reshape(shape),)
@@ -457,7 +453,6 @@ class Linear(Layer):
         return f"{self.fin}, {self.fout}, bias={'b' in self.params}"
 
     def forward(self, x, *, T):
-        from refsnn.kernels.linear import linear_forward
         x = self._check_in("x", x, 3)
         if x.shape[2] != self.fin:
             raise ValueError(f"x: expected {self.fin} features (axis 2 of [T, B, F]), got shape {x.shape}")
@@ -467,7 +462,6 @@ class Linear(Layer):
         return y.reshape(x.shape[:2] + (self.fout,))
 
     def backward(self, dy, need_dx=(True,)):
-        from refsnn.kernels.linear import linear_backward
         dx, dw, db = linear_backward(np.ascontiguousarray(_fold(dy)), self._c_x, self.params["w"],
                                      "b" in self.params)
         self.grads["w"] = dw

@@ -1,4 +1,5 @@
-"""Comparison behind ``refsnn check OUTPUT_DIR`` (:mod:`refsnn.commands.check`): compare another backend's outputs with the reference vectors (SPEC §7).
+"""Comparison behind ``refsnn check OUTPUT_DIR`` (:mod:`refsnn.commands.check`): compare another
+backend's outputs with the reference vectors (SPEC §7).
 
 ``OUTPUT_DIR`` holds, per case, ``<case>.npz`` with that case's ``out.*`` arrays, computed by the
 other backend from the case's ``in.*`` arrays and ``params`` (the reference ``.npz`` files and
