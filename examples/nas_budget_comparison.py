@@ -103,7 +103,8 @@ def _fields(s: dict) -> dict:
 
 def _winner(args, out: Path) -> tuple[list[int], Path]:
     """The winner's flat genotype and JSON path: from --nas-dir, or from a fresh default search."""
-    from refsnn.commands.nas import NASArgs, search
+    from refsnn.commands.nas import NASConfig
+    from refsnn.commands.nas import run as search
 
     nas_dir = Path(args.nas_dir) if args.nas_dir else out / "nas"
     path = nas_dir / "best_genotype.json"
@@ -111,8 +112,8 @@ def _winner(args, out: Path) -> tuple[list[int], Path]:
         if args.nas_dir:
             raise FileNotFoundError(f"--nas-dir: no best_genotype.json in {nas_dir} (run refsnn nas --out {nas_dir})")
         print(f"no search given: running refsnn nas --data {args.data} (defaults, search only) into {nas_dir}")
-        search(NASArgs(data=args.data, out=str(nas_dir), resume=(nas_dir / "search_state.json").is_file(),
-                       quiet=False, cells=args.cells, channels=args.channels, max_neurons=args.max_neurons))
+        search(NASConfig(data=args.data, out=str(nas_dir), resume=(nas_dir / "search_state.json").is_file(),
+                         quiet=False, cells=args.cells, channels=args.channels, max_neurons=args.max_neurons))
     meta = json.loads(path.read_text())
     if meta.get("channels") != args.channels:
         raise ValueError(f"--channels: the winner in {path} was searched at {meta.get('channels')} channels, not "
@@ -148,11 +149,11 @@ def _search_fitness(nas_dir: Path):
     """``genotype -> fitness`` exactly as the search in ``nas_dir`` scored it (its config.json: kind,
     width, batches, cap, seed); ``-inf`` marks a genotype the search could never pick (silent network
     or over the neuron cap)."""
-    from refsnn.commands.nas import NASArgs, make_fitness
+    from refsnn.commands.nas import NASConfig, make_fitness
     from refsnn.nas.search import genotype_seed
 
     conf = json.loads((nas_dir / "config.json").read_text())
-    a = NASArgs(**{k: v for k, v in conf.items() if k in NASArgs.__dataclass_fields__})
+    a = NASConfig(**{k: v for k, v in conf.items() if k in NASConfig.__dataclass_fields__})
     fit = make_fitness(a)
     return lambda g: float(fit(g, genotype_seed(g, a.seed)))
 
@@ -234,11 +235,11 @@ def _markdown(result: dict, random_rows: list[dict]) -> str:
 
 
 def main(argv=None) -> dict:
-    from refsnn.parallel import map_with_progress
     from refsnn.commands.train import per_sample_hits
     from refsnn.datasets import load
     from refsnn.io import atomic_write_json, atomic_write_text
     from refsnn.nas.genotype import Genotype, to_json
+    from refsnn.parallel import map_with_progress
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="mnist5k")

@@ -45,14 +45,15 @@ from refsnn.stats import paired_stats
 
 def _nas_job(job: dict) -> dict:
     """One fold's ``refsnn nas`` run (in a worker process); returns its summary."""
-    from refsnn.commands.nas import NASArgs, search
+    from refsnn.commands.nas import NASConfig
+    from refsnn.commands.nas import run as search
 
     out = Path(job["out"])
     s = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
     if s.get("train_epochs") == job["epochs"] and (out / "train" / "summary.json").is_file():
         return {"kind": "nas", "fold": job["fold"], "reused": True, **s}
-    a = NASArgs(data=job["data"], train_epochs=job["epochs"], train_lr=job["lr"], workers=0, threads=1,
-                out=str(out), quiet=True, resume=(out / "search_state.json").is_file(), **job["nas"])
+    a = NASConfig(data=job["data"], train_epochs=job["epochs"], train_lr=job["lr"], workers=0, threads=1,
+                  out=str(out), quiet=True, resume=(out / "search_state.json").is_file(), **job["nas"])
     return {"kind": "nas", "fold": job["fold"], "reused": False, **search(a, log=lambda *x: None)}
 
 
@@ -126,8 +127,8 @@ def _check_official(nas: Path, args, nas_over: dict) -> None:
     in the same order, and the settings this script would pass to ``refsnn nas``."""
     import dataclasses
 
+    from refsnn.commands.nas import NASConfig
     from refsnn.datasets import load
-    from refsnn.commands.nas import NASArgs
 
     if not (nas / "train" / "summary.json").is_file():
         raise SystemExit(f"--official-nas: {nas} holds no trained winner (train/summary.json)")
@@ -137,16 +138,17 @@ def _check_official(nas: Path, args, nas_over: dict) -> None:
                                                   (a.x_test, b.x_test), (a.y_test, b.y_test))):
         raise SystemExit(f"--official-nas: fold {args.folds - 1}/{args.folds} of {args.base} is not its official split")
     conf = json.loads((nas / "config.json").read_text())
-    want = dataclasses.asdict(NASArgs(data=args.base, train_epochs=args.epochs, train_lr=args.lr, **nas_over))
-    diff = sorted(k for k in want if k not in ("out", "quiet", "resume", "workers", "threads") and conf.get(k) != want[k])
+    want = dataclasses.asdict(NASConfig(data=args.base, train_epochs=args.epochs, train_lr=args.lr, **nas_over))
+    ignore = ("out", "quiet", "resume", "overwrite", "workers", "threads")
+    diff = sorted(k for k in want if k not in ignore and conf.get(k) != want[k])
     if diff:
         raise SystemExit(f"--official-nas: {nas} was run with other settings: {diff}")
 
 
 def main(argv=None) -> dict:
-    from refsnn.parallel import map_with_progress
     from refsnn.commands.train import per_sample_hits
     from refsnn.io import atomic_write_json, atomic_write_text
+    from refsnn.parallel import map_with_progress
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--base", default="mnist5k", help="dataset spec to re-split")

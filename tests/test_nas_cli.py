@@ -1,20 +1,24 @@
-"""``refsnn nas`` (SPEC §6.5, §8): outputs, progress lines, resume == uninterrupted, training hook."""
+"""``refsnn nas`` (SPEC §6.5, §8): outputs, progress lines, resume == uninterrupted (also of a moved run
+directory), refusal and overwrite, finalists, training hook, worker independence; the examples built on it."""
 from __future__ import annotations
 
 import csv
 import json
 import math
+import shutil
 import statistics
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from refsnn.commands.nas import NASArgs, demo_nas, search
+from refsnn.commands.config import build_parser, parse
+from refsnn.commands.nas import CONFIG, FINALIST_COLUMNS, NASConfig, demo_nas, main
+from refsnn.commands.nas import run as nas_run
 
-TINY = NASArgs(generations=2, population=4, cells=2, channels=4, fitness_batch=8, fitness_batches=1,
-               finalists=0, workers=0, seed=3, quiet=True)
-TIME_COLS = ("generation_seconds", "elapsed_seconds")
+TINY = NASConfig(generations=2, population=4, cells=2, channels=4, fitness_batch=8, fitness_batches=1,
+                 finalists=0, workers=0, seed=3, quiet=True)
+TIME_COLS = ("generation_seconds", "elapsed_seconds", "epoch_seconds")
 
 
 def _rows(path):
@@ -22,13 +26,18 @@ def _rows(path):
         return [{k: v for k, v in r.items() if k not in TIME_COLS} for r in csv.DictReader(f)]
 
 
+def _state(path):
+    return json.loads((path / "search_state.json").read_text())
+
+
 def test_tiny_run_writes_everything_and_resume_matches(tmp_path):
     lines = []
-    s_full = search(replace(TINY, out=str(tmp_path / "full")), log=lines.append)
+    s_full = nas_run(replace(TINY, out=str(tmp_path / "full"), quiet=False), log=lines.append)
     full = tmp_path / "full"
     for name in ("search_state.json", "metrics.csv", "summary.json", "fitness.png", "best_genotype.json",
-                 "best_graph.json", "config.json", "environment.json"):
+                 "best_graph.json", "config.json", "environment.json", "timing.json"):
         assert (full / name).is_file(), name
+    assert not (full / ".lock").exists()
     assert (full / "fitness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summ = json.loads((full / "summary.json").read_text())
     assert summ == json.loads(json.dumps(s_full))
@@ -43,27 +52,57 @@ def test_tiny_run_writes_everything_and_resume_matches(tmp_path):
     assert [r["generation"] for r in rows] == ["0", "1", "2"]
     gen_lines = [l for l in lines if l.startswith("gen ")]
     assert len(gen_lines) == 3 and all("eta" in l and "elapsed" in l and "unique" in l for l in gen_lines)
+    quiet = []
+    nas_run(replace(TINY, out=str(tmp_path / "q"), generations=0), log=quiet.append)
+    assert quiet == []  # --quiet: no progress lines
 
     # interrupted after generation 1, then resumed to 2
     part = tmp_path / "part"
-    search(replace(TINY, out=str(part), generations=1))
-    with pytest.raises(ValueError, match="resume"):
-        search(replace(TINY, out=str(part)))
+    nas_run(replace(TINY, out=str(part), generations=1))
     with pytest.raises(ValueError, match="different settings"):
-        search(replace(TINY, out=str(part), channels=5, resume=True))
-    s_res = search(replace(TINY, out=str(part), resume=True))
+        nas_run(replace(TINY, out=str(part), channels=5, resume=True))
+    s_res = nas_run(replace(TINY, out=str(part), resume=True))
     for k in ("best_genotype", "best_fitness", "generations", "n_evaluations", "frac_inhibitory"):
         assert s_res[k] == s_full[k], k
     assert _rows(part / "metrics.csv") == rows
-    st_full = json.loads((full / "search_state.json").read_text())
-    st_part = json.loads((part / "search_state.json").read_text())
-    assert st_full == st_part
+    assert _state(part) == _state(full)
+    assert set(json.loads((part / "timing.json").read_text())) == {"0", "1", "2"}
+
+
+def test_refuses_a_run_directory_without_resume_or_overwrite(tmp_path):
+    out = tmp_path / "r"
+    s1 = nas_run(replace(TINY, out=str(out), generations=1))
+    before = (out / "search_state.json").read_text()
+    with pytest.raises(ValueError, match="--resume.*--overwrite"):
+        nas_run(replace(TINY, out=str(out)))
+    assert (out / "search_state.json").read_text() == before and not (out / ".lock").exists()
+    with pytest.raises(ValueError, match="overwrite"):
+        NASConfig(resume=True, overwrite=True)
+    # --overwrite starts again: the same result as a fresh run, the old run's extra files gone
+    (out / "finalists").mkdir()
+    (out / "finalists.csv").write_text("stale")
+    s2 = nas_run(replace(TINY, out=str(out), generations=1, seed=4, overwrite=True))
+    fresh = nas_run(replace(TINY, out=str(tmp_path / "fresh"), generations=1, seed=4))
+    assert _state(out) == _state(tmp_path / "fresh") and s2["best_genotype"] == fresh["best_genotype"]
+    assert s2["seed"] == 4 != s1["seed"] and not (out / "finalists").exists() and not (out / "finalists.csv").exists()
+    assert json.loads((out / "config.json").read_text())["seed"] == 4
+
+
+def test_resume_of_a_moved_run_directory(tmp_path):
+    full = tmp_path / "full"
+    nas_run(replace(TINY, out=str(full)))
+    nas_run(replace(TINY, out=str(tmp_path / "a"), generations=1))
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    s = nas_run(replace(TINY, out=str(tmp_path / "b"), resume=True))
+    assert _state(tmp_path / "b") == _state(full)
+    assert _rows(tmp_path / "b" / "metrics.csv") == _rows(full / "metrics.csv")
+    assert s["best_genotype"] == json.loads((full / "summary.json").read_text())["best_genotype"]
 
 
 def test_train_the_winner_through_refsnn_train(tmp_path):
     a = replace(TINY, generations=1, out=str(tmp_path / "r"), train_epochs=1, train_subset=64,
                 train_batch_size=32)
-    s = search(a)
+    s = nas_run(a)
     assert 0.0 <= s["test_accuracy"] <= 1.0 and s["train_epochs"] == 1
     assert s["wall_seconds"] >= s["search_seconds"]
     t = json.loads((tmp_path / "r" / "train" / "summary.json").read_text())
@@ -72,22 +111,28 @@ def test_train_the_winner_through_refsnn_train(tmp_path):
     from refsnn.nas.graph import decode, n_params
     assert t["n_params"] == n_params(decode(s["best_genotype"], (1, 28, 28), 4, 10))
     # resuming a finished run changes nothing
-    s2 = search(replace(a, resume=True))
+    s2 = nas_run(replace(a, resume=True))
     assert s2["test_accuracy"] == s["test_accuracy"] and s2["best_genotype"] == s["best_genotype"]
+    # moved, then resumed with one more epoch: the training continues from its checkpoint in the new place
+    shutil.move(tmp_path / "r", tmp_path / "moved")
+    s4 = nas_run(replace(a, out=str(tmp_path / "moved"), resume=True, train_epochs=2))
+    two = nas_run(replace(a, out=str(tmp_path / "two"), train_epochs=2))
+    assert s4["train_epochs"] == 2 and s4["test_accuracy"] == two["test_accuracy"]
+    m = _rows(tmp_path / "moved" / "train" / "metrics.csv")
+    assert [r["epoch"] for r in m] == ["1", "2"] and m == _rows(tmp_path / "two" / "train" / "metrics.csv")
     # --train-channels: the same winner, trained wider
-    s3 = search(replace(a, out=str(tmp_path / "w"), train_channels=6))
+    s3 = nas_run(replace(a, out=str(tmp_path / "w"), train_channels=6))
     t3 = json.loads((tmp_path / "w" / "train" / "summary.json").read_text())
     assert s3["best_genotype"] == s["best_genotype"] and t3["arch"].endswith("@6") and s3["train_channels"] == 6
     assert t3["n_params"] == n_params(decode(s["best_genotype"], (1, 28, 28), 6, 10)) > t["n_params"]
 
 
 def test_finalists_are_chosen_on_validation_and_resume(tmp_path, monkeypatch):
-    import refsnn.commands.nas as nas_cli
-
     a = replace(TINY, generations=1, out=str(tmp_path / "f"), finalists=3, finalist_epochs=1, train_subset=60,
                 val=20, train_batch_size=20)
-    s = search(a)
+    s = nas_run(a)
     rows = list(csv.DictReader(open(tmp_path / "f" / "finalists.csv")))
+    assert list(rows[0]) == list(FINALIST_COLUMNS)
     assert [r["rank"] for r in rows] == ["1", "2", "3"] and s["n_finalists"] == 3
     fits = [float(r["fitness"]) for r in rows]
     assert fits == sorted(fits, reverse=True) and rows[0]["genotype"] == s["fittest_genotype_str"]
@@ -98,11 +143,13 @@ def test_finalists_are_chosen_on_validation_and_resume(tmp_path, monkeypatch):
     assert kept["genotype"] == s["best_genotype_str"] and "validation" in s["selected_by"]
     t = json.loads((tmp_path / "f" / "finalists" / "01" / "train" / "summary.json").read_text())
     assert t["n_train"] == 40 and t["n_test"] == 20 and t["evaluated_on"].startswith("validation")
-    # resuming a finished run trains nothing again and keeps the choice
-    monkeypatch.setattr("refsnn.commands.train.train", lambda *x, **k: pytest.fail("retrained a finished finalist"))
-    s2 = search(replace(a, resume=True))
+    # resuming a finished run, also after moving it, trains nothing again and keeps the choice
+    monkeypatch.setattr("refsnn.commands.nas.train", lambda *x, **k: pytest.fail("retrained a finished finalist"))
+    s2 = nas_run(replace(a, resume=True))
     assert s2["best_genotype"] == s["best_genotype"] and s2["finalist_rank"] == s["finalist_rank"]
-    assert nas_cli.FINALIST_COLUMNS[0] == "rank"
+    shutil.move(tmp_path / "f", tmp_path / "g")
+    s3 = nas_run(replace(a, out=str(tmp_path / "g"), resume=True))
+    assert s3["best_genotype"] == s["best_genotype"] and s3["finalist_rank"] == s["finalist_rank"]
 
 
 def test_finalists_on_a_worker_pool_match_in_process(tmp_path):
@@ -110,8 +157,8 @@ def test_finalists_on_a_worker_pool_match_in_process(tmp_path):
     # finalist's figures must equal the in-process run's (only the wall times differ)
     base = replace(TINY, generations=1, finalists=2, finalist_epochs=1, train_subset=40, val=20,
                    train_batch_size=20)
-    s0 = search(replace(base, out=str(tmp_path / "w0")))
-    s2 = search(replace(base, out=str(tmp_path / "w2"), workers=2))
+    s0 = nas_run(replace(base, out=str(tmp_path / "w0")))
+    s2 = nas_run(replace(base, out=str(tmp_path / "w2"), workers=2))
 
     def rows(d):
         return [{k: v for k, v in r.items() if k != "seconds"}
@@ -121,21 +168,22 @@ def test_finalists_on_a_worker_pool_match_in_process(tmp_path):
     assert s2["best_genotype"] == s0["best_genotype"] and s2["finalist_rank"] == s0["finalist_rank"]
 
 
-def test_search_top_is_fitness_order_without_invalid():
-    from refsnn.nas.search import EvolutionarySearch
+def test_cli_entry_config_and_demo(tmp_path, capsys):
+    from refsnn.cli import main as cli_main
 
-    s = EvolutionarySearch.__new__(EvolutionarySearch)
-    s.cache = {(1,): 2.0, (2,): float("-inf"), (3,): 5.0, (4,): 2.0, (5,): 1.0}
-    assert s.top(3) == [((3,), 5.0), ((1,), 2.0), ((4,), 2.0)]
-    assert s.top(10)[-1] == ((5,), 1.0) and len(s.top(10)) == 4
-
-
-def test_cli_entry_and_demo(tmp_path, capsys):
-    from refsnn.cli import main
-
-    rc = main(["nas", "--generations", "1", "--population", "3", "--cells", "1", "--channels", "2", "--finalists", "0",
-               "--fitness-batch", "4", "--fitness-batches", "1", "--fitness", "logdet",
-               "--out", str(tmp_path / "c")])
+    assert CONFIG is NASConfig
+    text = build_parser(NASConfig, prog="refsnn nas").format_help()
+    for h in ("--finalist-epochs", "--overwrite", "--resume", "bie-max", "(default: 80)"):
+        assert h in text
+    argv = ["--generations", "1", "--population", "3", "--cells", "1", "--channels", "2", "--finalists", "0",
+            "--fitness-batch", "4", "--fitness-batches", "1", "--fitness", "logdet"]
+    cfg = parse(NASConfig, argv + ["--out", str(tmp_path / "p")])
+    assert (cfg.generations, cfg.fitness, cfg.max_neurons, cfg.overwrite) == (1, "logdet", 30000, False)
+    assert main(cfg) == 0
+    assert "gen   1/1" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="elites"):
+        parse(NASConfig, ["--population", "2", "--elites", "2"])
+    rc = cli_main(["nas"] + argv + ["--out", str(tmp_path / "c")])
     assert rc == 0
     out = capsys.readouterr().out
     assert "gen   1/1" in out and "best genotype" in out
@@ -143,11 +191,12 @@ def test_cli_entry_and_demo(tmp_path, capsys):
     d = demo_nas(tmp_path / "demo", quiet=True)
     assert d["generations"] == 3 and len(d["best_genotype"]) == 2 * 9 + 2
     assert np.isfinite(d["best_fitness"])
+    assert demo_nas(tmp_path / "demo", quiet=True)["best_genotype"] == d["best_genotype"]  # runs again
 
 
 def test_worker_processes_give_the_same_search(tmp_path):
-    s0 = search(replace(TINY, generations=1, out=str(tmp_path / "w0")))
-    s2 = search(replace(TINY, generations=1, out=str(tmp_path / "w2"), workers=2))
+    s0 = nas_run(replace(TINY, generations=1, out=str(tmp_path / "w0")))
+    s2 = nas_run(replace(TINY, generations=1, out=str(tmp_path / "w2"), workers=2))
     assert s0["best_genotype"] == s2["best_genotype"] and s0["best_fitness"] == s2["best_fitness"]
     assert (tmp_path / "w0" / "search_state.json").read_text() == (tmp_path / "w2" / "search_state.json").read_text()
 
@@ -167,7 +216,7 @@ def test_budget_comparison_example_tiny_and_rerun_reuses(tmp_path, capsys):
     """examples/nas_budget_comparison.py end to end on a tiny budget: the three contestants are trained
     with one recipe, the figures are the winner's and the fixed network's accuracy at their better
     learning rate and the random genotypes' median; a second call reuses every finished training."""
-    search(replace(TINY, out=str(tmp_path / "nas")))
+    nas_run(replace(TINY, out=str(tmp_path / "nas")))
     ex = _load_example("nas_budget_comparison")
     argv = ["--nas-dir", str(tmp_path / "nas"), "--out", str(tmp_path / "cmp"), "--cells", "2", "--channels", "4",
             "--epochs", "1", "--n-random", "3", "--n-train", "64", "--n-test", "40", "--workers", "0",
@@ -190,7 +239,8 @@ def test_budget_comparison_example_tiny_and_rerun_reuses(tmp_path, capsys):
     assert md[2].endswith(f"| {100 * r1['winner_accuracy']:.2f} % |") and f"{100 * r1['fixed_accuracy']:.2f} %" in md[3]
     assert f"{100 * r1['random_median_accuracy']:.2f} %" in md[4] and "on 40 test images" in md[-1]
     # the search's own fitness marks which random genotypes it could have picked
-    fin = [float(r["test_accuracy"]) for r in rows if r["group"] == "random" and math.isfinite(float(r["search_fitness"]))]
+    fin = [float(r["test_accuracy"]) for r in rows
+           if r["group"] == "random" and math.isfinite(float(r["search_fitness"]))]
     assert r1["n_random_valid"] == len(fin) and math.isfinite(float(rows[0]["search_fitness"]))
     if fin:
         assert r1["random_valid_median_accuracy"] == statistics.median(fin)
@@ -237,7 +287,8 @@ def tiny_cv(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("cv")
     tiny = ["--generations", "1", "--population", "4", "--cells", "2", "--channels", "4", "--finalists", "0",
             "--train-subset", "48"]
-    argv = ["--folds", "2", "--epochs", "1", "--fixed-arch", "c4-p", "--workers", "0", "--out", str(tmp_path / "cv")] + tiny
+    argv = ["--folds", "2", "--epochs", "1", "--fixed-arch", "c4-p", "--workers", "0",
+            "--out", str(tmp_path / "cv")] + tiny
     return tmp_path, argv, _load_example("nas_crossval").main(argv)
 
 
@@ -295,8 +346,8 @@ def test_noise_energy_example_on_a_tiny_crossval(tiny_cv, capsys):
     cross-validation's pooled comparison, each noisy accuracy is evaluate_with_noise of that fold's
     network with the fold index as noise seed, the drop difference is the difference of the
     differences, the cost is energy_report's; a second call reuses the cached evaluations."""
-    from refsnn.snn.energy import energy_report, evaluate_with_noise
     from refsnn.commands.train import load_run
+    from refsnn.snn.energy import energy_report, evaluate_with_noise
 
     tmp_path, _, r_cv = tiny_cv
     ex = _load_example("nas_noise_energy")

@@ -1,16 +1,27 @@
-"""SPEC §6.5 evolutionary search: improvement, caching, dedup, determinism across executors, resume."""
+"""SPEC §6.5 evolutionary search as ask/tell: improvement, caching, dedup, determinism across executors,
+resume from a state, bit-identity with the pre-ask/tell search; the finalist stage's choice."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
+import numpy as np
 import pytest
 
-from refsnn.nas.genotype import canonical, validate
+from refsnn.nas.finalists import FinalistStage, choose
+from refsnn.nas.genotype import Genotype, canonical, random_genotype, validate
+from refsnn.nas.search import (
+    Asked,
+    EvolutionarySearch,
+    SearchConfig,
+    evaluate,
+    genotype_seed,
+    motif_count_fitness,
+    run_search,
+)
 from refsnn.parallel import InlineExecutor
-from refsnn.nas.search import (EvolutionarySearch, SearchConfig, genotype_seed,
-                               motif_count_fitness, run_search)
 
 CFG = SearchConfig(n_cells=4, population_size=12, generations=12, seed=7)
 
@@ -30,6 +41,36 @@ class Counting:
         return self.fn(g, seed)
 
 
+def _drive(s: EvolutionarySearch, fitness, executor=None, *, until=None) -> EvolutionarySearch:
+    """The caller's loop: ask, evaluate, tell."""
+    while not s.done() and (until is None or s.generation < until):
+        s.tell(evaluate(fitness, s.ask(), executor))
+    return s
+
+
+def _third_invalid(g, seed):
+    return float("nan") if seed % 3 == 0 else motif_count_fitness(g, seed)
+
+
+# sha256 of json.dumps(state_dict(), sort_keys=True) and top(3) of the search as it was before the
+# ask/tell split (initialize() + step() with the executor inside), on two settings
+REFERENCE = [
+    (CFG, motif_count_fitness, "9aaf45dfabdc244746cb3c6e0bd0881c8863a2437111a91a3d5ece294bc1ed76",
+     [3.0009799398194583, 3.000923771313942, 3.000922768304915]),
+    (SearchConfig(n_cells=3, population_size=10, generations=8, seed=2, n_elites=1, tournament_size=3), _third_invalid,
+     "75fe92d0079d746d99e694480b508fb7cdf4c63e6231fee2597d802fb65980b7",
+     [1.000976930792377, 1.0009588766298896, 1.000913741223671]),
+]
+
+
+@pytest.mark.parametrize("case", range(len(REFERENCE)))
+def test_ask_tell_equals_the_former_step_loop(case):
+    cfg, fitness, digest, top3 = REFERENCE[case]
+    s = _drive(EvolutionarySearch(cfg), fitness)
+    assert hashlib.sha256(json.dumps(s.state_dict(), sort_keys=True).encode()).hexdigest() == digest
+    assert [f for _, f in s.top(3)] == top3
+
+
 def test_evolution_improves_synthetic_fitness():
     r = run_search(motif_count_fitness, SearchConfig(n_cells=5, population_size=16, generations=25, seed=3))
     h = r.history
@@ -47,10 +88,26 @@ def test_evolution_improves_synthetic_fitness():
         assert ei["n_E_edges"] + ei["n_I_edges"] == sum(v["E"] + v["I"] for v in ei["per_motif"].values())
 
 
+def test_ask_is_repeatable_and_tell_completes_the_generation():
+    s = EvolutionarySearch(CFG)
+    a = s.ask()
+    assert isinstance(a, Asked) and a.generation == 0 and s.generation == -1 and s.ask() == a
+    assert len(a) == len(set(a.genotypes)) <= CFG.population_size
+    assert all(canonical(g).flat == g for g in a.genotypes)
+    assert list(a.seeds) == [genotype_seed(g, CFG.seed) for g in a.genotypes]
+    rec = s.tell(evaluate(motif_count_fitness, a))
+    assert rec["generation"] == s.generation == 0 and s.history == [rec] and rec["n_evaluated"] == len(a)
+    assert len(s.population) == CFG.population_size and len(s.cache) == len(a)
+    a1 = s.ask()
+    assert a1.generation == 1 and not set(a1.genotypes) & set(s.cache)  # cached genotypes are not asked again
+    with pytest.raises(RuntimeError, match="ask"):
+        EvolutionarySearch(CFG).tell([])
+
+
 def test_cache_and_seeds():
     f = Counting()
-    s = EvolutionarySearch(f, CFG)
-    r = s.run()
+    s = EvolutionarySearch(CFG)
+    r = s.run(f)
     keys = [g for g, _ in f.calls]
     assert len(keys) == len(set(keys)) == len(s.cache) == r.n_evaluations
     for g, seed in f.calls:
@@ -62,64 +119,47 @@ def test_cache_and_seeds():
 
 
 def test_deterministic_across_executors():
-    ref = EvolutionarySearch(motif_count_fitness, CFG)
-    ref.run()
+    ref = _drive(EvolutionarySearch(CFG), motif_count_fitness)
     with ProcessPoolExecutor(max_workers=2) as ex:
-        par = EvolutionarySearch(motif_count_fitness, CFG, executor=ex)
-        par.run()
+        par = _drive(EvolutionarySearch(CFG), motif_count_fitness, ex)
     with ThreadPoolExecutor(max_workers=2) as ex:
-        thr = EvolutionarySearch(motif_count_fitness, CFG, executor=ex)
-        thr.run()
-    assert par.state_dict() == ref.state_dict() == thr.state_dict()
-    other = EvolutionarySearch(motif_count_fitness, SearchConfig(**{**CFG.__dict__, "seed": 8}))
-    other.run()
+        thr = EvolutionarySearch(CFG)
+        thr.run(motif_count_fitness, executor=ex)
+    inl = _drive(EvolutionarySearch(CFG), motif_count_fitness, InlineExecutor())
+    assert par.state_dict() == ref.state_dict() == thr.state_dict() == inl.state_dict()
+    assert par.top(5) == ref.top(5)
+    other = _drive(EvolutionarySearch(SearchConfig(**{**CFG.__dict__, "seed": 8})), motif_count_fitness)
     assert other.state_dict()["population"] != ref.state_dict()["population"]
 
 
-def test_resume_equals_uninterrupted(tmp_path):
-    ref = EvolutionarySearch(motif_count_fitness, CFG)
-    ref_result = ref.run()
-
-    ck = tmp_path / "state.json"
-
-    class Stop(Exception):
-        pass
-
-    def stop_at_5(rec):
-        if rec["generation"] == 5:
-            raise Stop
-
-    s = EvolutionarySearch(motif_count_fitness, CFG)
-    with pytest.raises(Stop):
-        s.run(on_generation=stop_at_5, checkpoint=ck)
-    loaded = EvolutionarySearch.load(ck, motif_count_fitness)
+def test_resume_from_state_equals_uninterrupted():
+    ref = _drive(EvolutionarySearch(CFG), motif_count_fitness)
+    part = _drive(EvolutionarySearch(CFG), motif_count_fitness, until=5)
+    part.ask()  # a generation asked but not told is not in the state
+    state = _strict(json.dumps(part.state_dict()))
+    loaded = EvolutionarySearch.from_state(state)
     assert loaded.generation == 5
-    got = loaded.run(checkpoint=ck)
-    assert loaded.state_dict() == ref.state_dict()
-    assert got.best_genotype == ref_result.best_genotype and got.best_fitness == ref_result.best_fitness
-    assert _strict(ck.read_text()) == ref.state_dict()
+    got = loaded.run(motif_count_fitness)
+    assert loaded.state_dict() == ref.state_dict() and loaded.top(4) == ref.top(4)
+    assert got.best_genotype == ref.result().best_genotype and got.history == ref.history
     # extending a finished run == running longer from the start
-    short = EvolutionarySearch(motif_count_fitness, SearchConfig(**{**CFG.__dict__, "generations": 6}))
-    short.run(checkpoint=ck)
-    r2 = run_search(motif_count_fitness, CFG, resume=ck)
-    assert r2.history == ref_result.history
-    with pytest.raises(ValueError, match="config"):
-        run_search(motif_count_fitness, SearchConfig(**{**CFG.__dict__, "seed": 99}), resume=ck)
+    short = _drive(EvolutionarySearch(SearchConfig(**{**CFG.__dict__, "generations": 6})), motif_count_fitness)
+    longer = EvolutionarySearch.from_state(short.state_dict(), generations=CFG.generations)
+    assert longer.config == CFG and longer.run(motif_count_fitness).history == ref.history
 
 
-def test_invalid_fitness_values_and_strict_json(tmp_path):
+def test_invalid_fitness_values_and_strict_json():
     def half_invalid(g, seed):
         return float("nan") if seed % 2 else float(sum(g))
 
-    s = EvolutionarySearch(half_invalid, SearchConfig(n_cells=2, population_size=8, generations=2, seed=1))
-    r = s.run(checkpoint=tmp_path / "s.json")
+    s = EvolutionarySearch(SearchConfig(n_cells=2, population_size=8, generations=2, seed=1))
+    r = s.run(half_invalid)
     assert any(math.isinf(f) and f < 0 for f in s.cache.values())
     assert all(not math.isnan(f) for f in s.cache.values())
     assert r.history[0]["n_invalid"] > 0
-    state = _strict((tmp_path / "s.json").read_text())
+    state = _strict(json.dumps(s.state_dict()))
     assert "-inf" in state["fitness"] or any(c[1] == "-inf" for c in state["cache"])
-    again = EvolutionarySearch.from_state(state, half_invalid)
-    assert again.state_dict() == s.state_dict()
+    assert EvolutionarySearch.from_state(state).state_dict() == s.state_dict()
 
 
 def test_bad_arguments():
@@ -129,27 +169,67 @@ def test_bad_arguments():
         SearchConfig(population_size=4, n_elites=4)
     with pytest.raises(ValueError, match="crossover_rate"):
         SearchConfig(crossover_rate=2.0)
+    with pytest.raises(TypeError, match="config"):
+        EvolutionarySearch(motif_count_fitness)
+    s = EvolutionarySearch(CFG)
     with pytest.raises(TypeError, match="fitness"):
-        EvolutionarySearch(3, CFG)
+        evaluate(3, s.ask())
     with pytest.raises(TypeError, match="executor"):
-        EvolutionarySearch(motif_count_fitness, CFG, executor=object())
+        evaluate(motif_count_fitness, s.ask(), object())
     with pytest.raises(ValueError, match="state"):
-        EvolutionarySearch.from_state({"format": "x"}, motif_count_fitness)
-    s = EvolutionarySearch(lambda g, seed: "good", CFG)
+        EvolutionarySearch.from_state({"format": "x"})
     with pytest.raises(TypeError, match="real number"):
-        s.run()
-    with pytest.raises(RuntimeError, match="initialize"):
-        EvolutionarySearch(motif_count_fitness, CFG).step()
+        s.tell(["good"] * len(s.ask()))
+    with pytest.raises(ValueError, match="fitnesses: expected"):
+        s.tell([1.0])
+    assert s.generation == -1 and not s.cache  # a refused tell changes nothing
+    with pytest.raises(TypeError, match="real number"):
+        EvolutionarySearch(CFG).run(lambda g, seed: "good")
 
 
-def test_inline_executor_propagates_errors():
+def test_evaluation_errors_propagate():
     def boom(g, seed):
         raise KeyError("boom")
 
     with pytest.raises(KeyError):
-        EvolutionarySearch(boom, CFG, executor=InlineExecutor()).run()
+        EvolutionarySearch(CFG).run(boom, executor=InlineExecutor())
 
 
 def test_tiny_search_space_does_not_hang():
     r = run_search(motif_count_fitness, SearchConfig(n_cells=1, population_size=60, generations=2, seed=0))
     assert len(r.history) == 3
+
+
+def test_search_top_is_fitness_order_without_invalid():
+    s = EvolutionarySearch(CFG)
+    s.cache = {(1,): 2.0, (2,): float("-inf"), (3,): 5.0, (4,): 2.0, (5,): 1.0}
+    assert s.top(3) == [((3,), 5.0), ((1,), 2.0), ((4,), 2.0)]
+    assert s.top(10)[-1] == ((5,), 1.0) and len(s.top(10)) == 4
+
+
+def test_finalist_stage_ask_tell_and_tie_rule():
+    s = _drive(EvolutionarySearch(CFG), motif_count_fitness)
+    stage = FinalistStage.from_search(s, 4)
+    asked = stage.ask()
+    assert [g.flat for g in asked] == [g for g, _ in s.top(4)] and list(stage.fitnesses) == [f for _, f in s.top(4)]
+    assert all(isinstance(g, Genotype) for g in asked)
+    i, rows = stage.tell([0.5, 0.75, 0.75, 0.25])
+    assert i == 1  # ties: the fitter (earlier rank)
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4] and rows[1]["val_accuracy"] == 0.75
+    assert rows[0]["genotype"] == str(asked[0]) and rows[2]["fitness"] == stage.fitnesses[2]
+    assert stage.tell([0.1, 0.1, 0.1, 0.1])[0] == 0 and stage.tell([0, 0, 0, 1.0])[0] == 3
+    assert choose([0.2, 0.9, 0.9]) == 1
+    with pytest.raises(ValueError, match="val_accuracies: expected 4"):
+        stage.tell([0.5])
+    with pytest.raises(ValueError, match=r"finalist 2 .*\[0, 1\]"):
+        stage.tell([0.5, float("nan"), 0.1, 0.1])
+    # fewer genotypes evaluated than asked for: all of them; invalid ones never
+    rng = np.random.default_rng(0)
+    g, h = (canonical(random_genotype(rng, 4)) for _ in range(2))
+    few = EvolutionarySearch(CFG)
+    few.cache = {g.flat: 2.0, h.flat: float("-inf")}
+    assert FinalistStage.from_search(few, 8).ask() == (g,)
+    with pytest.raises(ValueError, match="distinct"):
+        FinalistStage((g, g), (1.0, 0.5))
+    with pytest.raises(ValueError, match="finite"):
+        FinalistStage((g,), (float("-inf"),))

@@ -1,7 +1,17 @@
-"""Evolutionary search over MSE-NAS genotypes (SPEC §6.5; the seed's "tournament selection,
-crossover, mutation, 80 generations" with the BIE fitness of eqs. 3-7 plugged in by the caller).
+"""Evolutionary search over MSE-NAS genotypes as an ask/tell strategy (SPEC §6.5; the seed's
+"tournament selection, crossover, mutation, 80 generations" with the BIE fitness of eqs. 3-7
+supplied by the caller).
 
-The search **maximises** a user-given ``fitness(genotype, seed) -> float``: ``genotype`` is the
+The strategy (evosax's shape) never evaluates anything and reads or writes no file; the caller
+scores what it asks for::
+
+    s = EvolutionarySearch(SearchConfig(n_cells=6, generations=80, seed=1))
+    while not s.done():
+        asked = s.ask()                                   # the genotypes that need a fitness
+        record = s.tell(evaluate(fitness, asked, executor))  # completes the generation
+    state = s.state_dict()                                # JSON-ready; from_state(state) resumes
+
+The search **maximises** a fitness ``fitness(genotype, seed) -> float``: ``genotype`` is the
 *canonical* flat tuple of ints (:func:`refsnn.nas.genotype.canonical`; equal networks get equal
 calls), ``seed`` a non-negative int (< 2**63) derived from the canonical genotype and the run seed
 (:func:`genotype_seed`), so a stochastic fitness (random initial weights, random batches) is a
@@ -24,49 +34,47 @@ Algorithm (generation 0 = random initial population; generations 1..G):
    children per generation. The population keeps the raw genotypes (their non-coding genes carry
    hidden variation); canonical forms are used as keys only.
 3. *Evaluation*: the fitness of each canonical genotype is computed once per run (cache keyed by
-   the canonical genotype, kept in the saved state); the genotypes not yet cached are sent, in
-   order of first appearance, through ``executor.map(fitness, genotypes, seeds)``. The default
-   executor runs them in-process; any ``concurrent.futures.Executor`` works (process pools need a
-   picklable, module-level ``fitness``).
+   the canonical genotype, kept in the state). :meth:`EvolutionarySearch.ask` returns an
+   :class:`Asked`: the new population's canonical genotypes not yet cached, in order of first
+   appearance, with their seeds; :meth:`EvolutionarySearch.tell` takes one fitness per asked
+   genotype, in that order. :func:`evaluate` computes them as ``executor.map(fitness, genotypes,
+   seeds)`` (in-process without an executor; a process pool needs a picklable, module-level
+   ``fitness``).
 
-Determinism: all randomness is drawn in the parent from
-``default_rng(SeedSequence(seed, spawn_key=(generation,)))``, a fresh generator per generation,
-and evaluation results are collected by key, so the run is bit-identical for any executor or
-worker count, and a search resumed from a saved state (:meth:`EvolutionarySearch.save` /
-:meth:`EvolutionarySearch.load`, atomic JSON via :mod:`refsnn.io`) reproduces the uninterrupted run
-exactly (tested), including its history.
+Determinism: all randomness is drawn in :meth:`~EvolutionarySearch.ask` from
+``default_rng(SeedSequence(seed, spawn_key=(generation,)))``, a fresh generator per generation
+(asking twice gives the same population), and fitnesses are matched to genotypes by position, so
+the run is bit-identical however the caller evaluates (any executor or worker count), and a search
+rebuilt by :meth:`~EvolutionarySearch.from_state` from a saved :meth:`~EvolutionarySearch.state_dict`
+reproduces the uninterrupted run exactly (tested), including its history.
 
-Per-generation record (``history``; printed by a CLI as one progress line): ``generation``,
-``best_fitness``, ``mean_fitness`` (over the finite fitnesses; ``None`` if there is none),
-``n_invalid`` (non-finite fitnesses), ``best_genotype`` (flat list, this generation's best),
-``best_so_far_fitness``, ``best_so_far_genotype`` (canonical, over all evaluations),
-``n_unique`` (distinct canonical genotypes in the population), ``n_evaluated`` (new fitness calls),
-``n_cached`` (cache size), ``ei`` (E/I edge counts over the population's motif edges,
-:func:`refsnn.nas.graph.ei_counts` summed: ``n_E_edges``, ``n_I_edges``, ``frac_inhibitory``,
-``per_motif`` {name: {cells, E, I, frac_inhibitory}}). Non-finite fitness values are written as
-the strings ``"inf"``/``"-inf"`` in JSON files.
+Per-generation record (returned by ``tell`` and appended to ``history``; printed by a command as one
+progress line): ``generation``, ``best_fitness``, ``mean_fitness`` (over the finite fitnesses;
+``None`` if there is none), ``n_invalid`` (non-finite fitnesses), ``best_genotype`` (flat list, this
+generation's best), ``best_so_far_fitness``, ``best_so_far_genotype`` (canonical, over all
+evaluations), ``n_unique`` (distinct canonical genotypes in the population), ``n_evaluated`` (new
+fitness calls), ``n_cached`` (cache size), ``ei`` (E/I edge counts over the population's motif
+edges, :func:`refsnn.nas.graph.ei_counts` summed: ``n_E_edges``, ``n_I_edges``,
+``frac_inhibitory``, ``per_motif`` {name: {cells, E, I, frac_inhibitory}}). Non-finite fitness
+values are written as the strings ``"inf"``/``"-inf"`` in the state.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from .._checks import check_float, check_int
-from ..io import atomic_write_json
-from ..parallel import InlineExecutor
 from .genotype import Genotype, as_genotype, canonical, crossover, genotype_length, mutate, random_genotype
 from .graph import ei_counts, finish_ei_table
 from .motifs import MOTIF_NAMES
 
-__all__ = ["SearchConfig", "SearchResult", "EvolutionarySearch", "run_search", "genotype_seed",
-           "motif_count_fitness", "STATE_FORMAT"]
+__all__ = ["SearchConfig", "SearchResult", "Asked", "EvolutionarySearch", "evaluate", "run_search",
+           "genotype_seed", "motif_count_fitness", "STATE_FORMAT"]
 
 STATE_FORMAT = "refsnn.msenas.search/1"
 
@@ -107,6 +115,19 @@ class SearchResult:
     n_evaluations: int = 0
 
 
+@dataclass(frozen=True)
+class Asked:
+    """What one generation needs scored: the canonical genotypes of the new population that have no
+    cached fitness (order of first appearance, no repeats) and their :func:`genotype_seed` seeds."""
+
+    generation: int
+    genotypes: tuple[tuple[int, ...], ...]
+    seeds: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.genotypes)
+
+
 def genotype_seed(genotype, run_seed: int) -> int:
     """Integer seed in ``[0, 2**63)`` for evaluating ``genotype`` in run ``run_seed``: the first
     8 bytes of SHA-256 of ``"refsnn-nas|{run_seed}|{g_1},{g_2},..."`` over the canonical flat vector
@@ -124,6 +145,18 @@ def motif_count_fitness(genotype, seed: int, motif: int = 4) -> float:
     return float(sum(1 for m, _ in cg.cells if m == motif)) + 1e-3 * (seed % 997) / 997
 
 
+def evaluate(fitness: Callable[[tuple, int], float], asked: Asked, executor: cf.Executor | None = None) -> list:
+    """``[fitness(g, seed) for g, seed in asked]``, through ``executor.map`` if given (results in the
+    asked order whatever the executor, so the search does not depend on it)."""
+    if not callable(fitness):
+        raise TypeError(f"fitness: expected a callable fitness(genotype, seed), got {type(fitness).__name__}")
+    if executor is not None and not isinstance(executor, cf.Executor):
+        raise TypeError(f"executor: expected a concurrent.futures.Executor, got {type(executor).__name__}")
+    if executor is None:
+        return [fitness(g, s) for g, s in zip(asked.genotypes, asked.seeds)]
+    return list(executor.map(fitness, asked.genotypes, asked.seeds))
+
+
 def _enc(f: float):
     return f if math.isfinite(f) else ("nan" if math.isnan(f) else ("inf" if f > 0 else "-inf"))
 
@@ -133,29 +166,20 @@ def _dec(v) -> float:
 
 
 class EvolutionarySearch:
-    """Stateful search; see the module docstring. Typical use::
+    """The search as an ask/tell strategy (module docstring): ``ask()`` the genotypes to score,
+    ``tell(fitnesses)`` to complete the generation. Holds the population, the fitness cache and the
+    history; no fitness function, no executor, no files."""
 
-        s = EvolutionarySearch(fitness, SearchConfig(n_cells=6, generations=80, seed=1))
-        result = s.run(on_generation=print, checkpoint="run/search_state.json")
-        # later: EvolutionarySearch.load("run/search_state.json", fitness).run(...)
-    """
-
-    def __init__(self, fitness: Callable[[tuple, int], float], config: SearchConfig = SearchConfig(),
-                 executor: cf.Executor | None = None):
-        if not callable(fitness):
-            raise TypeError(f"fitness: expected a callable fitness(genotype, seed), got {type(fitness).__name__}")
+    def __init__(self, config: SearchConfig = SearchConfig()):
         if not isinstance(config, SearchConfig):
             raise TypeError(f"config: expected a SearchConfig, got {type(config).__name__}")
-        if executor is not None and not isinstance(executor, cf.Executor):
-            raise TypeError(f"executor: expected a concurrent.futures.Executor, got {type(executor).__name__}")
-        self.fitness = fitness
         self.config = config
-        self.executor = executor if executor is not None else InlineExecutor()
         self.generation = -1  # last completed generation
         self.population: list[tuple[int, ...]] = []
         self.fitnesses: list[float] = []
         self.cache: dict[tuple[int, ...], float] = {}
         self.history: list[dict] = []
+        self._pending: tuple[list[tuple[int, ...]], Asked] | None = None  # (new population, asked)
 
     # -- randomness -------------------------------------------------------------------------
     def _rng(self, generation: int) -> np.random.Generator:
@@ -166,30 +190,26 @@ class EvolutionarySearch:
         c = self.config
         return 1.0 / genotype_length(c.n_cells) if c.mutation_rate is None else c.mutation_rate
 
-    # -- evaluation -------------------------------------------------------------------------
-    def _evaluate(self, genotypes: list[tuple[int, ...]]) -> int:
-        todo = []
-        for g in genotypes:
-            k = canonical(g).flat
-            if k not in self.cache and k not in todo:
-                todo.append(k)
-        seeds = [genotype_seed(k, self.config.seed) for k in todo]
-        results = list(self.executor.map(self.fitness, todo, seeds))
-        for k, f in zip(todo, results):
-            if isinstance(f, (bool, np.bool_)) or not isinstance(f, (int, float, np.integer, np.floating)):
-                raise TypeError(f"fitness: expected a real number for genotype {list(k)}, got {type(f).__name__}")
-            f = float(f)
-            self.cache[k] = float("-inf") if math.isnan(f) else f
-        return len(todo)
+    # -- ask ----------------------------------------------------------------------------------
+    def ask(self) -> Asked:
+        """The next generation's genotypes that need a fitness (generation 0: the random initial
+        population; then elitism, tournaments, crossover, mutation, dedup). Does not complete the
+        generation; asking again before :meth:`tell` returns the same :class:`Asked`."""
+        if self._pending is None:
+            gen = self.generation + 1
+            pop = self._initial_population() if gen == 0 else self._offspring(gen)
+            todo: list[tuple[int, ...]] = []
+            seen = set()
+            for g in pop:
+                k = canonical(g).flat
+                if k not in self.cache and k not in seen:
+                    seen.add(k)
+                    todo.append(k)
+            seeds = tuple(genotype_seed(k, self.config.seed) for k in todo)
+            self._pending = (pop, Asked(gen, tuple(todo), seeds))
+        return self._pending[1]
 
-    def _fitness_of(self, g) -> float:
-        return self.cache[canonical(g).flat]
-
-    # -- steps ------------------------------------------------------------------------------
-    def initialize(self) -> dict:
-        """Generation 0: random unique population, evaluated. Returns its record."""
-        if self.generation >= 0:
-            raise RuntimeError("initialize: the search is already initialised")
+    def _initial_population(self) -> list[tuple[int, ...]]:
         c = self.config
         rng = self._rng(0)
         pop, keys = [], set()
@@ -202,11 +222,7 @@ class EvolutionarySearch:
                 continue
             keys.add(k)
             pop.append(g.flat)
-        n_eval = self._evaluate(pop)
-        self.population = pop
-        self.fitnesses = [self._fitness_of(g) for g in pop]
-        self.generation = 0
-        return self._record(n_eval)
+        return pop
 
     def _tournament(self, rng: np.random.Generator) -> int:
         idx = sorted(int(i) for i in rng.choice(len(self.population), size=self.config.tournament_size,
@@ -217,12 +233,8 @@ class EvolutionarySearch:
                 best = i
         return best
 
-    def step(self) -> dict:
-        """One generation (elitism, tournament, crossover, mutation, dedup, evaluation)."""
-        if self.generation < 0:
-            raise RuntimeError("step: call initialize() first")
+    def _offspring(self, gen: int) -> list[tuple[int, ...]]:
         c = self.config
-        gen = self.generation + 1
         rng = self._rng(gen)
         n = len(self.population)
         order = sorted(range(n), key=lambda i: (-self.fitnesses[i], i))
@@ -243,11 +255,33 @@ class EvolutionarySearch:
                     continue
                 keys.add(k)
                 new.append(kid.flat)
-        n_eval = self._evaluate(new)
-        self.population = new
-        self.fitnesses = [self._fitness_of(g) for g in new]
-        self.generation = gen
-        return self._record(n_eval)
+        return new
+
+    # -- tell ---------------------------------------------------------------------------------
+    def tell(self, fitnesses: Sequence) -> dict:
+        """Complete the asked generation with one fitness per asked genotype (in :class:`Asked`
+        order; NaN is stored as ``-inf``); returns the generation's record (also appended to
+        ``history``)."""
+        if self._pending is None:
+            raise RuntimeError("tell: call ask() first")
+        pop, asked = self._pending
+        fitnesses = list(fitnesses)
+        if len(fitnesses) != len(asked):
+            raise ValueError(f"fitnesses: expected {len(asked)} values (one per asked genotype), got {len(fitnesses)}")
+        values = []
+        for k, f in zip(asked.genotypes, fitnesses):
+            if isinstance(f, (bool, np.bool_)) or not isinstance(f, (int, float, np.integer, np.floating)):
+                raise TypeError(f"fitness: expected a real number for genotype {list(k)}, got {type(f).__name__}")
+            f = float(f)
+            values.append(float("-inf") if math.isnan(f) else f)
+        self.cache.update(zip(asked.genotypes, values))
+        self.population = pop
+        self.fitnesses = [self.cache[canonical(g).flat] for g in pop]
+        self.generation = asked.generation
+        self._pending = None
+        rec = self._record(len(asked))
+        self.history.append(rec)
+        return rec
 
     def _record(self, n_evaluated: int) -> dict:
         fit = self.fitnesses
@@ -269,6 +303,7 @@ class EvolutionarySearch:
             "ei": ei,
         }
 
+    # -- results ------------------------------------------------------------------------------
     def best(self) -> tuple[tuple[int, ...], float]:
         """Best canonical genotype over every evaluation so far (ties: first evaluated) and its fitness."""
         if not self.cache:
@@ -286,24 +321,29 @@ class EvolutionarySearch:
         return sorted(finite, key=lambda kf: -kf[1])[:k]  # stable: evaluation order breaks ties
 
     def done(self) -> bool:
+        """Whether ``config.generations`` generations (after generation 0) are complete."""
         return self.generation >= self.config.generations
 
-    def run(self, on_generation: Callable[[dict], None] | None = None, checkpoint=None) -> SearchResult:
-        """Run (or continue) until ``config.generations``; after each generation save the state to
-        ``checkpoint`` (if given, atomically) and call ``on_generation(record)``."""
-        while not self.done():
-            rec = self.initialize() if self.generation < 0 else self.step()
-            self.history.append(rec)
-            if checkpoint is not None:
-                self.save(checkpoint)
-            if on_generation is not None:
-                on_generation(rec)
+    def result(self) -> SearchResult:
+        """The best genotype over every evaluation, its fitness, the history and the number of
+        fitness calls."""
         k, f = self.best()
         return SearchResult(Genotype.from_flat(k), f, list(self.history), len(self.cache))
 
+    def run(self, fitness: Callable[[tuple, int], float], *, executor: cf.Executor | None = None,
+            on_generation: Callable[[dict], None] | None = None) -> SearchResult:
+        """Convenience loop: ask, :func:`evaluate`, tell until :meth:`done` (continuing a search
+        rebuilt from a state), calling ``on_generation(record)`` after each generation."""
+        while not self.done():
+            rec = self.tell(evaluate(fitness, self.ask(), executor))
+            if on_generation is not None:
+                on_generation(rec)
+        return self.result()
+
     # -- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """JSON-serialisable state (strict JSON: non-finite fitness values as strings)."""
+        """JSON-serialisable state of the completed generations (strict JSON: non-finite fitness
+        values as strings). A generation asked but not told is not part of it."""
         hist = []
         for r in self.history:
             r = dict(r)
@@ -320,12 +360,8 @@ class EvolutionarySearch:
             "history": hist,
         }
 
-    def save(self, path) -> Path:
-        """Write :meth:`state_dict` atomically (``refsnn.io.atomic_write_json``)."""
-        return atomic_write_json(path, self.state_dict())
-
     @classmethod
-    def from_state(cls, state: dict, fitness, executor=None, *, generations: int | None = None):
+    def from_state(cls, state: dict, *, generations: int | None = None) -> "EvolutionarySearch":
         """Rebuild a search from :meth:`state_dict`; ``generations`` may extend (or shorten) the
         run; every other setting comes from the state."""
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
@@ -334,7 +370,7 @@ class EvolutionarySearch:
             config = SearchConfig(**state["config"])
             if generations is not None:
                 config = replace(config, generations=generations)
-            s = cls(fitness, config, executor)
+            s = cls(config)
             s.generation = int(state["generation"])
             s.population = [tuple(as_genotype(g).flat) for g in state["population"]]
             s.fitnesses = [_dec(f) for f in state["fitness"]]
@@ -352,17 +388,6 @@ class EvolutionarySearch:
             raise ValueError("state: population and fitness lengths differ")
         return s
 
-    @classmethod
-    def load(cls, path, fitness, executor=None, *, generations: int | None = None):
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such file")
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not a JSON search state: {e}") from None
-        return cls.from_state(state, fitness, executor, generations=generations)
-
 
 def _sum_ei(tables: list[dict]) -> dict:
     per = {name: {"cells": 0, "E": 0, "I": 0, "frac_inhibitory": None} for name in MOTIF_NAMES}
@@ -373,15 +398,7 @@ def _sum_ei(tables: list[dict]) -> dict:
     return finish_ei_table(per)
 
 
-def run_search(fitness, config: SearchConfig = SearchConfig(), *, executor=None, resume=None,
-               checkpoint=None, on_generation=None) -> SearchResult:
-    """Convenience wrapper: a fresh search (or one loaded from ``resume``, a state file path, with
-    ``config.generations`` taken from ``config``) run to completion."""
-    if resume is not None and Path(resume).is_file():
-        s = EvolutionarySearch.load(resume, fitness, executor, generations=config.generations)
-        saved = replace(s.config, generations=config.generations)
-        if saved != config:
-            raise ValueError(f"config: differs from the state in {resume} (only generations may change)")
-    else:
-        s = EvolutionarySearch(fitness, config, executor)
-    return s.run(on_generation=on_generation, checkpoint=checkpoint)
+def run_search(fitness, config: SearchConfig = SearchConfig(), *, executor: cf.Executor | None = None,
+               on_generation=None) -> SearchResult:
+    """Convenience: a fresh search run to completion (:meth:`EvolutionarySearch.run`)."""
+    return EvolutionarySearch(config).run(fitness, executor=executor, on_generation=on_generation)
