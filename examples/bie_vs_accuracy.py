@@ -29,7 +29,6 @@ import io
 import json
 import math
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -76,12 +75,12 @@ def _reusable(run: Path, cfg) -> dict | None:
 def _one(job):
     """Score and train one genotype (runs in a worker process)."""
     flat, seed, a = job
+    from refsnn.commands.train import TrainConfig, train
     from refsnn.nas.fitness import NASFitness
     from refsnn.nas.genotype import Genotype, to_json
     from refsnn.nas.graph import decode, graph_stats
     from refsnn.nas.search import genotype_seed
     from refsnn.snn.threads import set_threads
-    from refsnn.commands.train import TrainConfig, train
 
     set_threads(1)
     g = Genotype.from_flat(flat)
@@ -156,6 +155,7 @@ def main(argv=None) -> dict:
 
     from refsnn.io import atomic_write_json, atomic_write_text
     from refsnn.nas.genotype import canonical, random_genotype
+    from refsnn.parallel import map_with_progress
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=20, help="number of random genotypes (default 20)")
@@ -186,21 +186,10 @@ def main(argv=None) -> dict:
     a["out"] = str(out)
     t0 = time.perf_counter()
     jobs = [(f, args.seed, a) for f in flats]
-    rows = []
-    if args.workers > 0:
-        import multiprocessing as mp
-        with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn")) as ex:
-            for i, r in enumerate(ex.map(_one, jobs)):
-                rows.append(r)
-                print(f"[{i + 1}/{len(jobs)}] {r['genotype_str']:<48} acc {r['accuracy']:.3f}  "
-                      f"bie-min {r['bie-min']:.6g}  logdet {r['logdet']:.6g}  logdet-sa {r['logdet-sa']:.6g}  "
-                      f"train {r['train_seconds']:.0f}s{' (reused)' if r['train_reused'] else ''}  "
-                      f"elapsed {time.perf_counter() - t0:.0f}s", flush=True)
-    else:
-        for i, j in enumerate(jobs):
-            rows.append(_one(j))
-            print(f"[{i + 1}/{len(jobs)}] {rows[-1]['genotype_str']} acc {rows[-1]['accuracy']:.3f}"
-                  f"{' (reused)' if rows[-1]['train_reused'] else ''}", flush=True)
+    line = (lambda r: f"{r['genotype_str']:<48} acc {r['accuracy']:.3f}  bie-min {r['bie-min']:.6g}  "
+                      f"logdet {r['logdet']:.6g}  logdet-sa {r['logdet-sa']:.6g}  "
+                      f"train {r['train_seconds']:.0f}s{' (reused)' if r['train_reused'] else ''}")
+    rows = list(map_with_progress(_one, jobs, workers=args.workers, line=line))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     w.writeheader()

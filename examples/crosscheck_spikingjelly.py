@@ -27,8 +27,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from refsnn.vectors import default_dir, write_backend_outputs
 from refsnn.vectors.check import check
 

@@ -16,7 +16,8 @@ The winner and the fixed network are each trained with every training seed of ``
 at every peak learning rate of ``--lrs`` (4e-3, ``refsnn train``'s default, and 1e-2, ``refsnn
 nas``'s); each one's figure is the mean over seeds of its better learning rate (the same selection
 for both; the per-learning-rate means are printed and saved too).
-3. **random**: ``--n-random`` (10) genotypes, trained once (``--seed``) at ``--lr`` (1e-2), drawn with :func:`refsnn.nas.genotype.random_genotype`
+3. **random**: ``--n-random`` (10) genotypes, trained once (``--seed``) at ``--lr`` (1e-2), drawn with
+   :func:`refsnn.nas.genotype.random_genotype`
    from the space the search explores -- same cells and channels, same 30,000-neuron cap (rejection
    sampling), distinct canonical forms, the winner excluded -- seeded by ``--seed``; the comparison
    uses their median. Each is also scored with the search's own fitness (from ``NAS_DIR/config.json``;
@@ -378,7 +379,8 @@ def main(argv=None) -> dict:
           f"(finite search fitness: not silent, within the neuron cap)")
     print(f"  one accuracy's binomial standard error: {100 * se:.2f} percentage points")
     print(f"  winner - fixed, paired by seed: {100 * result['paired_difference_mean']:+.2f} points "
-          f"(SE over seeds {_pp(diff_se)}, over test images {_pp(diff_image_se)}; per seed {', '.join(f'{100 * d:+.1f}' for d in diffs)})")
+          f"(SE over seeds {_pp(diff_se)}, over test images {_pp(diff_image_se)}; "
+          f"per seed {', '.join(f'{100 * d:+.1f}' for d in diffs)})")
     print("wrote " + ", ".join(map(str, files)))
     return result
 

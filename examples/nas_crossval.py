@@ -164,7 +164,8 @@ def main(argv=None) -> dict:
     # refsnn nas settings (its defaults unless given; for quick runs and tests)
     for name in ("generations", "population", "cells", "channels", "finalists", "finalist_epochs", "val",
                  "train_subset"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=None, help=f"refsnn nas --{name.replace('_', '-')}")
+        flag = f"--{name.replace('_', '-')}"
+        p.add_argument(flag, type=int, default=None, help=f"refsnn nas {flag}")
     args = p.parse_args(argv)
     if args.folds < 2:
         raise SystemExit(f"--folds: must be >= 2, got {args.folds}")

@@ -66,9 +66,9 @@ def _file_digest(path: Path) -> str:
 def _evaluate(job: dict) -> dict:
     """One network's evaluation (in a worker process): per-image hits at sigma 0 and at every sigma,
     and its per-sample cost; cached in ``job['cache']`` (``.npz`` hits + ``.json`` the rest)."""
+    from refsnn.commands.train import load_run
     from refsnn.io import atomic_savez, atomic_write_json, load_npz
     from refsnn.snn.energy import energy_report, noisy_hits
-    from refsnn.commands.train import load_run
 
     t0 = time.perf_counter()
     run, cache = Path(job["run"]), Path(job["cache"])
@@ -128,7 +128,7 @@ def _random_control(res: dict, randoms: list[dict], fold: int, sigmas: list[floa
     valid = [i for i, r in enumerate(randoms) if math.isfinite(r["search_fitness"])]
     rows = []
     for j, s in enumerate([0.0] + list(sigmas)):
-        def acc(kind):
+        def acc(kind, j=j):
             r = res[fold, kind]
             return float((r["clean"] if j == 0 else r["noisy"][j - 1]).mean())
         ra = [acc(f"random{i:02d}") for i in range(len(randoms))]
@@ -154,8 +154,8 @@ def _plot(path: Path, sigmas: list[float], rows: list[dict], control: dict | Non
 
 
 def main(argv=None) -> dict:
-    from refsnn.parallel import map_with_progress
     from refsnn.io import atomic_write_json, atomic_write_text
+    from refsnn.parallel import map_with_progress
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cv-dir", default="runs/nas_cv", help="the --out of examples/nas_crossval.py")
@@ -209,7 +209,8 @@ def main(argv=None) -> dict:
     res = {(r["fold"], r["kind"]): r for r in map_with_progress(_evaluate, jobs, workers=args.workers, line=line)}
     for f in crossval["folds"]:  # the re-evaluation must be the one nas_crossval.py paired
         k = f["fold"]
-        if abs(res[k, "winner"]["clean"].mean() - f["winner"]) > 1e-9 or abs(res[k, "fixed"]["clean"].mean() - f["fixed"]) > 1e-9:
+        if (abs(res[k, "winner"]["clean"].mean() - f["winner"]) > 1e-9
+                or abs(res[k, "fixed"]["clean"].mean() - f["fixed"]) > 1e-9):
             raise SystemExit(f"fold {k}: the checkpoints in {args.cv_dir} are not the ones crossval.json reports")
 
     folds = [f["fold"] for f in crossval["folds"]]
@@ -265,10 +266,12 @@ def main(argv=None) -> dict:
                   f"{r['ratio']['energy_per_sample_nj']:.2f} |")
     if randoms:
         rc = result["random_control"]
-        md += ["", f"Control on the official split (fold {n_folds - 1}, {rc['n_test']} test images, same noisy images): "
+        md += ["", f"Control on the official split (fold {n_folds - 1}, {rc['n_test']} test images, "
+               f"same noisy images): "
                f"{len(randoms)} random genotypes of the search space trained with the same recipe "
                f"({rc['n_valid']} of them with a finite search fitness):", "",
-               "| sigma | searched winner | fixed network | random median | random median (could pick) | random range |",
+               "| sigma | searched winner | fixed network | random median | random median (could pick) "
+               "| random range |",
                "|---|---|---|---|---|---|"]
         for r in rc["rows"]:
             md.append(f"| {r['sigma']:g} | {100 * r['winner']:.1f} % | {100 * r['fixed']:.1f} % | "

@@ -52,12 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     modname, help_line = COMMANDS[top.command]
     mod = importlib.import_module(modname)
     try:
-        if hasattr(mod, "CONFIG"):
-            cfg = parse(mod.CONFIG, argv[1:], prog=f"refsnn {top.command}", description=help_line)
-            return int(mod.main(cfg) or 0)
-        p = argparse.ArgumentParser(prog=f"refsnn {top.command}", description=help_line)  # TRANSITION
-        mod.add_arguments(p)
-        return int(mod.run(p.parse_args(argv[1:])) or 0)
+        cfg = parse(mod.CONFIG, argv[1:], prog=f"refsnn {top.command}", description=help_line)
+        return int(mod.main(cfg) or 0)
     except (ValueError, TypeError, FileNotFoundError) as e:
         # Bad user input: one clear line, no traceback. REFSNN_DEBUG=1 shows the traceback.
         if os.environ.get("REFSNN_DEBUG"):

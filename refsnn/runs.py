@@ -12,6 +12,8 @@ A run directory ``OUT`` holds
   after a resume, since the whole history is rewritten from the checkpoint);
 * the checkpoint (``checkpoint.npz`` or the command's own name), the PNG of the run, ``summary.json``.
 
+Progress lines (one per epoch or generation) give elapsed time and ETA as :func:`fmt_hms`.
+
 Every file is written atomically (:mod:`refsnn.io`): an interrupted run leaves the previous complete
 version of each. A directory that already holds a run is refused unless ``resume`` (continue it) or
 ``overwrite`` (start again: the run's files are removed first).
@@ -21,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -29,7 +32,7 @@ from refsnn.io import atomic_savez, atomic_write_json, atomic_write_text, load_n
 from refsnn.plot import line_plot_png
 from refsnn.provenance import write_environment
 
-__all__ = ["RunDir"]
+__all__ = ["RunDir", "fmt_hms"]
 
 
 class RunDir:
@@ -197,3 +200,11 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def fmt_hms(seconds: float) -> str:
+    """``H:MM:SS`` for a number of seconds (``?`` when not finite, e.g. an ETA before any step)."""
+    if not math.isfinite(seconds):
+        return "?"
+    s = int(round(seconds))
+    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"

@@ -127,3 +127,9 @@ def test_run_directory_is_relocatable(tmp_path):
     shutil.move(tmp_path / "a", tmp_path / "b")
     with _run(tmp_path / "b", resume=True) as run:
         assert run.resuming
+
+
+def test_progress_time_format():
+    from refsnn.runs import fmt_hms
+
+    assert fmt_hms(0) == "0:00:00" and fmt_hms(3725.4) == "1:02:05" and fmt_hms(float("nan")) == "?"

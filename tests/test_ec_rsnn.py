@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import connection_probs, dtypes, rng_from, rsnn_sizes, seeds
 
 from refsnn.kernels import cuba
 from refsnn.kernels.cuba import CubaConfig
-from strategies import connection_probs, dtypes, rng_from, rsnn_sizes, seeds
 
 
 def _cfg(n, n_exc, **kw):
@@ -83,7 +83,7 @@ def _compare(cfg, dtype, seed, B, d, d_out, probs, steps=3, parallel=False, acti
     dense = cuba.initial_state(cfg, v0, dtype)
     packed = cuba.initial_state_packed(cfg, v0, dtype)
     total = 0
-    for t in range(steps):
+    for _ in range(steps):
         x = rng.uniform(-3, 3, size=(B, d)).astype(dtype)
         u = np.concatenate([x, -x], axis=1)
         active = (rng.random(B) < 0.7) if active_pattern else None

@@ -51,13 +51,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from refsnn._checks import check_choice, check_float, check_int
-from refsnn.cliutil import fmt_hms
 from refsnn.commands.config import option, to_dict
 from refsnn.ec.deploy import deployed_arrays
 from refsnn.ec.rollout import Evaluator, RunningNorm, check_env
 from refsnn.ec.strategy import make_strategy
 from refsnn.io import atomic_savez, load_npz
-from refsnn.runs import RunDir
+from refsnn.runs import RunDir, fmt_hms
 
 __all__ = ["ECConfig", "CONFIG", "RUN_KEYS", "COLUMNS", "run", "main", "resolve_fitness_shift",
            "parse_fitness_shift"]

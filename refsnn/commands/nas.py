@@ -65,7 +65,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from refsnn._checks import check_choice, check_float, check_int
-from refsnn.cliutil import fmt_hms
 from refsnn.commands.config import option, to_dict
 from refsnn.commands.train import TrainConfig, train
 from refsnn.nas.finalists import FinalistStage
@@ -75,7 +74,7 @@ from refsnn.nas.graph import decode, ei_counts, graph_stats
 from refsnn.nas.graph import to_json as graph_to_json
 from refsnn.nas.search import EvolutionarySearch, SearchConfig, evaluate
 from refsnn.parallel import InlineExecutor, make_executor, shutdown
-from refsnn.runs import RunDir
+from refsnn.runs import RunDir, fmt_hms
 from refsnn.snn.threads import set_threads
 
 __all__ = ["NASConfig", "CONFIG", "run", "main", "demo_nas", "make_fitness", "search_config", "RUN_KEYS",

@@ -55,7 +55,6 @@ Spikes may be float32/float64 (0.0/1.0), bool or an integer dtype holding 0/1; a
 """
 from __future__ import annotations
 
-import math
 from typing import Mapping, Sequence
 
 import numba

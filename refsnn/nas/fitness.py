@@ -1,8 +1,8 @@
 """Training-free fitness of a genotype on real data (SPEC §6.4; seed eqs. 3-7), for the search.
 
 :class:`NASFitness` is a small frozen dataclass whose ``__call__(genotype, seed) -> float`` is the
-``fitness`` :class:`refsnn.nas.search.EvolutionarySearch` expects (maximised; picklable, so it works
-with process pools). One call:
+``fitness`` that :func:`refsnn.nas.search.evaluate` calls for the genotypes the search asks for
+(maximised; picklable, so it works with process pools). One call:
 
 1. ``graph = decode(genotype, input_shape, channels, n_classes)``;
    ``net = from_graph(graph, timesteps=T, rng=default_rng(SeedSequence(seed)))`` -- random initial

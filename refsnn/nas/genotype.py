@@ -36,8 +36,8 @@ positions drawn uniformly from ``0..len``, and the segment between them is swapp
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np

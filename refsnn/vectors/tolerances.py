@@ -86,6 +86,16 @@ class Comparison:
         return self.status in ("FAIL", "ERROR")
 
 
+def _mismatches(bad: np.ndarray, expected: np.ndarray, actual: np.ndarray, head: str) -> tuple[int, str]:
+    """``(number of bad elements, message)``: ``head`` (with ``{}`` for the count) and the first bad
+    element's index, expected and actual value; an empty message when none is bad."""
+    nbad = int(np.count_nonzero(bad))
+    if not nbad:
+        return 0, ""
+    idx = tuple(int(i) for i in np.argwhere(bad)[0])
+    return nbad, f"{head.format(nbad)}; first at {list(idx)}: expected {expected[idx]!r}, got {actual[idx]!r}"
+
+
 def compare_output(case: str, output: str, expected: np.ndarray, actual, tolerance: dict) -> Comparison:
     """Compare one output array with its tolerance; never raises on bad ``actual``."""
     if actual is None:
@@ -127,23 +137,14 @@ def compare_output(case: str, output: str, expected: np.ndarray, actual, toleran
     if kind == "exact":
         bad = (actual != expected) if expected.dtype.kind not in "f" else ~((actual == expected) |
                                                                             (np.isnan(actual) & np.isnan(expected)))
-        nbad = int(np.count_nonzero(bad))
-        msg = ""
-        if nbad:
-            idx = tuple(int(i) for i in np.argwhere(bad)[0])
-            msg = (f"{output}: {nbad} of {n} elements differ (exact comparison); first at {list(idx)}: "
-                   f"expected {expected[idx]!r}, got {actual[idx]!r}")
+        nbad, msg = _mismatches(bad, expected, actual, f"{output}: {{}} of {n} elements differ (exact comparison)")
         return Comparison(case, output, "FAIL" if nbad else "ok", max_abs, max_rel, nbad, n, msg)
     if kind == "allclose":
         rtol, atol = float(tolerance["rtol"]), float(tolerance["atol"])
         lim = atol + rtol * np.abs(expected.astype(np.float64))
         bad = ~(diff <= lim)
-        nbad = int(np.count_nonzero(bad))
-        msg = ""
-        if nbad:
-            idx = tuple(int(i) for i in np.argwhere(bad)[0])
-            msg = (f"{output}: {nbad} of {n} elements outside rtol={rtol:g}, atol={atol:g}; first at "
-                   f"{list(idx)}: expected {expected[idx]!r}, got {actual[idx]!r}")
+        nbad, msg = _mismatches(bad, expected, actual,
+                                f"{output}: {{}} of {n} elements outside rtol={rtol:g}, atol={atol:g}")
         return Comparison(case, output, "FAIL" if nbad else "ok", max_abs, max_rel, nbad, n, msg)
     return Comparison(case, output, "ERROR", message=f"{output}: unknown tolerance kind {kind!r}")
 
