@@ -92,6 +92,16 @@ def test_cli_train_and_errors(tmp_path, capsys):
     assert "epoch   1/1" in capsys.readouterr().out
     assert main(["train", *tiny, "--out", str(tmp_path), "--resume", "--lr", "0.1"]) == 2
     assert "different settings for ['lr']" in capsys.readouterr().err
+    # --resume with fewer --epochs than the checkpoint has run is refused before config.json changes
+    two = ["--arch", "c4-p", "--n-train", "32", "--n-test", "16", "--out", str(tmp_path / "e")]
+    assert main(["train", *two, "--epochs", "2"]) == 0
+    capsys.readouterr()
+    cfg_before = (tmp_path / "e" / "config.json").read_text()
+    assert main(["train", *two, "--epochs", "1", "--resume"]) == 2
+    assert "epochs: " in capsys.readouterr().err
+    assert (tmp_path / "e" / "config.json").read_text() == cfg_before
+    assert main(["train", "--arch", "c4-p", "--lr", "1e-3", "--min-lr", "1e-2", "--out", str(tmp_path / "m")]) == 2
+    assert "min_lr" in capsys.readouterr().err
     # --resume in an empty directory starts from scratch (so one command line both starts and continues)
     assert main(["train", *tiny, "--out", str(tmp_path / "z"), "--resume"]) == 0
 
@@ -298,3 +308,15 @@ def test_load_run_reproduces_the_reported_accuracy_image_by_image(tmp_path):
         load_run(tmp_path / "v")
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_run(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_same_thread_count_gives_the_same_bits(tmp_path, threads):
+    """SPEC §1: bit-identical for a given number of BLAS/Numba threads (not promised across counts:
+    a multithreaded GEMM may split its sums differently)."""
+    runs = [train(TrainConfig(epochs=1, out=str(tmp_path / f"r{i}"), threads=threads, **TINY)) for i in range(2)]
+    a, b = (load_npz(tmp_path / f"r{i}" / "checkpoint.npz") for i in range(2))
+    for k in a:
+        if k != "meta_json":
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert runs[0]["test_accuracy"] == runs[1]["test_accuracy"]

@@ -45,7 +45,7 @@ from refsnn.kernels.lif import PRESETS
 from refsnn.nas.network import ARCH_PREFIX, build_genotype_network, parse_genotype_arch
 from refsnn.runs import RunDir
 from refsnn.snn.archs import ARCHS, build_arch
-from refsnn.snn.checkpoint import checkpoint_arrays, restore_checkpoint
+from refsnn.snn.checkpoint import checkpoint_arrays, checkpoint_meta, restore_checkpoint
 from refsnn.snn.energy import E_AC_PJ, E_MAC_PJ, energy_report, evaluate_with_noise
 from refsnn.snn.loss import LOSSES
 from refsnn.snn.optim import OPTIMIZERS, cosine_lr, make_optimizer
@@ -103,7 +103,7 @@ class TrainConfig:
         check_int("seed", self.seed, lo=0)
         check_float("lr", self.lr, lo=0.0, lo_open=True)
         check_float("warmup_epochs", self.warmup_epochs, lo=0.0)
-        check_float("min_lr", self.min_lr, lo=0.0)
+        check_float("min_lr", self.min_lr, lo=0.0, hi=self.lr)  # a floor above the peak would climb
         check_float("label_smoothing", self.label_smoothing, lo=0.0, hi=1.0, hi_open=True)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("loss", self.loss, LOSSES)
@@ -176,6 +176,7 @@ def train(cfg: TrainConfig | None = None, **overrides) -> dict:
     total, warmup = cfg.epochs * steps_per_epoch, int(round(cfg.warmup_epochs * steps_per_epoch))
     config = {**dataclasses.asdict(cfg), "architecture": arch}
     keys = [k for k in config if k not in _NOT_RESUME_KEYS]
+    _check_resume_epochs(cfg)
     with RunDir(cfg.out, config=config, resume_keys=keys, resume=cfg.resume, overwrite=cfg.overwrite,
                 columns=COLUMNS) as run:
         history, start, wall_before = [], 0, 0.0
@@ -218,6 +219,17 @@ def train(cfg: TrainConfig | None = None, **overrides) -> dict:
     say(f"test accuracy {summary['test_accuracy']:.4f} after {summary['epochs']} epochs, "
         f"{summary['wall_seconds']:.0f} s; wrote {cfg.out}")
     return summary
+
+
+def _check_resume_epochs(cfg: TrainConfig) -> None:
+    """Refuse ``--resume --epochs E`` below the epochs the checkpoint has already run, before the run
+    directory's ``config.json`` is rewritten (the run would otherwise claim fewer epochs than it has)."""
+    ckpt = Path(cfg.out) / "checkpoint.npz"
+    if cfg.resume and ckpt.is_file():
+        done = int(checkpoint_meta(load_npz(ckpt), source=str(ckpt)).get("epoch", 0))
+        if done > cfg.epochs:
+            raise ValueError(f"epochs: {cfg.out} has already run {done} epochs; --epochs {cfg.epochs} would "
+                             f"describe a shorter run than its checkpoint (pass --epochs >= {done}, or --overwrite)")
 
 
 def _summary(cfg: TrainConfig, arch: str, net, ds, history: list[dict], say) -> dict:

@@ -6,8 +6,10 @@ so ``refsnn train --threads N`` sets both pools explicitly. Setting the BLAS thr
 has no portable API; :func:`set_blas_threads` looks for the ``*set_num_threads*`` entry points of
 the OpenBLAS library NumPy loaded (NumPy wheels bundle ``scipy_openblas``) and returns False when it
 finds none (the environment variable ``OPENBLAS_NUM_THREADS``, set before Python starts, always
-works). Thread counts never change results here: the Numba kernels do not reduce across threads and
-OpenBLAS's GEMM gives the same bits for any thread count on the same machine.
+works). What holds for results: the Numba kernels do not reduce across threads, so their results do
+not depend on the Numba thread count; OpenBLAS's GEMM may split its sums differently for a different
+BLAS thread count, so a training run is bit-identical for a given ``--threads`` (and BLAS build),
+not across thread counts (SPEC §1).
 """
 from __future__ import annotations
 
