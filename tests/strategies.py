@@ -120,3 +120,22 @@ nchw_shapes = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 6),
 def stbp_loss_settings():
     return st.tuples(st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(2, 5)),
                      st.sampled_from(["ce", "tet"]), st.sampled_from([0.0, 0.1, 0.3]))
+
+
+# ---- §1 argument checks of every kernel entry point (tests/test_kernel_fuzz.py) ------------------
+@st.composite
+def conv_cases_bounded(draw):
+    """:func:`conv_cases` restricted to what ``conv2d_forward`` accepts since issue 21: padding
+    below the kernel size on each axis (every output sees at least one input pixel)."""
+    (N, C, H, W), (O, _, kh, kw), stride, padding = draw(conv_cases())
+    if isinstance(padding, int):
+        padding = min(padding, kh - 1, kw - 1)
+        ph = pw = padding
+    else:
+        ph, pw = min(padding[0], kh - 1), min(padding[1], kw - 1)
+        padding = (ph, pw)
+    H, W = max(H, kh - 2 * ph), max(W, kw - 2 * pw)
+    return (N, C, H, W), (O, C, kh, kw), stride, padding
+
+#: one non-finite value to plant
+nonfinite_values = st.sampled_from([np.nan, np.inf, -np.inf])

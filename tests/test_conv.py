@@ -4,7 +4,7 @@ import pytest
 import scipy.signal
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import central_diff, conv_cases, dtypes, rng_from, seeds
+from strategies import central_diff, conv_cases_bounded, dtypes, rng_from, seeds
 
 from refsnn.kernels.conv import (
     Conv2dWorkspace,
@@ -32,7 +32,7 @@ def _make(case, dt, seed, bias=True):
 
 
 @settings(max_examples=60, deadline=None)
-@given(conv_cases(), dtypes, seeds, st.booleans())
+@given(conv_cases_bounded(), dtypes, seeds, st.booleans())
 def test_conv_matches_oracle(case, dt, seed, bias):
     x, w, b, stride, padding = _make(case, dt, seed, bias)
     y, ctx = conv2d_forward(x, w, b, stride=stride, padding=padding)
@@ -53,7 +53,7 @@ def test_conv_matches_oracle(case, dt, seed, bias):
 
 
 @settings(max_examples=30, deadline=None)
-@given(conv_cases(), seeds)
+@given(conv_cases_bounded(), seeds)
 def test_conv_matches_scipy_correlate(case, seed):
     x, w, b, stride, padding = _make(case, np.float64, seed)
     sh, sw = (stride, stride) if isinstance(stride, int) else stride
@@ -70,7 +70,7 @@ def test_conv_matches_scipy_correlate(case, seed):
 
 
 @settings(max_examples=10, deadline=None)
-@given(conv_cases(), seeds)
+@given(conv_cases_bounded(), seeds)
 def test_conv_backward_finite_differences(case, seed):
     x, w, b, stride, padding = _make(case, np.float64, seed)
     y, ctx = conv2d_forward(x, w, b, stride=stride, padding=padding)
@@ -118,7 +118,7 @@ def test_conv_without_workspace_allocates_fresh_arrays():
 
 
 @settings(max_examples=40, deadline=None)
-@given(conv_cases(), dtypes, seeds, st.booleans())
+@given(conv_cases_bounded(), dtypes, seeds, st.booleans())
 def test_conv_workspace_reuse_equals_fresh_arrays(case, dt, seed, bias):
     """Reusing one workspace call after call gives bit for bit what fresh arrays give, reuses its
     im2col matrix, and never hands out a work array as a result."""

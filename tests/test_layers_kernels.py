@@ -251,7 +251,7 @@ def test_check_finite_switch():
                     np.ones(2, np.float32))
     calls = [
         lambda a, **k: conv2d_forward(a, w, padding=1, **k),
-        lambda a, **k: batchnorm2d_forward(a, g, b, rm.copy(), rv.copy(), training=True, **k),
+        lambda a, **k: batchnorm2d_forward(a, g, b, rm.copy(), rv.copy(), training=False, **k),
         lambda a, **k: avgpool2d_forward(a, 2, **k),
         lambda a, **k: global_avgpool_forward(a, **k),
     ]
@@ -262,6 +262,16 @@ def test_check_finite_switch():
         r1, r2 = f(x), f(x, check_finite=False)
         a1, a2 = (r1[0], r2[0]) if isinstance(r1, tuple) else (r1, r2)
         assert np.array_equal(a1, a2)
+    # BN training: the batch statistics (computed anyway) reveal the NaN even with check_finite=False,
+    # and the running statistics are left as they were (issue 21)
+    rm2, rv2 = rm.copy(), rv.copy()
+    for k in ({}, {"check_finite": False}):
+        with pytest.raises(ValueError, match=r"^x\b"):
+            batchnorm2d_forward(xn, g, b, rm2, rv2, training=True, **k)
+    assert np.array_equal(rm2, rm) and np.array_equal(rv2, rv)
+    r1 = batchnorm2d_forward(x, g, b, rm.copy(), rv.copy(), training=True)
+    r2 = batchnorm2d_forward(x, g, b, rm.copy(), rv.copy(), training=True, check_finite=False)
+    assert np.array_equal(r1[0], r2[0])
     y, ctx = conv2d_forward(x, w, padding=1)
     dyn = np.ones_like(y)
     dyn[0, 0, 0, 0] = np.inf

@@ -30,6 +30,7 @@ import numba
 import numpy as np
 
 from refsnn._checks import FLOAT_DTYPES, check_array, check_float, check_same_dtype
+from refsnn.kernels._args import check_bool, check_disjoint, check_out
 
 __all__ = ["BatchNormContext", "batchnorm2d_forward", "batchnorm2d_backward",
            "batchnorm2d_forward_ref", "batchnorm2d_backward_ref"]
@@ -120,15 +121,21 @@ def _bn_backward(dy, xhat, invstd, gamma, training, dx, dgamma, dbeta):
 
 
 def _check_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps,
-                   check_finite=True):
+                   check_finite=True, in_place_ok=True):
+    check_finite = check_bool("check_finite", check_finite)
     x = check_array("x", x, ndim=4, dtypes=FLOAT_DTYPES, finite=check_finite)
     C = x.shape[1]
     arrs = {"gamma": gamma, "beta": beta, "running_mean": running_mean, "running_var": running_var}
     for name, a in arrs.items():
         check_array(name, a, ndim=1, dtypes=FLOAT_DTYPES, shape=(C,))
         check_same_dtype("x", x, name, a)
-    if not isinstance(training, (bool, np.bool_)):
-        raise TypeError(f"training: expected a bool, got {type(training).__name__}")
+    training = check_bool("training", training)
+    if training and in_place_ok:
+        # updated in place: writeable, and neither may alias the other or an input read afterwards
+        for name in ("running_mean", "running_var"):
+            check_out(name, arrs[name], (C,), x.dtype)
+        check_disjoint({"running_mean": running_mean, "running_var": running_var},
+                       {"x": x, "gamma": gamma, "beta": beta})
     momentum = check_float("momentum", momentum, lo=0.0, hi=1.0)
     eps = check_float("eps", eps, lo=0.0, lo_open=True)
     if np.any(running_var < 0):
@@ -149,7 +156,13 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, *, training, 
     ----------
     x : ndarray ``(N, C, H, W)``, float32 or float64 (``N = T*B`` in the network)
     gamma, beta : ndarray ``(C,)``, same dtype
-    running_mean, running_var : ndarray ``(C,)``, same dtype; updated in place when ``training``
+    running_mean, running_var : ndarray ``(C,)``, same dtype, finite (``running_var >= 0``);
+        updated in place when ``training`` (then they must be C-contiguous, writeable and not share
+        memory with each other or with ``x``, ``gamma``, ``beta``). Training refuses a batch whose
+        statistics are NaN/inf (``ValueError`` naming ``x``) or whose update would overflow the
+        dtype (naming ``running_mean``/``running_var``), leaving the running statistics unchanged:
+        this costs nothing extra (``C`` values), and it is where the layers, which pass
+        ``check_finite=False``, learn that a convolution's output overflowed.
     training : bool
     momentum : float in [0, 1], default 0.1 (``new = (1 - momentum) old + momentum batch``)
     eps : float > 0, default 1e-5
@@ -170,17 +183,29 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, *, training, 
         mean = np.empty(C)
         var = np.empty(C)
         _channel_stats(x, mean, var)
-        running_mean *= (1.0 - momentum)
-        running_mean += (momentum * mean).astype(x.dtype)
-        running_var *= (1.0 - momentum)
-        running_var += (momentum * var * (M / (M - 1))).astype(x.dtype)
+        if not (np.isfinite(mean).all() and np.isfinite(var).all()):
+            raise ValueError("x: the batch mean or variance is NaN or infinite (x contains NaN/inf "
+                             "or values too large)")
+        # new running statistics computed aside, checked, then stored: a failed call leaves them as
+        # they were (same operations and order as an in-place update, so the same bits)
+        with np.errstate(over="ignore"):
+            rm = running_mean * (1.0 - momentum)
+            rm += (momentum * mean).astype(x.dtype)
+            rv = running_var * (1.0 - momentum)
+            rv += (momentum * var * (M / (M - 1))).astype(x.dtype)
+        for name, r in (("running_mean", rm), ("running_var", rv)):
+            if not np.isfinite(r).all():
+                raise ValueError(f"{name}: the updated running statistic overflows {x.dtype} "
+                                 "(x too large for this dtype)")
+        running_mean[...] = rm
+        running_var[...] = rv
     else:
         mean = running_mean.astype(np.float64)
         var = running_var.astype(np.float64)
     invstd = 1.0 / np.sqrt(var + eps)
     xhat = np.empty_like(x)
     y = np.empty_like(x)
-    _normalise(x, mean, invstd, gamma, beta, xhat, y)
+    _normalise(x, mean, invstd, np.ascontiguousarray(gamma), np.ascontiguousarray(beta), xhat, y)
     return y, BatchNormContext(xhat=xhat, invstd=invstd, gamma=gamma.copy(), training=training)
 
 
@@ -189,6 +214,8 @@ def batchnorm2d_backward(dy, ctx, *, check_finite=True):
     ``check_finite=False`` skips the NaN/inf pass over ``dy``."""
     if not isinstance(ctx, BatchNormContext):
         raise TypeError(f"ctx: expected a BatchNormContext, got {type(ctx).__name__}")
+    check_finite = check_bool("check_finite", check_finite)
+    _check_context(ctx)
     dy = check_array("dy", dy, ndim=4, dtypes=FLOAT_DTYPES, shape=ctx.xhat.shape, finite=check_finite)
     check_same_dtype("x (forward input)", ctx.xhat, "dy", dy)
     C = dy.shape[1]
@@ -200,13 +227,25 @@ def batchnorm2d_backward(dy, ctx, *, check_finite=True):
     return dx, dgamma.astype(dy.dtype), dbeta.astype(dy.dtype)
 
 
+def _check_context(ctx) -> None:
+    """The (opaque) context's arrays agree with each other, so the kernel indexes within bounds."""
+    xh, inv, g = ctx.xhat, ctx.invstd, ctx.gamma
+    ok = (isinstance(xh, np.ndarray) and isinstance(inv, np.ndarray) and isinstance(g, np.ndarray)
+          and xh.ndim == 4 and xh.dtype in FLOAT_DTYPES and xh.flags.c_contiguous
+          and inv.shape == (xh.shape[1],) and inv.dtype == np.float64
+          and g.shape == (xh.shape[1],) and g.dtype == xh.dtype
+          and isinstance(ctx.training, (bool, np.bool_)))
+    if not ok:
+        raise ValueError("ctx: not a context made by batchnorm2d_forward (its arrays disagree)")
+
+
 # ---- oracles (plain NumPy) ----
 def batchnorm2d_forward_ref(x, gamma, beta, running_mean, running_var, *, training, momentum=0.1,
                             eps=1e-5):
     """Oracle with ``np.mean``/``np.var``; returns ``(y, new_running_mean, new_running_var)``
     and does NOT modify its arguments."""
     x, training, momentum, eps, M = _check_forward(x, gamma, beta, running_mean, running_var,
-                                                   training, momentum, eps)
+                                                   training, momentum, eps, in_place_ok=False)
     x64 = x.astype(np.float64)
     if training:
         mean = x64.mean(axis=(0, 2, 3))
@@ -225,6 +264,10 @@ def batchnorm2d_forward_ref(x, gamma, beta, running_mean, running_var, *, traini
 def batchnorm2d_backward_ref(dy, x, gamma, running_mean, running_var, *, training, eps=1e-5):
     """Oracle: the textbook BN backward in float64 NumPy (statistics recomputed from ``x`` in
     training mode, running statistics in eval mode). Returns ``(dx, dgamma, dbeta)``."""
+    x, training, _, eps, _ = _check_forward(x, gamma, gamma, running_mean, running_var, training, 0.1,
+                                            eps, in_place_ok=False)
+    dy = check_array("dy", dy, ndim=4, dtypes=FLOAT_DTYPES, shape=x.shape)
+    check_same_dtype("x", x, "dy", dy)
     x64, dy64, g = x.astype(np.float64), dy.astype(np.float64), gamma.astype(np.float64)
     sh = (1, -1, 1, 1)
     if training:

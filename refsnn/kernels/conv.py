@@ -41,7 +41,8 @@ with ``parallel=True`` the OpenMP workers spinning between parallel regions comp
 threads for the cores on a 2-core machine, so all the threads go to BLAS. ``col2im`` accumulates
 each element of ``dx`` in a fixed order (output position ``(p, q)`` outer, kernel offset ``(i, j)``
 inner); the bias gradient sums each channel in float64 in a fixed order. Results are therefore
-deterministic and independent of any thread count (BLAS results depend only on the BLAS build).
+deterministic for a given BLAS build and BLAS thread count; the GEMMs may round differently with
+another BLAS thread count (OpenBLAS splits the sums by thread), the refsnn loops never do.
 
 ``dX`` is computed in chunks of images (``dY.T[chunk] @ W_col`` then ``col2im`` of that chunk)
 so the ``(chunk, K)`` intermediate stays in cache. Mathematically each element of ``W_col.T @ dY``
@@ -89,6 +90,7 @@ import numba
 import numpy as np
 
 from refsnn._checks import FLOAT_DTYPES, check_array, check_int, check_same_dtype
+from refsnn.kernels._args import check_bool
 
 __all__ = [
     "Conv2dContext",
@@ -229,6 +231,10 @@ def _check_forward_args(x, w, b, stride, padding, check_finite=True):
         check_same_dtype("x", x, "b", b)
     sh, sw = _pair("stride", stride, lo=1)
     ph, pw = _pair("padding", padding, lo=0)
+    kh, kw = w.shape[2:]
+    if ph >= kh or pw >= kw:
+        raise ValueError(f"padding: expected padding < kernel size per axis (so that every output sees "
+                         f"at least one input pixel), got padding ({ph}, {pw}) for kernel ({kh}, {kw})")
     return x, w, b, (sh, sw), (ph, pw)
 
 
@@ -326,21 +332,28 @@ def _col2im(dcolT, n0, kh, kw, sh, sw, Ho, Wo, dxp):
 
 
 @numba.njit(cache=True)
-def _unpad_from_nhwc(dxp, ph, pw, dx):
-    """``dx[n, c, a, b] = dxp[n, ph + a, pw + b, c]`` (drops the padding entries)."""
+def _unpad_from_nhwc(dxp, ph, pw, dx, check):
+    """``dx[n, c, a, b] = dxp[n, ph + a, pw + b, c]`` (drops the padding entries). Returns the
+    number of non-finite values written if ``check`` (else 0)."""
     N, C, H, W = dx.shape
+    bad = 0
     for n in range(N):
         for c in range(C):
             for a in range(H):
                 for b in range(W):
-                    dx[n, c, a, b] = dxp[n, ph + a, pw + b, c]
-    return dx
+                    v = dxp[n, ph + a, pw + b, c]
+                    dx[n, c, a, b] = v
+                    if check and not np.isfinite(v):
+                        bad += 1
+    return bad
 
 
 @numba.njit(cache=True)
-def _nhwc_to_nchw(yt, b, has_bias, y):
-    """``y[n, o, s] = yt[n, s, o] (+ b[o])``; ``yt`` is ``(N, Ho*Wo, O)``, ``y`` is ``(N, O, Ho*Wo)``."""
+def _nhwc_to_nchw(yt, b, has_bias, y, check):
+    """``y[n, o, s] = yt[n, s, o] (+ b[o])``; ``yt`` is ``(N, Ho*Wo, O)``, ``y`` is ``(N, O, Ho*Wo)``.
+    Returns the number of non-finite outputs if ``check`` (else 0), counted in the bias pass."""
     N, S, O = yt.shape  # noqa: E741 (O = output channels, as in the notes)
+    bad = 0
     for n in range(N):
         for s in range(S):
             for o in range(O):
@@ -350,7 +363,12 @@ def _nhwc_to_nchw(yt, b, has_bias, y):
                 bo = b[o]
                 for s in range(S):
                     y[n, o, s] += bo
-    return y
+        if check:
+            for o in range(O):
+                for s in range(S):
+                    if not np.isfinite(y[n, o, s]):
+                        bad += 1
+    return bad
 
 
 @numba.njit(cache=True)
@@ -385,9 +403,12 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, check_finite=True, work
     w : ndarray, shape ``(O, C, kh, kw)``, same dtype as ``x``
     b : ndarray, shape ``(O,)``, same dtype, or None
     stride : int or (int, int), >= 1
-    padding : int or (int, int), >= 0 (zero padding on both sides)
+    padding : int or (int, int), >= 0 and < the kernel size on that axis (zero padding on both
+        sides). PyTorch accepts any padding; a padding >= the kernel size only adds outputs that
+        see no input pixel (just the bias) and lets a typo allocate gigabytes, so refsnn refuses it.
     check_finite : bool
-        Reject NaN/inf in ``x``, ``w``, ``b`` (one extra pass over each). The network layers pass
+        Reject NaN/inf in ``x``, ``w``, ``b`` (one extra pass over each) and an output that
+        overflowed to infinity (one pass over ``y``). The network layers pass
         False: their input is checked once at ``Network.forward`` and every LIF kernel detects a
         non-finite input current itself.
     workspace : Conv2dWorkspace or None
@@ -412,6 +433,7 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, check_finite=True, work
         Wrong rank, channel mismatch, NaN/inf, bad stride/padding, kernel larger than the padded
         input (names the argument).
     """
+    check_finite = check_bool("check_finite", check_finite)
     x, w, b, (sh, sw), (ph, pw) = _check_forward_args(x, w, b, stride, padding, check_finite)
     workspace = _check_workspace(workspace)
     N, C, H, W = x.shape
@@ -433,11 +455,41 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, check_finite=True, work
     np.dot(colT, w_col.T, out=yt)                            # Y.T, (N*Ho*Wo, O): NHWC output
     y = np.empty((N, O, Ho * Wo), x.dtype)                   # the caller's: never a work array
     bb = b if b is not None else np.zeros(1, dtype=x.dtype)
-    _nhwc_to_nchw(yt.reshape(N, Ho * Wo, O), np.ascontiguousarray(bb), b is not None, y)
+    bad = _nhwc_to_nchw(yt.reshape(N, Ho * Wo, O), np.ascontiguousarray(bb), b is not None, y, check_finite)
     ctx = Conv2dContext(colT=colT, w_col=w_col, x_shape=x.shape, w_shape=w.shape, out_hw=(Ho, Wo),
                         stride=(sh, sw), padding=(ph, pw), has_bias=b is not None, arrays=arrays,
                         generation=0 if arrays is None else arrays.generation)
+    if bad:
+        raise ValueError(f"x: the convolution overflowed {x.dtype} (x, w or b too large)")
     return y.reshape(N, O, Ho, Wo), ctx
+
+
+def _check_result(name: str, what: str, *arrays) -> None:
+    """With ``check_finite``: the results are finite too (a sum that overflowed the dtype is refused)."""
+    for a in arrays:
+        if a is not None and a.size and not np.isfinite(a).all():
+            raise ValueError(f"{name}: {what} overflowed {a.dtype} (inputs too large)")
+
+
+def _check_context(ctx) -> None:
+    """The context's arrays agree with its shapes (it is opaque, but a hand-made or edited one must
+    not make the kernels index out of bounds)."""
+    try:
+        N, C, H, W = (check_int("ctx.x_shape", int(v), lo=0) for v in ctx.x_shape)
+        O, C2, kh, kw = (check_int("ctx.w_shape", int(v), lo=1) for v in ctx.w_shape)  # noqa: E741
+        sh, sw = (check_int("ctx.stride", int(v), lo=1) for v in ctx.stride)
+        ph, pw = (check_int("ctx.padding", int(v), lo=0) for v in ctx.padding)
+        Ho, Wo = (int(v) for v in ctx.out_hw)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"ctx: not a context made by conv2d_forward ({e})") from None
+    ok = (C2 == C and ph < kh and pw < kw and H + 2 * ph >= kh and W + 2 * pw >= kw
+          and (Ho, Wo) == ((H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1)
+          and isinstance(ctx.colT, np.ndarray) and isinstance(ctx.w_col, np.ndarray)
+          and ctx.colT.dtype in FLOAT_DTYPES and ctx.w_col.dtype == ctx.colT.dtype
+          and ctx.colT.shape == (N * Ho * Wo, C * kh * kw) and ctx.w_col.shape == (O, C * kh * kw)
+          and ctx.colT.flags.c_contiguous and isinstance(ctx.has_bias, (bool, np.bool_)))
+    if not ok:
+        raise ValueError("ctx: not a context made by conv2d_forward (its arrays and shapes disagree)")
 
 
 def conv2d_backward(dy, ctx, *, need_dx=True, check_finite=True, workspace=None):
@@ -454,7 +506,7 @@ def conv2d_backward(dy, ctx, *, need_dx=True, check_finite=True, workspace=None)
     need_dx : bool
         If False, ``dx`` is not computed (e.g. the first layer) and None is returned for it.
     check_finite : bool
-        Reject NaN/inf in ``dy`` (see :func:`conv2d_forward`).
+        Reject NaN/inf in ``dy`` and gradients that overflowed (see :func:`conv2d_forward`).
     workspace : Conv2dWorkspace or None
         Work arrays to reuse, owned by the caller (normally the one given to the forward pass).
         None (default): fresh arrays.
@@ -475,6 +527,9 @@ def conv2d_backward(dy, ctx, *, need_dx=True, check_finite=True, workspace=None)
     if not isinstance(ctx, Conv2dContext):
         raise TypeError(f"ctx: expected a Conv2dContext from conv2d_forward, got {type(ctx).__name__}")
     workspace = _check_workspace(workspace)
+    need_dx = check_bool("need_dx", need_dx)
+    check_finite = check_bool("check_finite", check_finite)
+    _check_context(ctx)
     if ctx.arrays is not None and ctx.arrays.generation != ctx.generation:
         raise RuntimeError("ctx: stale Conv2dContext: a later conv2d_forward with the same workspace and "
                            "the same shapes has rewritten its im2col matrix; run backward before the next "
@@ -502,16 +557,21 @@ def conv2d_backward(dy, ctx, *, need_dx=True, check_finite=True, workspace=None)
         K = C * kh * kw
         per_image = K * HoWo * dy.itemsize
         nb = max(1, min(N, _DX_CHUNK_BYTES // max(per_image, 1)))
-        n_chunks = -(-N // nb)
-        nb = -(-N // n_chunks)                               # even chunks, no tiny last one
+        n_chunks = max(1, -(-N // nb))                       # (N = 0: one empty chunk)
+        nb = max(1, -(-N // n_chunks))                       # even chunks, no tiny last one
         buf = _work(arrays, "dcolT", (nb * HoWo, K), dy.dtype)
+        dcolT = buf                                          # (bound even when N = 0)
         for n0 in range(0, N, nb):
             m = min(nb, N - n0)
             dcolT = buf[: m * HoWo]
             np.dot(dyt[n0 * HoWo:(n0 + m) * HoWo], ctx.w_col, out=dcolT)   # (W_col.T @ dY).T
             _col2im(dcolT, n0, kh, kw, sh, sw, Ho, Wo, dxp)
         del dcolT, buf
-        dx = _unpad_from_nhwc(dxp, ph, pw, np.empty((N, C, H, W), dy.dtype))
+        dx = np.empty((N, C, H, W), dy.dtype)
+        if _unpad_from_nhwc(dxp, ph, pw, dx, check_finite):
+            raise ValueError(f"dy: the input gradient dx overflowed {dy.dtype} (dy or w too large)")
+    if check_finite:
+        _check_result("dy", "the weight or bias gradient", dw, db)
     return dx, dw, db
 
 

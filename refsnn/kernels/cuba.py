@@ -53,6 +53,11 @@ State per member: ``v, i_syn, rate`` of shape ``(B, N)`` in the compute dtype, a
 last substep — ``s`` float ``(B, N)`` in the dense form, ``sbits`` uint64 ``(B, WE + WI)`` in the
 packed form (:func:`pack_spikes` / :func:`unpack_spikes` convert). Initial state (SPEC §2.3):
 ``v ~ U[v_reset, v_th)`` from the member's generator, everything else zero (:func:`initial_state`).
+
+Argument checks (SPEC §1): every array a kernel indexes is checked before the kernel runs — shape,
+dtype, finiteness of the state and input (of the connectivity only with ``check_finite``); arrays
+written in place (state, ``out``) must be C-contiguous, writeable and not overlap one another or an
+input (:mod:`refsnn.kernels._args`). :class:`CubaConfig` validates its fields on construction.
 """
 from __future__ import annotations
 
@@ -65,6 +70,7 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from refsnn._checks import FLOAT_DTYPES, check_array, check_float, check_int
+from refsnn.kernels._args import check_bool, check_disjoint, check_out
 
 __all__ = [
     "CubaConfig", "n_words", "pack_hidden", "unpack_hidden", "pack_spikes", "unpack_spikes",
@@ -77,6 +83,11 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # constants
 # ---------------------------------------------------------------------------------------------
+#: Upper bound of ``K = round(sim_time/dt)`` (the default is 33): a typo such as ``dt=1e-9`` would
+#: otherwise make one environment step run for hours.
+MAX_SUBSTEPS = 100_000
+
+
 @dataclass(frozen=True)
 class CubaConfig:
     """Constants of the CuBa-LIF RSNN (SPEC §2.3 defaults = EC reference code ``ConnSNN``).
@@ -105,10 +116,19 @@ class CubaConfig:
     def __post_init__(self):
         check_int("n_neurons", self.n_neurons, lo=1)
         check_float("exc_ratio", self.exc_ratio, lo=0.0, hi=1.0)
-        for name in ("dt", "sim_time", "tau_syn", "tau_m", "tau_out", "sparsity"):
+        for name in ("dt", "sim_time", "tau_syn", "tau_m", "tau_out"):
             check_float(name, getattr(self, name), lo=0.0, lo_open=True)
+        check_float("sparsity", self.sparsity, lo=0.0, hi=1.0, lo_open=True)
+        check_float("v_th", self.v_th)
+        check_float("v_reset", self.v_reset, hi=self.v_th, hi_open=True)
+        for name in ("k_in", "k_h", "k_out"):
+            check_float(name, getattr(self, name), lo=0.0)
+        check_bool("dale", self.dale)
         if self.n_substeps < 1:
             raise ValueError(f"sim_time: expected sim_time/dt to round to >= 1 substep, got {self.sim_time}/{self.dt}")
+        if self.n_substeps > MAX_SUBSTEPS:
+            raise ValueError(f"sim_time: expected sim_time/dt to round to <= {MAX_SUBSTEPS} substeps, "
+                             f"got {self.sim_time}/{self.dt} = {self.n_substeps}")
 
     @property
     def n_exc(self) -> int:
@@ -136,7 +156,17 @@ class CubaConfig:
         a_m = math.exp(-self.dt / self.tau_m)
         a_out = math.exp(-self.dt / self.tau_out)
         vals = [r_in, r, r_out, a_syn, a_m, 1.0 - a_m, a_out, (1.0 - a_out) / self.dt, self.v_th, self.v_reset]
-        return np.array(vals, dtype=np.float64).astype(dtype)
+        dtype = np.dtype(dtype)
+        if dtype not in FLOAT_DTYPES:
+            raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+        with np.errstate(over="ignore"):
+            c = np.array(vals, dtype=np.float64).astype(dtype)
+        if not np.isfinite(c).all():
+            names = ["k_in (R_in)", "k_h (R)", "k_out (R_out)", "tau_syn", "tau_m", "tau_m", "tau_out",
+                     "dt (g_out)", "v_th", "v_reset"]
+            bad = ", ".join(n for n, ok in zip(names, np.isfinite(c)) if not ok)
+            raise ValueError(f"{bad}: the constant overflows {dtype} (gains {vals[:3]})")
+        return c
 
 
 def n_words(n_exc: int, n_neurons: int) -> tuple[int, int]:
@@ -162,7 +192,7 @@ def _popcount64(typingctx, x):
 
 def popcount64_ref(x: np.ndarray) -> np.ndarray:
     """Oracle popcount of uint64 words (SWAR bit tricks in NumPy), returned as int64."""
-    x = np.asarray(x, dtype=np.uint64)
+    x = check_array("x", x, dtypes=(np.dtype(np.uint64),))
     m1, m2, m4 = np.uint64(0x5555555555555555), np.uint64(0x3333333333333333), np.uint64(0x0F0F0F0F0F0F0F0F)
     h01 = np.uint64(0x0101010101010101)
     x = x - ((x >> np.uint64(1)) & m1)
@@ -184,7 +214,7 @@ def _pack_bits_last(bits: np.ndarray, n_words_: int) -> np.ndarray:
 def _unpack_bits_last(words: np.ndarray, L: int) -> np.ndarray:
     lead = words.shape[:-1]
     by = np.ascontiguousarray(words.astype("<u8")).view(np.uint8).reshape(lead + (words.shape[-1], 8))
-    bits = np.unpackbits(by, axis=-1, bitorder="little").reshape(lead + (-1,))
+    bits = np.unpackbits(by, axis=-1, bitorder="little").reshape(lead + (words.shape[-1] * 64,))
     return bits[..., :L].astype(bool)
 
 
@@ -233,6 +263,9 @@ def pack_spikes(s: np.ndarray, n_exc: int) -> np.ndarray:
 def unpack_spikes(sbits: np.ndarray, n_neurons: int, n_exc: int, dtype=np.float32) -> np.ndarray:
     """uint64 spike words -> signed float spikes ``(B, N)``: +1 excitatory, -1 inhibitory, 0 silent."""
     sbits = check_array("sbits", sbits, ndim=2, dtypes=(np.dtype(np.uint64),))
+    n_neurons = check_int("n_neurons", n_neurons, lo=1)
+    n_exc = check_int("n_exc", n_exc, lo=0, hi=n_neurons)
+    dtype = _check_dtype(dtype)
     we, wi = n_words(n_exc, n_neurons)
     if sbits.shape[1] != we + wi:
         raise ValueError(f"sbits: expected {we + wi} words per row, got shape {sbits.shape}")
@@ -241,6 +274,18 @@ def unpack_spikes(sbits: np.ndarray, n_neurons: int, n_exc: int, dtype=np.float3
     sign = np.ones(n_neurons, dtype=dtype)
     sign[n_exc:] = -1
     return (b * sign).astype(dtype)
+
+
+def _check_spike_padding(name: str, sbits: np.ndarray, n_exc: int, n_neurons: int) -> None:
+    """The unused high bits of the last E word and the last I word must be 0: the popcounts would
+    count them as spikes of neurons that do not exist (``B x (WE+WI)`` words, a negligible pass)."""
+    we, wi = n_words(n_exc, n_neurons)
+    for w, used in ((we - 1, n_exc - 64 * (we - 1)), (we + wi - 1, n_neurons - n_exc - 64 * (wi - 1))):
+        if w < 0 or used >= 64 or (w == we - 1 and we == 0) or (w == we + wi - 1 and wi == 0):
+            continue
+        if (sbits[:, w] >> np.uint64(used)).any():
+            raise ValueError(f"{name}: bits set beyond the last neuron of a word (word {w} uses {used} "
+                             f"bits for N={n_neurons}, n_exc={n_exc}); pack spikes with pack_spikes")
 
 
 @numba.njit(cache=True)
@@ -270,26 +315,45 @@ def packed_matvec(Chp: np.ndarray, sbits: np.ndarray, n_exc: int) -> np.ndarray:
     if W != we + wi:
         raise ValueError(f"Chp: expected {we + wi} words for N={N}, n_exc={n_exc}, got shape {Chp.shape}")
     check_array("sbits", sbits, shape=(B, W), dtypes=(np.dtype(np.uint64),))
+    _check_spike_padding("sbits", sbits, n_exc, N)
     out = np.empty((B, N), dtype=np.int64)
-    _counts_kernel(Chp, sbits, we, out)
+    _counts_kernel(np.ascontiguousarray(Chp), np.ascontiguousarray(sbits), we, out)
     return out
 
 
 def packed_matvec_ref(s: np.ndarray, C_h: np.ndarray) -> np.ndarray:
     """Oracle of :func:`packed_matvec`: signed spikes ``s`` (B, N) times bool ``C_h`` (B, N, N), int64."""
+    s = check_array("s", s, ndim=2)
+    B, N = s.shape
+    check_array("C_h", C_h, shape=(B, N, N), dtypes=(np.dtype(bool),))
     return np.einsum("bi,bij->bj", np.sign(s).astype(np.int64), C_h.astype(np.int64))
 
 
 # ---------------------------------------------------------------------------------------------
 # state
 # ---------------------------------------------------------------------------------------------
+def _check_dtype(dtype) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
+    return dt
+
+
+def _check_cfg(cfg) -> CubaConfig:
+    if not isinstance(cfg, CubaConfig):
+        raise TypeError(f"cfg: expected a refsnn.kernels.cuba.CubaConfig, got {type(cfg).__name__}")
+    return cfg
+
+
 def initial_state(cfg: CubaConfig, v0_uniform: np.ndarray, dtype=np.float32):
     """Dense state ``(v, i_syn, rate, s)`` from uniforms ``v0_uniform`` in ``[0, 1)`` of shape ``(B, N)``:
     ``v = v_reset + (v_th - v_reset) u`` (SPEC §2.3: ``v ~ U[0, 1)`` with the defaults)."""
+    cfg = _check_cfg(cfg)
     u = check_array("v0_uniform", v0_uniform, ndim=2, shape=(None, cfg.n_neurons))
-    dtype = np.dtype(dtype)
-    if dtype not in FLOAT_DTYPES:
-        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+    dtype = _check_dtype(dtype)
     v = (cfg.v_reset + (cfg.v_th - cfg.v_reset) * u.astype(np.float64)).astype(dtype)
     z = np.zeros_like(v)
     return v, z.copy(), z.copy(), z.copy()
@@ -307,6 +371,8 @@ def initial_state_packed(cfg: CubaConfig, v0_uniform: np.ndarray, dtype=np.float
 # ---------------------------------------------------------------------------------------------
 def input_current_ref(u: np.ndarray, C_in: np.ndarray, r_in) -> np.ndarray:
     """``i_in = R_in * (u @ C_in)``, accumulated over rows ``r = 0, 1, ...`` (u ``(B, d)``, C_in ``(B, d, N)``)."""
+    u = check_array("u", u, ndim=2)
+    check_array("C_in", C_in, ndim=3, shape=u.shape + (None,), dtypes=(u.dtype, np.dtype(bool)))
     acc = np.zeros((u.shape[0], C_in.shape[2]), dtype=u.dtype)
     for r in range(u.shape[1]):
         acc += u[:, r, None] * C_in[:, r, :]
@@ -315,21 +381,37 @@ def input_current_ref(u: np.ndarray, C_in: np.ndarray, r_in) -> np.ndarray:
 
 def readout_ref(rate: np.ndarray, C_out: np.ndarray, r_out) -> np.ndarray:
     """``clip(R_out * (rate @ C_out), -1, 1)``, accumulated over neurons in ascending order."""
+    rate = check_array("rate", rate, ndim=2)
+    check_array("C_out", C_out, ndim=3, shape=rate.shape + (None,), dtypes=(rate.dtype, np.dtype(bool)))
     acc = np.zeros((rate.shape[0], C_out.shape[2]), dtype=rate.dtype)
     for n in range(rate.shape[1]):
         acc += rate[:, n, None] * C_out[:, n, :]
     return np.clip(r_out * acc, -1, 1)
 
 
-def _check_step_inputs(cfg, u, C_in, C_out, v, i_syn, rate, active, check_finite=True):
+def _check_state(state, names) -> tuple:
+    if not isinstance(state, (tuple, list)) or len(state) != 4:
+        raise TypeError(f"state: expected a tuple {names}, got {type(state).__name__}"
+                        + (f" of length {len(state)}" if isinstance(state, (tuple, list)) else ""))
+    return tuple(state)
+
+
+def _check_step_inputs(cfg, u, C_in, C_out, v, i_syn, rate, active, check_finite=True, *, in_place=False):
     """Shapes and dtypes of one step's arguments; NaN/inf in the (small) input and state always,
-    in the (large, constant over an episode) connectivity/weight arrays only if ``check_finite``."""
+    in the (large, constant over an episode) connectivity/weight arrays only if ``check_finite``.
+    ``in_place``: the state arrays are written, so they must also be C-contiguous and writeable."""
+    _check_cfg(cfg)
+    if not isinstance(check_finite, (bool, np.bool_)):
+        raise TypeError(f"check_finite: expected a bool, got {type(check_finite).__name__}")
     u = check_array("u", u, ndim=2)
     dtype = u.dtype
     B, d = u.shape
     N = cfg.n_neurons
     for name, a in (("v", v), ("i_syn", i_syn), ("rate", rate)):
-        check_array(name, a, shape=(B, N), dtypes=(dtype,))
+        if in_place:
+            check_out(f"state {name}", a, (B, N), dtype, finite=True)
+        else:
+            check_array(f"state {name}", a, shape=(B, N), dtypes=(dtype,))
     check_array("C_in", C_in, shape=(B, d, N), dtypes=(dtype, np.dtype(bool)), finite=check_finite)
     check_array("C_out", C_out, ndim=3, shape=(B, N, None), dtypes=(dtype, np.dtype(bool)),
                 finite=check_finite)
@@ -337,6 +419,12 @@ def _check_step_inputs(cfg, u, C_in, C_out, v, i_syn, rate, active, check_finite
         active = np.ones(B, dtype=bool)
     check_array("active", active, shape=(B,), dtypes=(np.dtype(bool),))
     return dtype, B, d, active
+
+
+def _check_d_in(d_in, d, dale):
+    if d_in is None:
+        return d // 2 if dale else d
+    return check_int("d_in", d_in, lo=1)
 
 
 def cuba_env_step_ref(cfg: CubaConfig, u, C_in, C_h, C_out, state, *, d_in=None, active=None):
@@ -352,11 +440,11 @@ def cuba_env_step_ref(cfg: CubaConfig, u, C_in, C_h, C_out, state, *, d_in=None,
 
     Returns ``(new_state, action (B, d_out), n_spikes (B,) int64)``.
     """
-    v, i_syn, rate, s = state
+    v, i_syn, rate, s = _check_state(state, "(v, i_syn, rate, s)")
     dtype, B, d, active = _check_step_inputs(cfg, u, C_in, C_out, v, i_syn, rate, active)
     check_array("C_h", C_h, shape=(B, cfg.n_neurons, cfg.n_neurons), dtypes=(dtype, np.dtype(bool)))
-    check_array("s", s, shape=(B, cfg.n_neurons), dtypes=(dtype,))
-    d_in = (d // 2 if cfg.dale else d) if d_in is None else d_in
+    check_array("state s", s, shape=(B, cfg.n_neurons), dtypes=(dtype,))
+    d_in = _check_d_in(d_in, d, cfg.dale)
     r_in, r, r_out, a_syn, a_m, b_m, a_out, g_out, v_th, v_reset = cfg.constants(d_in, dtype)
     Cin, Ch, Cout = C_in.astype(dtype), C_h.astype(dtype), C_out.astype(dtype)
     sign = np.ones(cfg.n_neurons, dtype=dtype)
@@ -389,9 +477,10 @@ def float_env_step_ref(cfg: CubaConfig, u, W_in, W_h, W_out, state, *, active=No
     presynaptic neurons in ascending order; ``action = clip(R_out (rate @ W_out), -1, 1)``.
     ``d_in = d_u``. Returns ``(new_state, action, n_spikes)``.
     """
-    v, i_syn, rate, s = state
+    v, i_syn, rate, s = _check_state(state, "(v, i_syn, rate, s)")
     dtype, B, d, active = _check_step_inputs(cfg, u, W_in, W_out, v, i_syn, rate, active)
     check_array("W_h", W_h, shape=(B, cfg.n_neurons, cfg.n_neurons), dtypes=(dtype,))
+    check_array("state s", s, shape=(B, cfg.n_neurons), dtypes=(dtype,))
     r_in, r, r_out, a_syn, a_m, b_m, a_out, g_out, v_th, v_reset = cfg.constants(d, dtype)
     v, i_syn, rate, s = v.copy(), i_syn.copy(), rate.copy(), s.copy()
     nsp = np.zeros(B, dtype=np.int64)
@@ -534,31 +623,47 @@ def cuba_env_step_packed(cfg: CubaConfig, u, C_in, Chp, C_out, state, *, d_in=No
     Parameters as :func:`cuba_env_step_ref`, except ``Chp`` (B, WE+WI, N) uint64 from
     :func:`pack_hidden`, ``state = (v, i_syn, rate, sbits)`` with ``sbits`` (B, WE+WI) uint64, and
     ``C_in``/``C_out`` in the compute dtype (0/1; bool is converted). ``parallel=True`` runs members on
-    Numba threads (results identical). ``out``: optional (B, d_out) action buffer.
+    Numba threads (results identical). ``out``: optional (B, d_out) action buffer of exactly that
+    shape and the compute dtype, C-contiguous and writeable (``ValueError``/``TypeError`` naming
+    ``out`` otherwise: a wider buffer used to read past ``C_out``, a narrower or int one truncated).
+    The state arrays are updated in place, so they too must be C-contiguous and writeable, and no
+    state array or ``out`` may share memory with another one or with an input.
     ``check_finite=False`` skips the NaN/inf pass over ``C_in`` and ``C_out`` (shapes and dtypes are
     still checked): the rollout's arrays are 0/1 samples of probabilities checked once per batch
     (:meth:`refsnn.ec.policy.ECFamily.build`), so the pass need not be repeated at every step.
     Returns ``(action (B, d_out), n_spikes (B,) int64)``; inactive members get action 0, 0 spikes.
     """
-    v, i_syn, rate, sbits = state
-    dtype, B, d, active = _check_step_inputs(cfg, u, C_in, C_out, v, i_syn, rate, active, check_finite)
+    v, i_syn, rate, sbits = _check_state(state, "(v, i_syn, rate, sbits)")
+    dtype, B, d, active = _check_step_inputs(cfg, u, C_in, C_out, v, i_syn, rate, active, check_finite,
+                                             in_place=True)
     N = cfg.n_neurons
     we, wi = n_words(cfg.n_exc, N)
     check_array("Chp", Chp, shape=(B, we + wi, N), dtypes=(np.dtype(np.uint64),))
-    check_array("sbits", sbits, shape=(B, we + wi), dtypes=(np.dtype(np.uint64),))
-    d_in = (d // 2 if cfg.dale else d) if d_in is None else d_in
+    check_out("state sbits", sbits, (B, we + wi), np.uint64)
+    _check_spike_padding("state sbits", sbits, cfg.n_exc, N)
+    parallel = check_bool("parallel", parallel)
+    d_in = _check_d_in(d_in, d, cfg.dale)
     c = cfg.constants(d_in, dtype)
-    if C_in.dtype == bool:
-        C_in = C_in.astype(dtype)
-    if C_out.dtype == bool:
-        C_out = C_out.astype(dtype)
-    act = np.zeros((B, C_out.shape[2]), dtype=dtype) if out is None else out
+    act = _action_out(out, (B, C_out.shape[2]), dtype)
+    state_arrays = {"state v": v, "state i_syn": i_syn, "state rate": rate, "state sbits": sbits}
+    if out is not None:
+        state_arrays["out"] = act
+    check_disjoint(state_arrays, {"u": u, "C_in": C_in, "Chp": Chp, "C_out": C_out, "active": active})
+    C_in = C_in.astype(dtype) if C_in.dtype == bool else np.ascontiguousarray(C_in)
+    C_out = C_out.astype(dtype) if C_out.dtype == bool else np.ascontiguousarray(C_out)
     act[...] = 0
     nsp = np.zeros(B, dtype=np.int64)
     fn = _packed_batch_parallel if parallel else _packed_batch_serial
-    fn(np.ascontiguousarray(u), C_in, Chp, C_out, v, i_syn, rate, sbits, active, c, cfg.n_exc, we,
-       cfg.n_substeps, act, nsp)
+    fn(np.ascontiguousarray(u), C_in, np.ascontiguousarray(Chp), C_out, v, i_syn, rate, sbits,
+       np.ascontiguousarray(active), c, cfg.n_exc, we, cfg.n_substeps, act, nsp)
     return act, nsp
+
+
+def _action_out(out, shape, dtype) -> np.ndarray:
+    """The action buffer: ``out`` checked (exact shape and dtype, C-contiguous, writeable), or new."""
+    if out is None:
+        return np.zeros(shape, dtype=dtype)
+    return check_out("out", out, shape, dtype)
 
 
 @numba.njit(cache=True)
@@ -628,17 +733,29 @@ def float_env_step(cfg: CubaConfig, u, W_in, W_h, W_out, state, *, active=None, 
     """Numba ES-RSNN step (see :func:`float_env_step_ref`); **updates ``state`` in place**.
     ``state = (v, i_syn, rate, s)`` with ``s`` 0/1 floats. Returns ``(action, n_spikes)``.
     ``check_finite=False`` skips the NaN/inf pass over ``W_in``, ``W_h``, ``W_out`` (the rollout
-    checks them once per batch, :meth:`refsnn.ec.policy.ESFamily.build`)."""
-    v, i_syn, rate, s = state
-    dtype, B, d, active = _check_step_inputs(cfg, u, W_in, W_out, v, i_syn, rate, active, check_finite)
+    checks them once per batch, :meth:`refsnn.ec.policy.ESFamily.build`). ``out`` and the state
+    arrays are checked as in :func:`cuba_env_step_packed`; the weights must be in the dtype of ``u``."""
+    v, i_syn, rate, s = _check_state(state, "(v, i_syn, rate, s)")
+    dtype, B, d, active = _check_step_inputs(cfg, u, W_in, W_out, v, i_syn, rate, active, check_finite,
+                                             in_place=True)
+    for name, a in (("W_in", W_in), ("W_out", W_out)):
+        if a.dtype != dtype:
+            raise TypeError(f"{name}: expected dtype {dtype} (real weights, the dtype of u), got {a.dtype}")
     check_array("W_h", W_h, shape=(B, cfg.n_neurons, cfg.n_neurons), dtypes=(dtype,), finite=check_finite)
-    check_array("s", s, shape=(B, cfg.n_neurons), dtypes=(dtype,))
+    check_out("state s", s, (B, cfg.n_neurons), dtype, finite=True)
+    parallel = check_bool("parallel", parallel)
     c = cfg.constants(d, dtype)
-    act = np.zeros((B, W_out.shape[2]), dtype=dtype) if out is None else out
+    act = _action_out(out, (B, W_out.shape[2]), dtype)
+    state_arrays = {"state v": v, "state i_syn": i_syn, "state rate": rate, "state s": s}
+    if out is not None:
+        state_arrays["out"] = act
+    check_disjoint(state_arrays, {"u": u, "W_in": W_in, "W_h": W_h, "W_out": W_out, "active": active})
     act[...] = 0
     nsp = np.zeros(B, dtype=np.int64)
     fn = _float_batch_parallel if parallel else _float_batch_serial
-    fn(np.ascontiguousarray(u), W_in, W_h, W_out, v, i_syn, rate, s, active, c, cfg.n_substeps, act, nsp)
+    fn(np.ascontiguousarray(u), np.ascontiguousarray(W_in), np.ascontiguousarray(W_h),
+       np.ascontiguousarray(W_out), v, i_syn, rate, s, np.ascontiguousarray(active), c, cfg.n_substeps,
+       act, nsp)
     return act, nsp
 
 

@@ -28,6 +28,12 @@ oracles :func:`lif_forward_ref` / :func:`lif_backward_ref` (a vectorised NumPy l
 as the equations read). Both compute in the input dtype (float32 or float64) with the operations in
 the order written above, so spikes agree exactly and floats to rounding of ``exp``/``atan``.
 
+Argument checks (SPEC §1): ``x``/``grad_s``/``h`` must be float32/float64 arrays of the same shape
+and dtype (non-contiguous ones are copied); ``out`` arrays exactly that shape and dtype,
+C-contiguous, writeable and not sharing memory with each other or an input (except the documented
+``lif_backward(..., out=grad_s)``); the parameters must be finite in the compute dtype. NaN/inf in
+``x``, ``grad_s`` or ``h`` is detected inside the kernels (no extra pass): ``ValueError``.
+
 Presets (:data:`PRESETS`, :func:`lif_preset`) map other frameworks' neurons onto these equations:
 
 * ``msenas`` — BrainCog ``LIFNode`` as used by the released MSE-NAS code: ``mem += (x - mem)/tau``,
@@ -55,6 +61,7 @@ import numpy as np
 
 from refsnn._checks import check_array, check_choice, check_float, check_same_dtype, check_same_shape
 from refsnn.kernels import surrogate as sg
+from refsnn.kernels._args import check_bool, check_disjoint, check_out
 
 __all__ = [
     "LIFParams", "PRESETS", "lif_preset", "lif_forward", "lif_backward",
@@ -146,7 +153,11 @@ def _param_vector(p: LIFParams, dtype) -> np.ndarray:
     tau = dt(p.tau)
     leak = dt(1) - dt(1) / tau
     kx = dt(1) / tau if p.decay_input else dt(1)
-    return np.array([tau, p.v_th, vr, p.surrogate_alpha, leak, kx], dtype=dtype)
+    with np.errstate(over="ignore"):
+        prm = np.array([tau, p.v_th, vr, p.surrogate_alpha, leak, kx], dtype=dtype)
+    if not np.isfinite(prm).all():
+        raise ValueError(f"params: tau, v_th, v_reset and alpha must be finite in {np.dtype(dtype)}, got {p}")
+    return prm
 
 
 def _flags(p: LIFParams, relaxed: bool) -> np.ndarray:
@@ -237,6 +248,7 @@ def _lif_backward_nb(gs, h_in, gx_out, prm, flags, c, bad):
         i0 = b * _BLOCK
         n = min(N, i0 + _BLOCK) - i0
         gv = np.zeros(n, dtype=gs.dtype)  # dL/dV[t], flowing backwards in time
+        hk = np.zeros(n, dtype=gs.dtype)  # sum of H - H: NaN iff some H[t] was NaN or infinite
         d = np.empty(n, dtype=gs.dtype)   # surrogate derivative at H[t] - v_th
         s = np.empty(n, dtype=gs.dtype)   # S[t], recomputed from H[t]
         for t in range(T - 1, -1, -1):
@@ -247,6 +259,7 @@ def _lif_backward_nb(gs, h_in, gx_out, prm, flags, c, bad):
                 # fast path (the MSE-NAS default): triangle surrogate, one fused loop
                 for i in range(n):
                     h = ht[i]
+                    hk[i] += h - h
                     z = h - vth
                     di = max(zero, a - aa * abs(z))
                     si = _spike(z, ge, one, zero)
@@ -267,9 +280,11 @@ def _lif_backward_nb(gs, h_in, gx_out, prm, flags, c, bad):
             # general path, pass 1: surrogate derivative and spikes (choice outside the loops)
             if code == 3:
                 for i in range(n):
+                    hk[i] += ht[i] - ht[i]
                     d[i] = max(zero, a - aa * abs(ht[i] - vth))
             else:
                 for i in range(n):
+                    hk[i] += ht[i] - ht[i]
                     d[i] = sg._grad_nb(code, ht[i] - vth, a, c)
             if relaxed:
                 for i in range(n):
@@ -292,7 +307,7 @@ def _lif_backward_nb(gs, h_in, gx_out, prm, flags, c, bad):
                     gh = (gst[i] + g * dv_ds) * d[i] + g * dv_dh
                 gxt[i] = gh * kx
                 gv[i] = gh * leak
-        bad[b] = _any_nonfinite(gv)
+        bad[b] = _any_nonfinite(gv) | _any_nonfinite(hk)
 
 
 def _nblocks(n: int) -> int:
@@ -309,10 +324,7 @@ def _prepare(name: str, x, params):
 
 
 def _check_out(name, o, like):
-    check_array(name, o, shape=like.shape, dtypes=(like.dtype,), finite=False)
-    if not o.flags.c_contiguous or not o.flags.writeable:
-        raise ValueError(f"{name}: expected a writeable C-contiguous array")
-    return o
+    return check_out(name, o, like.shape, like.dtype)
 
 
 def lif_forward(x: np.ndarray, params: LIFParams = PRESETS["msenas"], *,
@@ -328,8 +340,9 @@ def lif_forward(x: np.ndarray, params: LIFParams = PRESETS["msenas"], *,
     relaxed : bool
         Use the surrogate's primitive instead of the Heaviside (gradient checks).
     out : (s, h), optional
-        Preallocated C-contiguous outputs of ``x``'s shape and dtype (a training loop reuses them
-        to avoid allocating, and page-faulting, large arrays every step).
+        Preallocated C-contiguous writeable outputs of exactly ``x``'s shape and dtype (a training
+        loop reuses them to avoid allocating, and page-faulting, large arrays every step); they
+        must not share memory with each other or with ``x``.
 
     Returns
     -------
@@ -338,11 +351,16 @@ def lif_forward(x: np.ndarray, params: LIFParams = PRESETS["msenas"], *,
     h : ndarray, same shape and dtype as ``x``
         Membrane before reset ``H[t]``: what :func:`lif_backward` needs.
     """
+    x_in = x
     x, params = _prepare("x", x, params)
+    relaxed = check_bool("relaxed", relaxed)
     if out is None:
         s, h = np.empty_like(x), np.empty_like(x)
     else:
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise TypeError(f"out: expected a pair (s, h) of arrays, got {type(out).__name__}")
         s, h = (_check_out(f"out[{k}]", o, x) for k, o in enumerate(out))
+        check_disjoint({"out[0]": s, "out[1]": h}, {"x": x_in})
     n = x.size // x.shape[0]
     bad = np.zeros(_nblocks(n), np.int64)
     _lif_forward_nb(x.reshape(x.shape[0], n), s.reshape(x.shape[0], n), h.reshape(x.shape[0], n),
@@ -364,18 +382,26 @@ def lif_backward(grad_s: np.ndarray, h: np.ndarray, params: LIFParams = PRESETS[
     h : ndarray, same shape and dtype
         Membrane before reset, as returned by :func:`lif_forward` with the same params and mode.
     out : ndarray, optional
-        Preallocated C-contiguous output (may be ``grad_s`` itself: the update is in place-safe).
+        Preallocated C-contiguous writeable output of ``grad_s``'s shape and dtype. It may be
+        ``grad_s`` itself (the update is in place-safe) but must not otherwise share memory with
+        ``grad_s`` or ``h``.
 
     Returns
     -------
     grad_x : ndarray, same shape and dtype
     """
+    grad_in = grad_s
     grad_s, params = _prepare("grad_s", grad_s, params)
+    relaxed = check_bool("relaxed", relaxed)
     h = check_array("h", h, finite=False)
     check_same_shape("grad_s", grad_s, "h", h)
     check_same_dtype("grad_s", grad_s, "h", h)
     h = np.ascontiguousarray(h)
-    gx = np.empty_like(grad_s) if out is None else _check_out("out", out, grad_s)
+    if out is None:
+        gx = np.empty_like(grad_s)
+    else:
+        gx = _check_out("out", out, grad_s)
+        check_disjoint({"out": gx}, {"grad_s": grad_in, "h": h}, same_ok=(("out", "grad_s"),))
     T = grad_s.shape[0]
     n = grad_s.size // T
     bad = np.zeros(_nblocks(n), np.int64)
@@ -383,7 +409,7 @@ def lif_backward(grad_s: np.ndarray, h: np.ndarray, params: LIFParams = PRESETS[
                      _param_vector(params, grad_s.dtype), _flags(params, relaxed),
                      sg.constants(grad_s.dtype), bad)
     if bad.any():
-        raise ValueError("grad_s: grad_s or h contains NaN or infinity")
+        raise ValueError("grad_s: grad_s or h contains NaN or infinity (or the gradient overflowed)")
     return gx
 
 
@@ -401,6 +427,8 @@ def lif_forward_ref(x: np.ndarray, params: LIFParams = PRESETS["msenas"], *,
                     relaxed: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Oracle for :func:`lif_forward` (same signature and results)."""
     x, p = _prepare("x", x, params)
+    shape = x.shape
+    x = x.reshape(shape[0], -1)   # [T, N]: a 1-D x (one neuron) keeps its steps arrays, not scalars
     dt = x.dtype.type
     tau, vth = dt(p.tau), dt(p.v_th)
     vr = dt(0.0 if p.v_reset is None else p.v_reset)
@@ -417,7 +445,7 @@ def lif_forward_ref(x: np.ndarray, params: LIFParams = PRESETS["msenas"], *,
         v = h * (one - s) + vr * s if p.v_reset is not None else h - vth * s
         s_all[t] = s
         h_all[t] = h
-    return s_all, h_all
+    return s_all.reshape(shape), h_all.reshape(shape)
 
 
 def lif_backward_ref(grad_s: np.ndarray, h: np.ndarray, params: LIFParams = PRESETS["msenas"], *,
@@ -427,6 +455,8 @@ def lif_backward_ref(grad_s: np.ndarray, h: np.ndarray, params: LIFParams = PRES
     h = check_array("h", h)
     check_same_shape("grad_s", grad_s, "h", h)
     check_same_dtype("grad_s", grad_s, "h", h)
+    shape = grad_s.shape
+    grad_s, h = grad_s.reshape(shape[0], -1), h.reshape(shape[0], -1)
     dt = grad_s.dtype.type
     tau, vth = dt(p.tau), dt(p.v_th)
     vr = dt(0.0 if p.v_reset is None else p.v_reset)
@@ -450,7 +480,7 @@ def lif_backward_ref(grad_s: np.ndarray, h: np.ndarray, params: LIFParams = PRES
             gh = (grad_s[t] + gv * dv_ds) * d + gv * dv_dh
         gx[t] = gh * kx
         gv = gh * leak
-    return gx
+    return gx.reshape(shape)
 
 
 # ---------------------------------------------------------------------------------------------

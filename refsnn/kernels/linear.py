@@ -5,12 +5,16 @@ Backward, with ``dy (N, out)``: ``dx = dy @ W`` ``(N, in)``, ``dW = dy.T @ x`` `
 ``db = sum_n dy[n]`` ``(out,)`` (None without bias). These are single GEMMs, so there is no Numba
 kernel here: BLAS is the fast path, and the oracles are explicit ``einsum`` contractions.
 float32 in -> float32 out, float64 -> float64; mixed dtypes raise ``TypeError`` naming the argument.
+Inputs must be finite, and so must the results: a product that overflows the dtype (e.g. float32
+values near 1e20 times 1e20) raises ``ValueError`` naming the inputs instead of returning inf (one
+pass over the output, small next to the GEMM).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from refsnn._checks import FLOAT_DTYPES, check_array, check_same_dtype
+from refsnn.kernels._args import check_bool
 
 __all__ = ["linear_forward", "linear_backward", "linear_forward_ref", "linear_backward_ref"]
 
@@ -34,7 +38,14 @@ def linear_forward(x, w, b=None):
     y = x @ w.T
     if b is not None:
         y += b
+    _check_result("x", "y = x @ w.T + b", y)
     return y
+
+
+def _check_result(name: str, what: str, *arrays) -> None:
+    for a in arrays:
+        if a is not None and a.size and not np.isfinite(a).all():
+            raise ValueError(f"{name}: {what} overflowed {a.dtype} (inputs too large)")
 
 
 def linear_backward(dy, x, w, has_bias):
@@ -45,9 +56,12 @@ def linear_backward(dy, x, w, has_bias):
     x, w, _ = _check(x, w, None)
     dy = check_array("dy", dy, ndim=2, dtypes=FLOAT_DTYPES, shape=(x.shape[0], w.shape[0]))
     check_same_dtype("x", x, "dy", dy)
+    has_bias = check_bool("has_bias", has_bias)
     dx = dy @ w
     dw = dy.T @ x
-    db = dy.sum(axis=0, dtype=np.float64).astype(dy.dtype) if has_bias else None
+    with np.errstate(over="ignore"):
+        db = dy.sum(axis=0, dtype=np.float64).astype(dy.dtype) if has_bias else None
+    _check_result("dy", "a gradient (dy @ w, dy.T @ x or the sum of dy)", dx, dw, db)
     return dx, dw, db
 
 
@@ -63,5 +77,6 @@ def linear_backward_ref(dy, x, w, has_bias):
     x, w, _ = _check(x, w, None)
     dy = check_array("dy", dy, ndim=2, dtypes=FLOAT_DTYPES, shape=(x.shape[0], w.shape[0]))
     check_same_dtype("x", x, "dy", dy)
+    has_bias = check_bool("has_bias", has_bias)
     return (np.einsum("no,oi->ni", dy, w), np.einsum("no,ni->oi", dy, x),
             np.einsum("no->o", dy) if has_bias else None)

@@ -18,6 +18,7 @@ import numba
 import numpy as np
 
 from refsnn._checks import FLOAT_DTYPES, check_array, check_int
+from refsnn.kernels._args import check_bool
 
 __all__ = [
     "avgpool2d_forward", "avgpool2d_backward", "global_avgpool_forward", "global_avgpool_backward",
@@ -93,7 +94,7 @@ def _check_k(k, H=None, W=None):
 
 def avgpool2d_forward(x, k, *, check_finite=True):
     """``k x k`` average pooling with stride ``k``: ``(N, C, H, W) -> (N, C, H/k, W/k)`` (SPEC §3)."""
-    x = check_array("x", x, ndim=4, dtypes=FLOAT_DTYPES, finite=check_finite)
+    x = check_array("x", x, ndim=4, dtypes=FLOAT_DTYPES, finite=check_bool("check_finite", check_finite))
     N, C, H, W = x.shape
     k = _check_k(k, H, W)
     y = np.empty((N, C, H // k, W // k), dtype=x.dtype)
@@ -102,7 +103,7 @@ def avgpool2d_forward(x, k, *, check_finite=True):
 
 def avgpool2d_backward(dy, k, *, check_finite=True):
     """Gradient of :func:`avgpool2d_forward`: ``dx = repeat(dy, k, k) / k^2``, ``(N, C, Ho*k, Wo*k)``."""
-    dy = check_array("dy", dy, ndim=4, dtypes=FLOAT_DTYPES, finite=check_finite)
+    dy = check_array("dy", dy, ndim=4, dtypes=FLOAT_DTYPES, finite=check_bool("check_finite", check_finite))
     k = _check_k(k)
     N, C, Ho, Wo = dy.shape
     dx = np.empty((N, C, Ho * k, Wo * k), dtype=dy.dtype)
@@ -111,7 +112,7 @@ def avgpool2d_backward(dy, k, *, check_finite=True):
 
 def global_avgpool_forward(x, *, check_finite=True):
     """Mean over the spatial axes: ``(N, C, H, W) -> (N, C)`` (SPEC §3)."""
-    x = check_array("x", x, ndim=4, dtypes=FLOAT_DTYPES, finite=check_finite)
+    x = check_array("x", x, ndim=4, dtypes=FLOAT_DTYPES, finite=check_bool("check_finite", check_finite))
     if x.shape[2] * x.shape[3] == 0:
         raise ValueError(f"x: expected H, W >= 1, got shape {x.shape}")
     y = np.empty(x.shape[:2], dtype=x.dtype)
@@ -126,7 +127,7 @@ def _check_hw(hw):
 
 def global_avgpool_backward(dy, hw, *, check_finite=True):
     """Gradient of :func:`global_avgpool_forward`: ``dx[n, c, h, w] = dy[n, c] / (H W)``."""
-    dy = check_array("dy", dy, ndim=2, dtypes=FLOAT_DTYPES, finite=check_finite)
+    dy = check_array("dy", dy, ndim=2, dtypes=FLOAT_DTYPES, finite=check_bool("check_finite", check_finite))
     H, W = _check_hw(hw)
     dx = np.empty(dy.shape + (H, W), dtype=dy.dtype)
     return _gap_bwd(np.ascontiguousarray(dy), dx)

@@ -57,6 +57,8 @@ def _rectify_bwd(dy, mask, negate, dx):
 
 
 def _check_sign(sign):
+    if not isinstance(sign, (int, float, np.integer, np.floating)):
+        raise TypeError(f"sign: expected +1 (excitatory) or -1 (inhibitory), got {type(sign).__name__}")
     if isinstance(sign, (bool, np.bool_)) or sign not in (1, -1):
         raise ValueError(f"sign: expected +1 (excitatory) or -1 (inhibitory), got {sign!r}")
     return int(sign)
@@ -103,6 +105,7 @@ def rectify_forward_ref(x, sign=1):
 def rectify_backward_ref(dy, mask, sign=1):
     """Oracle: ``where(mask, dy, 0)``, negated when ``sign = -1``."""
     dy = check_array("dy", dy, dtypes=FLOAT_DTYPES, finite=False)
+    check_array("mask", mask, dtypes=(np.dtype(np.bool_),), shape=dy.shape, finite=False)
     sign = _check_sign(sign)
     dx = np.where(mask, dy, 0).astype(dy.dtype, copy=False)
     if sign < 0:

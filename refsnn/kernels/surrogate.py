@@ -37,7 +37,7 @@ import math
 import numba
 import numpy as np
 
-from refsnn._checks import check_array, check_choice, check_float
+from refsnn._checks import FLOAT_DTYPES, check_array, check_choice, check_float
 
 #: name -> integer code used inside Numba kernels
 CODES = {"sigmoid": 0, "atan": 1, "rect": 2, "triangle": 3, "fast_sigmoid": 4}
@@ -50,7 +50,11 @@ def _args(name, x, alpha):
     check_choice("name", name, NAMES)
     x = check_array("x", x)
     a = DEFAULT_ALPHA[name] if alpha is None else check_float("alpha", alpha, lo=0.0, lo_open=True)
-    return x, x.dtype.type(a)
+    with np.errstate(over="ignore", under="ignore"):
+        at = x.dtype.type(a)
+    if not (np.isfinite(at) and at > 0):
+        raise ValueError(f"alpha: expected a positive value representable in {x.dtype}, got {a}")
+    return x, at
 
 
 def heaviside(x: np.ndarray, threshold: str = ">") -> np.ndarray:
@@ -109,6 +113,8 @@ C_ZERO, C_ONE, C_HALF, C_HALF_PI, C_PI = range(5)
 
 def constants(dtype) -> np.ndarray:
     """``[0, 1, 1/2, pi/2, pi]`` in ``dtype``: the literals the Numba surrogates need."""
+    if np.dtype(dtype) not in FLOAT_DTYPES:
+        raise TypeError(f"dtype: expected float32 or float64, got {np.dtype(dtype)}")
     return np.array([0.0, 1.0, 0.5, math.pi / 2, math.pi], dtype=dtype)
 
 
@@ -163,14 +169,14 @@ def _apply_nb(code, x, a, c, out, want_grad):
 def grad_nb(name: str, x: np.ndarray, alpha: float | None = None) -> np.ndarray:
     """:func:`grad` computed by the scalar Numba code the LIF kernels inline (tested against it)."""
     x, a = _args(name, x, alpha)
-    out = np.empty_like(x)
-    _apply_nb(CODES[name], np.ascontiguousarray(x), a, constants(x.dtype), out, True)
+    out = np.empty(x.shape, x.dtype)
+    _apply_nb(CODES[name], np.ascontiguousarray(x).reshape(-1), a, constants(x.dtype), out.reshape(-1), True)
     return out
 
 
 def primitive_nb(name: str, x: np.ndarray, alpha: float | None = None) -> np.ndarray:
     """:func:`primitive` computed by the scalar Numba code the LIF kernels inline."""
     x, a = _args(name, x, alpha)
-    out = np.empty_like(x)
-    _apply_nb(CODES[name], np.ascontiguousarray(x), a, constants(x.dtype), out, False)
+    out = np.empty(x.shape, x.dtype)
+    _apply_nb(CODES[name], np.ascontiguousarray(x).reshape(-1), a, constants(x.dtype), out.reshape(-1), False)
     return out
