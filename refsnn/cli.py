@@ -5,10 +5,25 @@ dataclass: the options, their ``--help`` texts and their validation; :mod:`refsn
 and ``main(config) -> int`` (the exit status). Only the invoked command's module is imported, so
 ``refsnn bench`` does not pay for importing gymnasium. To add a command, add one line to COMMANDS.
 Every command is also callable as a function: ``refsnn.cli.main(["bench", "--json", "b.json"])``.
+
+Errors are one line on stderr, ``refsnn COMMAND: error: ...``, and an exit status (no traceback;
+``REFSNN_DEBUG=1`` shows it):
+
+* **2, bad input** -- the command line or a file it names is wrong: argparse's usage errors,
+  ``ValueError``, ``TypeError`` and ``FileNotFoundError`` (the library's validation names the option,
+  the argument or the file);
+* **1, failure** -- the input was fine but the run could not complete: any other ``OSError``
+  (permission denied, disk full, read-only file system, ...), ``MemoryError``, ``RecursionError`` and a
+  broken worker pool (``concurrent.futures.BrokenExecutor``: a worker was killed). The files of the
+  run directory stay those of the last completed step (atomic writes), so the run can be resumed.
+
+Any other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import errno
 import importlib
 import os
 import sys
@@ -46,6 +61,30 @@ def _top_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: exceptions that mean the user's input was wrong (exit status 2)
+BAD_INPUT = (ValueError, TypeError, FileNotFoundError)
+#: exceptions that mean the run failed for reasons outside its input (exit status 1)
+FAILURES = (OSError, MemoryError, RecursionError, concurrent.futures.BrokenExecutor)
+
+
+def describe(e: BaseException) -> str:
+    """One line for the exception ``e``: an ``OSError`` as ``FILE: reason`` (errno's text, not
+    ``[Errno 13]``), the others by their message (by their kind when it is empty)."""
+    if isinstance(e, OSError) and e.strerror and not isinstance(e, FileNotFoundError):
+        files = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+        text = f"{files}: {e.strerror}" if files else e.strerror
+        if e.errno == errno.ENOSPC:
+            text += " (the run's files are those of its last completed step; free space and --resume)"
+    elif isinstance(e, MemoryError):
+        text = f"out of memory{': ' + str(e) if str(e) else ''}"
+    elif isinstance(e, RecursionError):
+        text = f"input nested too deeply ({e})"
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(text.split("\n"))
+
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = _top_parser().parse_args(argv[:1] or argv)
@@ -54,12 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse(mod.CONFIG, argv[1:], prog=f"refsnn {top.command}", description=help_line)
         return int(mod.main(cfg) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        # Bad user input: one clear line, no traceback. REFSNN_DEBUG=1 shows the traceback.
+    except BAD_INPUT + FAILURES as e:
+        # one clear line, no traceback (module docstring); REFSNN_DEBUG=1 shows the traceback
         if os.environ.get("REFSNN_DEBUG"):
             raise
-        print(f"refsnn {top.command}: error: {e}", file=sys.stderr)
-        return 2
+        print(f"refsnn {top.command}: error: {describe(e)}", file=sys.stderr)
+        return 2 if isinstance(e, BAD_INPUT) else 1
 
 
 if __name__ == "__main__":

@@ -14,21 +14,22 @@ A run directory ``OUT`` holds
 
 Progress lines (one per epoch or generation) give elapsed time and ETA as :func:`fmt_hms`.
 
-Every file is written atomically (:mod:`refsnn.io`): an interrupted run leaves the previous complete
-version of each. A directory that already holds a run is refused unless ``resume`` (continue it) or
-``overwrite`` (start again: the run's files are removed first).
+Every file is written atomically (:mod:`refsnn.io`): an interrupted run (or a full disk) leaves the
+previous complete version of each. Opening checks the directory first: an ``out`` that names a file,
+lies under a file, or cannot be created or written is a ``ValueError`` naming ``out`` before any work.
+A directory that already holds a run is refused unless ``resume`` (continue it) or ``overwrite``
+(start again: the run's files are removed first).
 """
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from refsnn.io import atomic_savez, atomic_write_json, atomic_write_text, load_npz
+from refsnn.io import atomic_savez, atomic_write_json, atomic_write_text, load_npz, read_json
 from refsnn.plot import line_plot_png
 from refsnn.provenance import write_environment
 
@@ -78,7 +79,7 @@ class RunDir:
 
     # -- opening -------------------------------------------------------------------------------
     def __enter__(self) -> "RunDir":
-        self.path.mkdir(parents=True, exist_ok=True)
+        self._make_dir()
         self._acquire()
         try:
             self._open()
@@ -115,10 +116,26 @@ class RunDir:
         f = self.path / "config.json"
         if f.is_file():
             try:
-                return json.loads(f.read_text(encoding="utf-8"))
-            except ValueError:
-                raise ValueError(f"resume: {f} is not valid JSON") from None
+                stored = read_json(f)
+            except ValueError as e:
+                raise ValueError(f"resume: {e}") from None
+            if not isinstance(stored, dict):
+                raise ValueError(f"resume: {f} does not hold a JSON object")
+            return stored
         return self._stored_config(self.checkpoint_path) if self._stored_config else None
+
+    def _make_dir(self) -> None:
+        """Create the directory; ``ValueError`` naming ``out`` if it is a file or cannot be created."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"out: {self.path} is a file, not a directory")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise ValueError(f"out: {self.path} cannot be created (a file is in the way)") from None
+        except OSError as e:
+            raise ValueError(f"out: {self.path} cannot be created: {e.strerror or e}"
+                             + (f" ({e.filename})" if e.filename and str(e.filename) != str(self.path) else "")
+                             ) from None
 
     def _acquire(self) -> None:
         for _ in range(2):
@@ -134,6 +151,8 @@ class RunDir:
                                      f"or remove {self._lock} if that process is gone") from None
                 self._lock.unlink(missing_ok=True)  # a stale lock of a dead process
                 continue
+            except OSError as e:  # permission denied, read-only file system, ...: before any work
+                raise ValueError(f"out: {self.path} is not writable: {e.strerror or e}") from None
             with os.fdopen(fd, "w") as f:
                 f.write(str(os.getpid()))
             self._locked = True
@@ -177,7 +196,7 @@ class RunDir:
     def read_summary(self) -> dict:
         """The ``summary.json`` of the run, or ``{}``."""
         f = self.path / "summary.json"
-        return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+        return read_json(f) if f.is_file() else {}
 
     def write_json(self, name: str, obj) -> None:
         """Any other JSON file of the run, atomically."""
