@@ -252,7 +252,8 @@ def test_deployed_format_round_trip():
     assert list(params) == ["h", "in", "out"]
     for k in rho:
         np.testing.assert_array_equal(params[k], (rho[k] > 0.5).astype(np.float64))
-    d_es = deployed_arrays({**conf, "method": "es"}, rho, np.zeros(3), np.ones(3), generation=1, det_return=0.0)
+    w = {**rho, "in": rng.standard_normal((3, 5))}   # ES reads the observations once: (obs, N)
+    d_es = deployed_arrays({**conf, "method": "es"}, w, np.zeros(3), np.ones(3), generation=1, det_return=0.0)
     assert d_es["w.h"].dtype == np.float32 and "bits.h" not in d_es
     np.testing.assert_array_equal(from_deployed_arrays(d_es)[1]["h"], rho["h"].astype(np.float32))
     with pytest.raises(ValueError, match="^format"):

@@ -17,7 +17,8 @@ decay 0.1, real weights, no Dale's law) with the same rollout code.
 
 The reported *deterministic return* of generation ``g`` is the mean return of the ``E``
 deterministic members of the parameters evaluated in ``g`` (before ``g``'s update);
-``final_deterministic_return`` is that of the last generation, and ``deployed.npz`` holds exactly
+``final_deterministic_return`` is that of the last generation (``null`` in ``summary.json``, ``None``
+in the returned summary, with ``--eval-members 0``: strict JSON has no NaN), and ``deployed.npz`` holds exactly
 those parameters (``best_deployed.npz`` those of the best generation; format in
 :mod:`refsnn.ec.deploy`). Everything depends only on ``(seed, generation, member index)``, the
 parameters, the optimiser state and the normaliser, all of which are checkpointed, so ``--resume``
@@ -227,10 +228,19 @@ def main(cfg: ECConfig) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    print(f"final deterministic return {s.get('final_deterministic_return', float('nan')):.1f}, "
-          f"best {s.get('best_deterministic_return', float('nan')):.1f}, "
+    print(f"final deterministic return {_fmt_return(s.get('final_deterministic_return'))}, "
+          f"best {_fmt_return(s.get('best_deterministic_return'))}, "
           f"{s.get('env_steps', 0)} env steps, {s.get('wall_seconds', 0):.0f} s -> {cfg.out}")
     return 0
+
+
+def _fmt_return(v) -> str:
+    """A return of the summary; ``-`` when there is none (``null``: no deterministic members)."""
+    return "-" if v is None or not math.isfinite(v) else f"{v:.1f}"
+
+
+def _finite_or_none(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
 
 
 def _sigterm_to_exit(signum, frame):
@@ -323,8 +333,10 @@ def _write_outputs(rd: RunDir, cfg: ECConfig, prog: _Progress) -> None:
 
 
 def _summary(cfg: ECConfig, info: dict, row: np.ndarray, prog: _Progress, shift: float) -> dict:
-    return {"method": cfg.method, "env": cfg.env, "final_deterministic_return": info["det_return"],
-            "best_deterministic_return": prog.best if math.isfinite(prog.best) else float("nan"),
+    # strict JSON (summary.json): no NaN; a run without deterministic members (--eval-members 0) has
+    # no deterministic return, None (null)
+    return {"method": cfg.method, "env": cfg.env, "final_deterministic_return": _finite_or_none(info["det_return"]),
+            "best_deterministic_return": _finite_or_none(prog.best),
             "final_mean_return": info["mean_return"], "generations": info["generation"],
             "env_steps": prog.env_steps, "wall_seconds": float(row[COLUMNS.index("elapsed_s")]),
             "population": cfg.population, "eval_members": cfg.eval_members, "seed": cfg.seed,

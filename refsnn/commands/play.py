@@ -25,7 +25,7 @@ import numpy as np
 from refsnn._checks import check_int
 from refsnn.commands.config import option
 from refsnn.ec.deploy import from_deployed_arrays
-from refsnn.ec.rollout import Task, evaluate_chunk
+from refsnn.ec.rollout import Task, check_env, evaluate_chunk
 from refsnn.io import load_npz
 
 __all__ = ["PlayConfig", "CONFIG", "run", "main", "load_deployed"]
@@ -59,13 +59,14 @@ CONFIG = PlayConfig
 
 
 def load_deployed(path) -> tuple[dict, dict]:
-    """``(config, params)`` of a ``deployed.npz`` (:func:`refsnn.ec.deploy.from_deployed_arrays`);
-    ``ValueError`` naming the file for one that is not a deployed network."""
+    """``(config, params)`` of a ``deployed.npz`` (:func:`refsnn.ec.deploy.from_deployed_arrays`, which
+    checks every stored size before allocating); ``ValueError``/``TypeError`` naming the file for one
+    that is not a deployed network, is truncated or crafted."""
     z = load_npz(path)
     try:
         return from_deployed_arrays(z)
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+    except (ValueError, TypeError) as e:
+        raise type(e)(f"{path}: {e}") from None
 
 
 def run(cfg: PlayConfig) -> dict:
@@ -77,6 +78,12 @@ def run(cfg: PlayConfig) -> dict:
         raise FileNotFoundError(f"run_dir: {run_dir} is not a directory")
     conf, params = load_deployed(run_dir / ("best_deployed.npz" if cfg.best else "deployed.npz"))
     cap = int(conf["max_steps"] if cfg.max_steps is None else cfg.max_steps)
+    env, obs_dim, act_dim = check_env(conf["env"], cap)
+    env.close()
+    stored = (int(conf["norm_mean"].size), int(params["out"].shape[1]))
+    if stored != (obs_dim, act_dim):
+        raise ValueError(f"run_dir: the network in {run_dir} has {stored[0]} observations and {stored[1]} actions, "
+                         f"{conf['env']} has {obs_dim} and {act_dim}")
     net = (conf["method"], {"n_neurons": int(conf["neurons"])}, float(conf["sigma"]), conf["env"], cap, params,
            conf["norm_mean"], conf["norm_std"])
     if cfg.replay:

@@ -25,7 +25,9 @@ i.e. the span ``[t0, t1]`` is cut into ``T`` equal half-open bins, the last one 
 final event counts. If ``t1 == t0`` (all events share one timestamp) every event goes to bin 0.
 Events outside an explicit ``t_range`` are ignored. ``frames[b, c, y, x]`` is the number of events
 of channel ``c`` (0 OFF, 1 ON) at pixel ``(y, x)`` in bin ``b``, as float32 (exact up to 2**24).
-``(t_e - t0) * T`` must fit in int64 (always true for recordings shorter than ~290 years / T).
+``(t1 - t0) * T`` must fit in int64 (true for recordings shorter than ~290 years / T); a longer
+span (or timestamps that do not fit in int64, e.g. uint64 values above 2**63 - 1) is a ``ValueError``
+naming ``t``, never a silent overflow into the wrong bins.
 
 The Numba kernel :func:`_frames_kernel` and the oracle :func:`events_to_frames_ref`
 (``np.add.at``) are held exactly equal by the tests.
@@ -45,13 +47,13 @@ Directory layout (``events:DIR``)
 given, otherwise a non-negative integer (``num_classes = max label + 1``, or ``len(classes)``).
 A ``.npy`` holds the structured event array; a ``.npz`` holds either one structured array named
 ``events`` or four 1-D arrays ``x, y, t, p`` of equal length. Files are read with
-``allow_pickle=False``. Samples are ordered by (label, file name). :func:`save_event_dir` writes
+``allow_pickle=False`` (``.npz`` through :func:`refsnn.io.load_npz`); a truncated, corrupt or foreign
+file is a ``ValueError`` naming it. Samples are ordered by (label, file name). :func:`save_event_dir` writes
 this layout (handy for converting a dataset once, and used by the tests).
 """
 from __future__ import annotations
 
 import io as _io
-import json
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -59,10 +61,11 @@ import numba
 import numpy as np
 
 from refsnn._checks import check_int
-from refsnn.io import atomic_write_bytes, atomic_write_json
+from refsnn.io import atomic_write_bytes, atomic_write_json, check_npy_header, load_npz, read_json
 
 EVENT_DTYPE = np.dtype([("x", np.int16), ("y", np.int16), ("t", np.int64), ("p", np.int8)])
 EVENT_FIELDS = ("x", "y", "t", "p")
+_INT64_MAX = int(np.iinfo(np.int64).max)
 
 
 def make_events(x, y, t, p) -> np.ndarray:
@@ -103,6 +106,10 @@ def _columns(events, sensor_size, name="events"):
         if kind not in "iub":
             raise TypeError(f"{name}[{f!r}]: expected an integer field, got {events.dtype.fields[f][0]}"
                             + (" (convert float microsecond timestamps to int64)" if f == "t" else ""))
+    tt = events["t"]
+    if tt.dtype.kind == "u" and tt.dtype.itemsize == 8 and tt.size and int(tt.max()) > _INT64_MAX:
+        raise ValueError(f"{name}['t']: timestamps above 2**63 - 1 microseconds do not fit in int64, got "
+                         f"{int(tt.max())}")
     H, W = sensor_size
     x = events["x"].astype(np.int64)
     y = events["y"].astype(np.int64)
@@ -124,15 +131,21 @@ def _check_sensor(sensor_size) -> tuple[int, int]:
     return H, W
 
 
-def _time_range(t: np.ndarray, t_range) -> tuple[int, int]:
+def _time_range(t: np.ndarray, t_range, n_bins: int) -> tuple[int, int]:
+    """``(t0, t1)``; ``ValueError`` when ``(t1 - t0) * n_bins`` would overflow int64 in the binning."""
     if t_range is None:
         if t.size == 0:
             return 0, 0
-        return int(t.min()), int(t.max())
-    if not isinstance(t_range, (tuple, list)) or len(t_range) != 2:
-        raise TypeError(f"t_range: expected a pair (t0, t1) of integer microseconds, got {t_range!r}")
-    t0 = check_int("t_range[0]", t_range[0])
-    t1 = check_int("t_range[1]", t_range[1], lo=t0)
+        t0, t1, name = int(t.min()), int(t.max()), "events['t']"
+    else:
+        if not isinstance(t_range, (tuple, list)) or len(t_range) != 2:
+            raise TypeError(f"t_range: expected a pair (t0, t1) of integer microseconds, got {t_range!r}")
+        t0 = check_int("t_range[0]", t_range[0], lo=-_INT64_MAX - 1, hi=_INT64_MAX)
+        t1 = check_int("t_range[1]", t_range[1], lo=t0, hi=_INT64_MAX)
+        name = "t_range"
+    if (t1 - t0) * n_bins > _INT64_MAX:
+        raise ValueError(f"{name}: a span of {t1 - t0} microseconds cut into {n_bins} bins overflows int64 "
+                         f"(span x bins must be < 2**63); shift or shorten the recording")
     return t0, t1
 
 
@@ -178,7 +191,7 @@ def events_to_frames(events: np.ndarray, sensor_size: tuple[int, int], n_time_bi
     H, W = _check_sensor(sensor_size)
     T = check_int("n_time_bins", n_time_bins, lo=1)
     x, y, t, c = _columns(events, (H, W))
-    t0, t1 = _time_range(t, t_range)
+    t0, t1 = _time_range(t, t_range, T)
     out = np.zeros((T, 2, H, W), dtype=np.float32)
     if t.size:
         _frames_kernel(x, y, t, c, np.int64(t0), np.int64(t1), out)
@@ -191,7 +204,7 @@ def events_to_frames_ref(events: np.ndarray, sensor_size: tuple[int, int], n_tim
     H, W = _check_sensor(sensor_size)
     T = check_int("n_time_bins", n_time_bins, lo=1)
     x, y, t, c = _columns(events, (H, W))
-    t0, t1 = _time_range(t, t_range)
+    t0, t1 = _time_range(t, t_range, T)
     out = np.zeros((T, 2, H, W), dtype=np.float32)
     keep = (t >= t0) & (t <= t1)
     x, y, t, c = x[keep], y[keep], t[keep], c[keep]
@@ -206,19 +219,26 @@ def events_to_frames_ref(events: np.ndarray, sensor_size: tuple[int, int], n_tim
 # ---- directory loader ---------------------------------------------------------------------------
 
 def _read_events_file(path: Path) -> np.ndarray:
-    try:
-        if path.suffix == ".npy":
+    """The event array of one sample file; ``ValueError`` naming the file when it is truncated,
+    corrupt, crafted (a header claiming more data than the file holds) or foreign."""
+    if path.suffix == ".npy":
+        try:
+            with open(path, "rb") as f:
+                check_npy_header(f, path.stat().st_size, name=str(path))
             ev = np.load(path, allow_pickle=False)
-        else:
-            with np.load(path, allow_pickle=False) as z:
-                if "events" in z.files:
-                    ev = z["events"]
-                elif all(f in z.files for f in EVENT_FIELDS):
-                    ev = make_events(*(z[f] for f in EVENT_FIELDS))
-                else:
-                    raise ValueError(f"expected an array 'events' or arrays x, y, t, p; found {z.files}")
-    except (ValueError, OSError, EOFError, TypeError) as e:
-        raise ValueError(f"{path}: not a readable event file: {e}") from None
+        except (ValueError, OSError, EOFError, TypeError, SyntaxError, MemoryError) as e:
+            raise ValueError(f"{path}: not a readable event file: {e}") from None
+    else:
+        z = load_npz(path)  # ValueError naming the file for a corrupt/foreign/pickled one
+        try:
+            if "events" in z:
+                ev = z["events"]
+            elif all(f in z for f in EVENT_FIELDS):
+                ev = make_events(*(z[f] for f in EVENT_FIELDS))
+            else:
+                raise ValueError(f"expected an array 'events' or arrays x, y, t, p; found {sorted(z)}")
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{path}: not a readable event file: {e}") from None
     if not isinstance(ev, np.ndarray) or ev.dtype.names is None:
         raise ValueError(f"{path}: expected a structured event array with fields x, y, t, p, "
                          f"got dtype {getattr(ev, 'dtype', type(ev).__name__)}")
@@ -232,15 +252,13 @@ def read_meta(root) -> dict:
     if not mp.is_file():
         raise FileNotFoundError(f"{mp}: missing; an event directory needs meta.json with "
                                 f"'sensor_size': [H, W]")
-    try:
-        meta = json.loads(mp.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{mp}: not valid JSON: {e}") from None
+    meta = read_json(mp)  # ValueError naming the file (invalid, nested too deeply)
     if not isinstance(meta, dict) or "sensor_size" not in meta:
         raise ValueError(f"{mp}: expected a JSON object with 'sensor_size': [H, W]")
     ss = meta["sensor_size"]
-    if not (isinstance(ss, list) and len(ss) == 2 and all(isinstance(v, int) and v > 0 for v in ss)):
-        raise ValueError(f"{mp}: 'sensor_size' must be [H, W] with positive integers, got {ss!r}")
+    if not (isinstance(ss, list) and len(ss) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 32768 for v in ss)):
+        raise ValueError(f"{mp}: 'sensor_size' must be [H, W] with integers in 1..32768, got {ss!r}")
     classes = meta.get("classes")
     if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)
                                     and len(set(classes)) == len(classes) and classes):

@@ -43,6 +43,7 @@ from typing import Sequence
 import numpy as np
 
 from .._checks import check_float, check_int
+from ..io import parse_json
 from .motifs import MAX_EDGES, MOTIF_NAMES, MOTIFS, N_MOTIFS, prune_cell
 
 __all__ = [
@@ -141,15 +142,27 @@ class Genotype:
     g2: int
 
     def __post_init__(self):
-        cells = tuple((int(m), tuple(int(x) for x in ops)) for m, ops in self.cells)
-        for i, (_, ops) in enumerate(cells):
+        if isinstance(self.cells, (str, bytes)) or not isinstance(self.cells, Sequence):
+            raise TypeError(f"cells: expected a sequence of (motif, ops) pairs, got {type(self.cells).__name__}")
+        if not self.cells:
+            raise ValueError("cells: expected at least one cell")
+        for i, cell in enumerate(self.cells):
+            if isinstance(cell, (str, bytes)) or not isinstance(cell, Sequence) or len(cell) != 2:
+                raise TypeError(f"cells[{i}]: expected a pair (motif, ops), got {cell!r:.60}")
+            ops = cell[1]
+            if isinstance(ops, (str, bytes)) or not isinstance(ops, (Sequence, np.ndarray)):
+                raise TypeError(f"cells[{i}]: expected a sequence of {B} integer micro-op genes, got "
+                                f"{type(ops).__name__}")
             if len(ops) != B:
                 raise ValueError(f"cells[{i}]: expected {B} micro-op genes, got {len(ops)}")
-        object.__setattr__(self, "cells", cells)
-        flat = [g for m, ops in cells for g in (m, *ops)] + [self.g1, self.g2]
-        validate(flat)
-        object.__setattr__(self, "g1", int(self.g1))
-        object.__setattr__(self, "g2", int(self.g2))
+        # validate() refuses non-integer genes (1.9, "3", True) before anything is converted
+        flat = validate([g for m, ops in self.cells for g in (m, *ops)] + [self.g1, self.g2])
+        n = len(self.cells)
+        object.__setattr__(self, "cells", tuple((flat[i * GENES_PER_CELL],
+                                                 flat[i * GENES_PER_CELL + 1:(i + 1) * GENES_PER_CELL])
+                                                for i in range(n)))
+        object.__setattr__(self, "g1", flat[-2])
+        object.__setattr__(self, "g2", flat[-1])
 
     @property
     def n_cells(self) -> int:
@@ -279,25 +292,45 @@ def to_json(genotype, *, indent: int | None = None) -> str:
     return json.dumps(obj, sort_keys=True, indent=indent)
 
 
+#: deepest JSON nesting accepted in a genotype file: ``{"cells": [{"ops": [...]}]}`` is 4 levels, the
+#: rest is room for metadata beside the genotype
+MAX_JSON_DEPTH = 8
+
+
 def from_json(text) -> Genotype:
     """Inverse of :func:`to_json`. Also accepts a bare flat list (``"[1, 2, ...]"``), or an object
-    with only ``cells``/``g1``/``g2``. When both ``flat`` and ``cells`` are present they must agree."""
-    obj = json.loads(text) if isinstance(text, (str, bytes)) else text
+    with only ``cells``/``g1``/``g2``. When both ``flat`` and ``cells`` are present they must agree.
+
+    ``text`` is JSON text or its parsed value. Deeper nesting than a genotype has (checked before
+    parsing), a wrong structure (``cells`` not a list of objects with ``motif`` and a list ``ops``) and
+    non-integer genes (``1.9``, ``"3"``, ``true``) are a ``ValueError``/``TypeError`` naming ``text``."""
+    if isinstance(text, (str, bytes, bytearray)):
+        obj = parse_json(text, name="text", max_depth=MAX_JSON_DEPTH)
+    else:
+        obj = text
     if isinstance(obj, list):
         return Genotype.from_flat(obj)
     if not isinstance(obj, dict):
         raise TypeError(f"text: expected a JSON object or list, got {type(obj).__name__}")
     fmt = obj.get("format", FORMAT)
     if fmt != FORMAT:
-        raise ValueError(f"text: expected format {FORMAT!r}, got {fmt!r}")
+        raise ValueError(f"text: expected format {FORMAT!r}, got {fmt!r:.80}")
     g_flat = Genotype.from_flat(obj["flat"]) if "flat" in obj else None
     g_cells = None
     if "cells" in obj:
+        cells_obj = obj["cells"]
+        if not isinstance(cells_obj, list) or not all(isinstance(c, dict) for c in cells_obj):
+            raise TypeError("text: 'cells' must be a list of objects {\"motif\": m, \"ops\": [...]}")
         try:
-            cells = tuple((c["motif"], tuple(c["ops"])) for c in obj["cells"])
-            g_cells = Genotype(cells, obj["g1"], obj["g2"])
+            cells = tuple((c["motif"], c["ops"]) for c in cells_obj)
+            g1, g2 = obj["g1"], obj["g2"]
         except KeyError as e:
             raise ValueError(f"text: missing key {e} in the genotype object") from None
+        for i, (_, ops) in enumerate(cells):
+            if not isinstance(ops, list):
+                raise TypeError(f"text: cells[{i}]['ops'] must be a list of {B} integers, got "
+                                f"{type(ops).__name__}")
+        g_cells = Genotype(cells, g1, g2)
     if g_flat is None and g_cells is None:
         raise ValueError("text: a genotype object needs 'flat' or 'cells'/'g1'/'g2'")
     if g_flat is not None and g_cells is not None and g_flat != g_cells:

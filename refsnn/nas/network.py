@@ -15,14 +15,15 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from .._checks import check_int
+from ..io import parse_json
 from ..snn import archs
 from ..snn.layers import LIF
+from .genotype import MAX_JSON_DEPTH as GENOTYPE_JSON_DEPTH
 from .genotype import as_genotype, from_json
 from .graph import decode
 
@@ -81,13 +82,13 @@ def parse_genotype_arch(arch: str) -> tuple[tuple[int, ...], int]:
     if not path.is_file():
         raise FileNotFoundError(f"arch: genotype file {path} not found")
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"arch: {path} is not a genotype JSON file: {e}") from None
-    g = from_json(obj)
+        obj = parse_json(path.read_bytes(), name=str(path), max_depth=GENOTYPE_JSON_DEPTH)
+        g = from_json(obj)
+    except (ValueError, TypeError) as e:
+        raise type(e)(f"arch: {path} is not a genotype JSON file: {e}") from None
     if channels is None:
         channels = obj.get("channels", DEFAULT_CHANNELS) if isinstance(obj, dict) else DEFAULT_CHANNELS
-    return g.flat, check_int("channels", channels, lo=1)
+    return g.flat, check_int(f"arch: {path}: channels", channels, lo=1)
 
 
 def build_from_arch_string(arch: str, *, input_shape, num_classes: int, timesteps: int,
