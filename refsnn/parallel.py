@@ -4,7 +4,12 @@
   calling thread (``--workers 0``, tests, debugging); errors travel through the future, as from a pool.
 * :func:`make_executor` -- ``workers = 0``: an :class:`InlineExecutor`; ``workers >= 1``: a
   ``ProcessPoolExecutor`` of that many *spawn*-started processes (forking a process that already runs
-  OpenMP/BLAS threads is unsafe), with an optional initializer.
+  OpenMP/BLAS threads is unsafe), with an optional initializer. Every worker dies with its parent
+  (:func:`die_with_parent`), so a parent killed with ``kill -9`` leaves no orphans computing on: on
+  Linux the kernel sends the worker SIGKILL (``prctl(PR_SET_PDEATHSIG)``), and everywhere a daemon
+  thread of the worker exits it once ``os.getppid()`` is no longer the parent's pid (checked every
+  :data:`PARENT_POLL_S` seconds). The multiprocessing resource tracker then exits by itself: it stops
+  when the last process holding its pipe (the parent and the workers) is gone.
 * :func:`shutdown` -- closes an executor; ``abort=True`` (after an error or a signal) terminates a
   process pool's workers instead of waiting for their current task.
 * :func:`map_with_progress` -- ``fn(job)`` for every job, in job order, with one progress line per
@@ -16,13 +21,23 @@ and the example scripts' job loops all go through these functions.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
+import ctypes.util
 import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
 import time
 from typing import Callable, Iterable, Iterator
 
 from refsnn._checks import check_int
 
-__all__ = ["InlineExecutor", "make_executor", "shutdown", "map_with_progress"]
+__all__ = ["InlineExecutor", "make_executor", "shutdown", "map_with_progress", "die_with_parent"]
+
+#: how often a worker's watchdog thread checks that its parent is alive (seconds)
+PARENT_POLL_S = 0.5
+_PR_SET_PDEATHSIG = 1
 
 
 class InlineExecutor(cf.Executor):
@@ -45,8 +60,40 @@ def make_executor(workers: int, *, initializer: Callable | None = None, initargs
         if initializer is not None:
             initializer(*initargs)
         return InlineExecutor()
-    return cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=initializer,
-                                  initargs=initargs)
+    # PR_SET_PDEATHSIG fires when the *thread* that started the worker ends; only the main thread
+    # lives as long as the process, so from other threads the watchdog thread alone is used
+    kernel_signal = threading.current_thread() is threading.main_thread()
+    return cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                  initargs=(os.getpid(), kernel_signal, initializer, initargs))
+
+
+def _worker_init(parent_pid: int, kernel_signal: bool, initializer, initargs) -> None:
+    """Initializer of every pool worker: die with the parent, then the caller's initializer."""
+    die_with_parent(parent_pid, kernel_signal=kernel_signal)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def die_with_parent(parent_pid: int, *, kernel_signal: bool = True) -> None:
+    """Make this process exit when ``parent_pid`` (its parent) dies: ``prctl(PR_SET_PDEATHSIG,
+    SIGKILL)`` on Linux (with ``kernel_signal``), and a daemon thread polling ``os.getppid()`` every
+    :data:`PARENT_POLL_S` seconds that calls ``os._exit`` once the process has been re-parented."""
+    if kernel_signal and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no usable libc: the watchdog thread alone
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="refsnn-parent-watchdog",
+                     daemon=True).start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
 
 
 def shutdown(executor: cf.Executor, *, abort: bool = False) -> None:
