@@ -143,3 +143,19 @@ def test_neuron_cap():
     d = NASFitness(max_neurons=n - 1, **SMALL).details(G, 5)
     assert d["fitness"] == WORST_FITNESS and "max_neurons" in d["reason"] and d["n_neurons"] == n
     assert NASFitness(max_neurons=n, **SMALL)(G, 5) == NASFitness(**SMALL)(G, 5)
+
+
+def test_the_shared_scoring_workspace_changes_no_score():
+    """Scored networks share one conv workspace (fitness._SCORING_WORKSPACE); a score does not depend
+    on what was scored before it, or on whether the work arrays were reused at all."""
+    import refsnn.nas.fitness as fitness_module
+
+    f = NASFitness(kind="logdet", **SMALL)
+    other = (1, 2, 2, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 0, 1, 1)
+    first = f(G, 7)
+    f(other, 3)
+    again = f(G, 7)
+    fitness_module._SCORING_WORKSPACE.clear()
+    fresh = f(G, 7)
+    assert first == again == fresh and math.isfinite(first)
+    assert fitness_module._SCORING_WORKSPACE.nbytes > 0

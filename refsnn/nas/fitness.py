@@ -54,7 +54,9 @@ import numpy as np
 
 from .._checks import check_choice, check_float, check_int
 from ..datasets import load
+from ..kernels.conv import Conv2dWorkspace
 from ..snn import archs
+from ..snn.layers import Conv2d
 from .bie import WORST_FITNESS, bie_fitness, check_activity, firing_rate, logdet_sa_score, logdet_score
 from .graph import decode
 from .network import DEFAULT_CHANNELS, lif_population_names, output_population_names, population_spikes
@@ -63,6 +65,11 @@ __all__ = ["KINDS", "NASFitness", "fitness_batches", "score_details"]
 
 KINDS = ("bie-min", "bie-max", "logdet", "logdet-sa")
 _BATCH_CACHE: dict = {}
+#: The conv work arrays of every network this process scores (its owner: :meth:`NASFitness.details`,
+#: one network at a time, forward passes only, so no context is ever read after another conv layer
+#: reused its arrays). A network scored and thrown away would otherwise fault in fresh im2col
+#: matrices for every genotype; the geometries of a search space are few.
+_SCORING_WORKSPACE = Conv2dWorkspace(max_geometries=32)
 
 
 def fitness_batches(data: str, timesteps: int, batch_size: int, n_batches: int, data_seed: int):
@@ -141,6 +148,9 @@ class NASFitness:
         net = archs.from_graph(graph, timesteps=self.timesteps,
                                rng=np.random.default_rng(np.random.SeedSequence(seed)), dtype=dt)
         net.train()  # BN with batch statistics (module docstring)
+        for node in net.nodes.values():  # forward passes only: the scoring workspace serves every conv
+            if isinstance(node.layer, Conv2d):
+                node.layer.workspace = _SCORING_WORKSPACE
         names = lif_population_names(graph)
         outputs = output_population_names(graph)
         T = self.timesteps
