@@ -445,7 +445,7 @@ def test_api_rejects_bad_input(fx, call, exc, pattern):
 
 # open: outside this change's files (refsnn/snn/graph.py, refsnn/snn/checkpoint.py); strict, so that the
 # fix flips them
-OPEN_ROWS = [
+GRAPH_CHECKPOINT_ROWS = [
     ("check_graph without nodes", lambda f: check_graph({}), ValueError, "^graph"),
     ("checkpoint meta_json deep", lambda f: checkpoint_meta(
         {"format": np.array("refsnn.stbp.checkpoint/1"), "meta_json": np.array("[" * 100000)}, source="ck.npz"),
@@ -453,9 +453,9 @@ OPEN_ROWS = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="open: snn.graph.check_graph KeyError / snn.checkpoint RecursionError")
-@pytest.mark.parametrize("call, exc, pattern", [r[1:] for r in OPEN_ROWS], ids=[r[0] for r in OPEN_ROWS])
-def test_api_open_rows(fx, call, exc, pattern):
+@pytest.mark.parametrize("call, exc, pattern", [r[1:] for r in GRAPH_CHECKPOINT_ROWS],
+                         ids=[r[0] for r in GRAPH_CHECKPOINT_ROWS])
+def test_api_graph_and_checkpoint_rows(fx, call, exc, pattern):
     with pytest.raises(exc, match=pattern):
         call(fx)
 

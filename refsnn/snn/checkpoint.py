@@ -17,6 +17,8 @@ import json
 
 import numpy as np
 
+from refsnn.io import parse_json
+
 __all__ = ["FORMAT", "checkpoint_arrays", "checkpoint_meta", "restore_checkpoint"]
 
 FORMAT = "refsnn.stbp.checkpoint/1"
@@ -38,10 +40,7 @@ def checkpoint_meta(arrays, *, source: str = "checkpoint") -> dict:
     fmt = str(arrays["format"])
     if fmt != FORMAT:
         raise ValueError(f"{source}: format {fmt!r} is not {FORMAT!r}; not an STBP checkpoint")
-    try:
-        return json.loads(str(arrays["meta_json"]))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{source}: meta_json is not valid JSON: {e}") from None
+    return parse_json(str(arrays["meta_json"]), name=f"{source}: meta_json")
 
 
 def restore_checkpoint(arrays, net, optimizer=None, *, source: str = "checkpoint") -> dict:

@@ -34,6 +34,15 @@ def check_graph(graph: dict) -> None:
     """Check the structural invariants a builder relies on; raise ``ValueError`` naming the first
     violation. Topological order, unique names, edges feed LIF nodes listed in ``in_edges``, channel
     and spatial sizes agree (after ``pool`` floor halvings), every LIF node has an input."""
+    if not isinstance(graph, dict):
+        raise TypeError(f"graph: expected a graph description (dict), got {type(graph).__name__}")
+    try:
+        _check_invariants(graph)
+    except (KeyError, TypeError, IndexError, AttributeError) as e:  # a missing key or a wrong type anywhere
+        raise ValueError(f"graph: malformed graph description ({type(e).__name__}: {e})") from None
+
+
+def _check_invariants(graph: dict) -> None:
     pos = {}
     for n, node in enumerate(graph["nodes"]):
         if node["name"] in pos:
