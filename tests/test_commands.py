@@ -133,3 +133,11 @@ def test_progress_time_format():
     from refsnn.runs import fmt_hms
 
     assert fmt_hms(0) == "0:00:00" and fmt_hms(3725.4) == "1:02:05" and fmt_hms(float("nan")) == "?"
+
+
+def test_bench_refuses_an_unwritable_json_target_before_running(tmp_path, capsys):
+    from refsnn.cli import main
+
+    assert main(["bench", "--no-startup", "--only", "nope", "--json", str(tmp_path / "missing" / "b.json")]) == 2
+    assert "json: " in capsys.readouterr().err
+    assert main(["bench", "--no-startup", "--json", str(tmp_path)]) == 2

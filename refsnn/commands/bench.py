@@ -2,7 +2,9 @@
 (:mod:`refsnn.bench`), then the interpreter's cold and warm start."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from refsnn.bench import run_benches, startup_seconds
 from refsnn.commands.config import option
@@ -16,6 +18,14 @@ class BenchConfig:
     json: str | None = option(None, "also write a flat JSON object name -> number to this file", metavar="FILE")
     only: list[str] = option([], "run only this benchmark key (repeatable)", metavar="KEY")
     no_startup: bool = option(False, "skip the cold/warm start-up timing")
+
+    def __post_init__(self):  # refuse an unwritable --json before minutes of benchmarks, not after
+        if self.json is not None:
+            target = Path(self.json)
+            if target.is_dir() or not target.parent.is_dir():
+                raise ValueError(f"json: {self.json} is a directory or its directory does not exist")
+            if not os.access(target.parent, os.W_OK):
+                raise ValueError(f"json: cannot write into {target.parent}")
 
 
 CONFIG = BenchConfig
