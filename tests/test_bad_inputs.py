@@ -642,13 +642,20 @@ def test_cli_os_errors_of_the_output_file_exit_1(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(bench, "run_benches", lambda only, say: {"x": float("nan")})
     (tmp_path / "d").mkdir()
-    assert cli(["bench", "--json", str(tmp_path / "d"), "--no-startup"]) == 1          # a directory
-    assert "Is a directory" in _one_error_line(capsys.readouterr().err, "bench")
+    assert cli(["bench", "--json", str(tmp_path / "d"), "--no-startup"]) == 2          # refused before running
+    assert "json: " in _one_error_line(capsys.readouterr().err, "bench")
     (tmp_path / "f").write_text("")
-    assert cli(["bench", "--json", str(tmp_path / "f" / "b.json"), "--no-startup"]) == 1  # under a file
+    assert cli(["bench", "--json", str(tmp_path / "f" / "b.json"), "--no-startup"]) == 2  # under a file
     _one_error_line(capsys.readouterr().err, "bench")
     assert cli(["bench", "--json", str(tmp_path / "ok.json"), "--no-startup"]) == 0
     assert json.loads((tmp_path / "ok.json").read_text()) == {"x": None}               # strict JSON
+
+    def denied(path, obj):  # the write itself fails (e.g. the directory became read-only meanwhile)
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(bench, "atomic_write_json", denied)
+    assert cli(["bench", "--json", str(tmp_path / "late.json"), "--no-startup"]) == 1
+    assert "Permission denied" in _one_error_line(capsys.readouterr().err, "bench")
 
 
 @pytest.mark.parametrize("exc, status, text", [
@@ -770,6 +777,11 @@ def test_workers_and_resource_tracker_die_with_a_killed_parent(thread):
     except BaseException:
         p.kill()
         raise
+    _kill_and_expect_no_orphans(p, kids)
+
+
+def _kill_and_expect_no_orphans(p, kids) -> None:
+    """kill -9 the process ``p``; every one of ``kids`` must be gone within 10 s (survivors are killed)."""
     t0 = time.monotonic()
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
@@ -796,15 +808,7 @@ def test_refsnn_ec_workers_die_with_it(tmp_path):
     except BaseException:
         p.kill()
         raise
-    t0 = time.monotonic()
-    os.kill(p.pid, signal.SIGKILL)
-    p.wait()
-    while time.monotonic() - t0 < 10 and any(_alive(k) for k in kids):
-        time.sleep(0.05)
-    left = [k for k in kids if _alive(k)]
-    for k in left:
-        os.kill(k, signal.SIGKILL)
-    assert not left, f"orphans of refsnn ec alive 10 s after kill -9: {left}"
+    _kill_and_expect_no_orphans(p, kids)
 
 
 def test_corpus_size():
