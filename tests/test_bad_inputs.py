@@ -31,6 +31,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hst
 
 import refsnn.io
 from refsnn.cli import main as cli
@@ -814,3 +816,59 @@ def test_refsnn_ec_workers_die_with_it(tmp_path):
 def test_corpus_size():
     n = len(API_ROWS) + len(CLI_ROWS) + len(USAGE_ROWS)
     assert n >= 100, n
+
+
+# ------------------------------------------------------------------------------------------------
+# fuzzing of the parsers users feed files to: genotype JSON and refsnn check's output directories
+# ------------------------------------------------------------------------------------------------
+
+_json_values = hst.recursive(
+    hst.none() | hst.booleans() | hst.integers(-5, 40) | hst.floats(allow_nan=True) | hst.text(max_size=6),
+    lambda inner: hst.lists(inner, max_size=6) | hst.dictionaries(
+        hst.sampled_from(["flat", "cells", "g1", "g2", "motif", "ops", "format", "x"]), inner, max_size=5),
+    max_leaves=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_values)
+def test_genotype_parsing_fuzz(value):
+    """Any JSON value (as text or parsed) is a valid genotype or a clean ValueError/TypeError naming it."""
+    from refsnn.nas.genotype import Genotype, from_json, validate
+
+    for arg in (value, json.dumps(value)):
+        try:
+            g = from_json(arg)
+        except (ValueError, TypeError) as e:
+            assert str(e).split(":")[0] in ("text", "genotype", "cells", "flat", "g1", "g2", "ops", "motif") \
+                or "genotype" in str(e) or "text" in str(e), str(e)
+        else:
+            assert isinstance(g, Genotype) and validate(g.flat) == g.flat
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(hst.sampled_from(["float32", "float64", "int64", "bool", "uint8"]),
+       hst.lists(hst.integers(0, 5), max_size=3), hst.booleans(), hst.booleans())
+def test_refsnn_check_fuzz(tmp_path_factory, dtype, shape, nan, corrupt):
+    """Whatever a backend writes for a case (any dtype, shape, NaN, a corrupt file), refsnn check
+    reports it as a failed row or a clean error naming the file: never another exception."""
+    import numpy as np
+
+    from refsnn.vectors.check import check
+    from refsnn.vectors.format import default_dir, load_manifest
+
+    case = load_manifest(default_dir())["cases"][0]
+    d = tmp_path_factory.mktemp("outs")
+    path = d / case["file"]
+    if corrupt:
+        path.write_bytes(b"PK\x03\x04 not really a zip")
+    else:
+        a = np.ones(shape, dtype=dtype)
+        if nan and a.dtype.kind == "f" and a.size:
+            a.flat[0] = np.nan
+        np.savez(path, **{k: a for k in case["outputs"]})
+    try:
+        ok, rows = check(d, only=[case["name"]], out=open(os.devnull, "w"))
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        assert case["file"] in str(e) or str(d) in str(e), str(e)
+    else:
+        assert not ok, rows
