@@ -41,7 +41,11 @@ _PR_SET_PDEATHSIG = 1
 
 
 class InlineExecutor(cf.Executor):
-    """Runs every submitted call immediately in the calling thread."""
+    """Runs every submitted call immediately in the calling thread; :meth:`map` is lazy (each call
+    runs when its result is asked for, so a progress line can follow each job as it finishes)."""
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1, **kwargs):
+        return map(fn, *iterables)
 
     def submit(self, fn, /, *args, **kwargs):
         fut = cf.Future()
@@ -128,8 +132,7 @@ def map_with_progress(fn: Callable, jobs: Iterable, *, workers: int,
     ex = make_executor(workers)
     ok = False
     try:
-        results = ex.map(fn, jobs) if workers else map(fn, jobs)  # inline: lazily, one line per job
-        for i, r in enumerate(results):
+        for i, r in enumerate(ex.map(fn, jobs)):
             el = time.perf_counter() - t0
             eta = el / (i + 1) * (len(jobs) - i - 1)
             text = line(r) if line is not None else ""

@@ -143,3 +143,24 @@ def test_function_local_imports_only_defer_optional_heavy_dependencies():
                     continue
                 bad += [f"{f.name}:{node.lineno} {n}" for n in names if n.split(".")[0] not in DEFERRABLE]
     assert not bad, bad
+
+
+def test_inline_executor_map_is_lazy_and_ordered():
+    """InlineExecutor.map runs each call when its result is asked for (so a progress line can follow
+    each in-process job), in order, and an error surfaces at that result."""
+    from refsnn.parallel import InlineExecutor
+
+    calls = []
+
+    def f(x):
+        calls.append(x)
+        if x == 3:
+            raise ZeroDivisionError("three")
+        return 10 * x
+
+    it = InlineExecutor().map(f, [1, 2, 3])
+    assert calls == []
+    assert next(it) == 10 and calls == [1]
+    assert next(it) == 20
+    with pytest.raises(ZeroDivisionError):
+        next(it)

@@ -56,7 +56,7 @@ from refsnn.commands.config import option, to_dict
 from refsnn.ec.deploy import deployed_arrays
 from refsnn.ec.rollout import Evaluator, RunningNorm, check_env
 from refsnn.ec.strategy import make_strategy
-from refsnn.io import atomic_savez, load_npz
+from refsnn.io import atomic_savez, load_npz, parse_json
 from refsnn.runs import RunDir, fmt_hms
 
 __all__ = ["ECConfig", "CONFIG", "RUN_KEYS", "COLUMNS", "run", "main", "resolve_fitness_shift",
@@ -255,10 +255,7 @@ def _stored_config(checkpoint_path) -> dict | None:
     z = load_npz(checkpoint_path)
     if "config_json" not in z:
         return None
-    try:
-        old = json.loads(str(z["config_json"]))
-    except ValueError:
-        raise ValueError(f"{checkpoint_path}: corrupt checkpoint (config_json unreadable)") from None
+    old = parse_json(str(z["config_json"]), name=f"{checkpoint_path}: corrupt checkpoint: config_json")
     legacy = {"fitness_shift": 0.0}
     return {k: old.get(k, legacy.get(k, v)) for k, v in to_dict(ECConfig()).items()}
 

@@ -28,7 +28,6 @@ and rebuilt (:func:`load_run`). ``--epochs`` may change on resume; the other set
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 import time
@@ -40,7 +39,7 @@ import numpy as np
 from refsnn._checks import check_choice, check_float, check_int
 from refsnn.commands.config import option
 from refsnn.datasets import iterate_batches, load
-from refsnn.io import load_npz
+from refsnn.io import load_npz, read_json
 from refsnn.kernels.lif import PRESETS
 from refsnn.nas.network import ARCH_PREFIX, build_genotype_network, parse_genotype_arch
 from refsnn.runs import RunDir
@@ -276,7 +275,7 @@ def load_run(run_dir) -> tuple:
     for f in ("config.json", "checkpoint.npz"):
         if not (run / f).is_file():
             raise FileNotFoundError(f"run_dir: no {f} in {run}")
-    raw = _read_json(run / "config.json")
+    raw = read_json(run / "config.json")
     arch = raw.pop("architecture", None)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(raw) - fields)
@@ -297,14 +296,10 @@ def per_sample_hits(run_dir) -> np.ndarray:
     run = Path(run_dir)
     net, ds, cfg = load_run(run)
     hits, _ = evaluate_per_sample(net, ds, "test", cfg.eval_batch_size)
-    want = _read_json(run / "summary.json")["test_accuracy"]
+    want = read_json(run / "summary.json")["test_accuracy"]
     if abs(hits.mean() - want) > 1e-9:
         raise RuntimeError(f"{run}: the checkpoint gives {hits.mean():.4f} on test, the summary {want:.4f}")
     return hits
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def demo_train(out_dir, *, quiet: bool = False) -> dict:
