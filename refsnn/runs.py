@@ -26,6 +26,7 @@ import csv
 import io
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -54,13 +55,15 @@ class RunDir:
     overwrite : start again in a directory that holds a run (its files are removed).
     checkpoint : the checkpoint's file name.
     columns : the ``metrics.csv`` columns, in order.
+    outputs : the command's other files and directories (names inside ``path``), removed with the
+        checkpoint, metrics, summary and config on ``overwrite``.
     stored_config : for directories written before ``config.json`` existed: a function of the
         checkpoint path returning the stored config (or ``None``).
     """
 
     def __init__(self, path, *, config: Mapping, resume_keys: Sequence[str], resume: bool = False,
                  overwrite: bool = False, checkpoint: str = "checkpoint.npz", columns: Sequence[str] = (),
-                 stored_config=None):
+                 outputs: Sequence[str] = (), stored_config=None):
         self.path = Path(path)
         self.config = dict(config)
         missing = [k for k in resume_keys if k not in self.config]
@@ -72,6 +75,7 @@ class RunDir:
             raise ValueError("overwrite: cannot both resume a run and overwrite it")
         self.checkpoint_path = self.path / checkpoint
         self.columns = tuple(columns)
+        self.outputs = tuple(outputs)
         self._stored_config = stored_config
         self._lock = self.path / ".lock"
         self._locked = False
@@ -96,9 +100,13 @@ class RunDir:
         if has_run and not (self.resume or self.overwrite):
             raise ValueError(f"out: {self.path} already holds a run ({self.checkpoint_path.name}); pass --resume "
                              "to continue it, --overwrite to start again, or choose another --out")
-        if has_run and self.overwrite:
-            for name in (self.checkpoint_path.name, "metrics.csv", "summary.json", "config.json"):
-                (self.path / name).unlink(missing_ok=True)
+        if self.overwrite:  # the previous run's files go, those this run may not write again too
+            for name in (self.checkpoint_path.name, "metrics.csv", "summary.json", "config.json", *self.outputs):
+                p = self.path / name
+                if p.is_dir():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink(missing_ok=True)
             has_run = False
         if self.resume and has_run:
             stored = self._read_stored_config()

@@ -141,3 +141,15 @@ def test_bench_refuses_an_unwritable_json_target_before_running(tmp_path, capsys
     assert main(["bench", "--no-startup", "--only", "nope", "--json", str(tmp_path / "missing" / "b.json")]) == 2
     assert "json: " in capsys.readouterr().err
     assert main(["bench", "--no-startup", "--json", str(tmp_path)]) == 2
+
+
+def test_run_directory_overwrite_removes_the_commands_outputs(tmp_path):
+    out = tmp_path / "run"
+    with _run(out, outputs=("timing.json", "sub")) as run:
+        run.save_checkpoint({"w": np.ones(2)})
+        run.write_json("timing.json", {"1": 2})
+        run.write_json("sub/x.json", {})
+        run.write_json("keep.json", {})
+    with _run(out, overwrite=True, outputs=("timing.json", "sub")):
+        pass
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "environment.json", "keep.json"]

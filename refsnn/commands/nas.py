@@ -67,13 +67,14 @@ from pathlib import Path
 from refsnn._checks import check_choice, check_float, check_int
 from refsnn.commands.config import option, to_dict
 from refsnn.commands.train import TrainConfig, train
+from refsnn.io import read_json
 from refsnn.nas.finalists import FinalistStage
 from refsnn.nas.fitness import KINDS, NASFitness, fitness_batches
 from refsnn.nas.genotype import to_json
 from refsnn.nas.graph import decode, ei_counts, graph_stats
 from refsnn.nas.graph import to_json as graph_to_json
 from refsnn.nas.search import EvolutionarySearch, SearchConfig, evaluate
-from refsnn.parallel import InlineExecutor, make_executor, shutdown
+from refsnn.parallel import make_executor, shutdown
 from refsnn.runs import RunDir, fmt_hms
 from refsnn.snn.threads import set_threads
 
@@ -158,9 +159,9 @@ COLUMNS = ("generation", "best_fitness", "mean_fitness", "best_so_far_fitness", 
            "elapsed_seconds")
 FINALIST_COLUMNS = ("rank", "genotype", "fitness", "n_params", "val_accuracy", "train_accuracy", "seconds")
 STATE_FILE = "search_state.json"
-#: the command's files besides RunDir's own, removed by --overwrite
-_OUTPUTS = ("timing.json", "fitness.png", "best_genotype.json", "best_graph.json", "finalists.csv")
-_OUTPUT_DIRS = ("finalists", "train")
+#: the command's files and directories besides RunDir's own, removed by --overwrite
+_OUTPUTS = ("timing.json", "fitness.png", "best_genotype.json", "best_graph.json", "finalists.csv", "finalists",
+            "train")
 
 
 def make_fitness(cfg: NASConfig) -> NASFitness:
@@ -205,9 +206,7 @@ def run(cfg: NASConfig, *, log=print, executor=None) -> dict:
     _set_threads(cfg.threads)
     fitness = make_fitness(cfg)
     with RunDir(cfg.out, config=to_dict(cfg), resume_keys=RUN_KEYS, resume=cfg.resume, overwrite=cfg.overwrite,
-                checkpoint=STATE_FILE, columns=COLUMNS) as rd:
-        if cfg.overwrite:
-            _remove_outputs(rd.path)
+                checkpoint=STATE_FILE, columns=COLUMNS, outputs=_OUTPUTS) as rd:
         s, timing = _open_search(rd, cfg, say)
         wall_before = max((v["elapsed_seconds"] for v in timing.values()), default=0.0)
         say(f"refsnn nas: {cfg.data}, {cfg.cells} cells x C={cfg.channels}, T={cfg.timesteps}, fitness {cfg.fitness} "
@@ -336,21 +335,9 @@ def _open_search(rd: RunDir, cfg: NASConfig, say) -> tuple[EvolutionarySearch, d
     return s, timing
 
 
-def _remove_outputs(path: Path) -> None:
-    for name in _OUTPUTS:
-        (path / name).unlink(missing_ok=True)
-    for name in _OUTPUT_DIRS:
-        if (path / name).is_dir():
-            shutil.rmtree(path / name)
-
-
 def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        raise ValueError(f"{path}: not valid JSON") from None
+    """The JSON value of ``path`` (:func:`refsnn.io.read_json`), or ``{}`` if there is no such file."""
+    return read_json(path) if path.is_file() else {}
 
 
 def _metrics_rows(history: list[dict], timing: dict) -> list[dict]:
@@ -420,9 +407,7 @@ def train_finalists(cfg: NASConfig, stage: FinalistStage, rd: RunDir, *, executo
     log(f"finalists: training the {len(jobs)} fittest genotypes for {cfg.finalist_epochs} epochs each, "
         f"scored on the last {cfg.val} training images")
     t0 = time.perf_counter()
-    # in-process: lazily, so that each finalist's line comes when it is trained
-    inline = isinstance(executor, InlineExecutor)
-    results = map(_train_finalist, jobs) if inline else executor.map(_train_finalist, jobs)
+    results = executor.map(_train_finalist, jobs)  # in-process: lazily, one line as each finalist is trained
     trained = []
     for rank, (g, f, r) in enumerate(zip(stage.genotypes, stage.fitnesses, results), 1):
         trained.append(r)
