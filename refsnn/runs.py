@@ -59,11 +59,13 @@ class RunDir:
         checkpoint, metrics, summary and config on ``overwrite``.
     stored_config : for directories written before ``config.json`` existed: a function of the
         checkpoint path returning the stored config (or ``None``).
+    added_keys : resume keys added to the command after runs were written, with the value such a
+        run had (a stored config without the key is compared as if it held that value).
     """
 
     def __init__(self, path, *, config: Mapping, resume_keys: Sequence[str], resume: bool = False,
                  overwrite: bool = False, checkpoint: str = "checkpoint.npz", columns: Sequence[str] = (),
-                 outputs: Sequence[str] = (), stored_config=None):
+                 outputs: Sequence[str] = (), stored_config=None, added_keys: Mapping | None = None):
         self.path = Path(path)
         self.config = dict(config)
         missing = [k for k in resume_keys if k not in self.config]
@@ -77,6 +79,7 @@ class RunDir:
         self.columns = tuple(columns)
         self.outputs = tuple(outputs)
         self._stored_config = stored_config
+        self.added_keys = dict(added_keys or {})
         self._lock = self.path / ".lock"
         self._locked = False
         self.resuming = False
@@ -112,6 +115,7 @@ class RunDir:
             stored = self._read_stored_config()
             if stored is None:
                 raise ValueError(f"resume: {self.path} has a checkpoint but no config.json to check the settings")
+            stored = {**self.added_keys, **stored}
             diff = [k for k in self.resume_keys if stored.get(k) != self.config[k]]
             if diff:
                 raise ValueError(f"resume: {self.path} was written with different settings for {diff}: "

@@ -360,6 +360,57 @@ def test_ec_tell_ranks_and_gradient_by_hand():
     assert all(v.min() >= 0.01 and v.max() <= 0.99 for v in big.params.values())
 
 
+@settings(max_examples=40, deadline=None)
+@given(seed=seeds, kl_max=st.floats(1e-5, 0.5), step=st.floats(0.0, 0.6))
+def test_limit_kl_finds_the_trust_region_boundary(seed, kl_max, step):
+    """The shortened step stays on the segment, within the radius, and is the longest one that does
+    (the KL at the boundary equals kl_max); a step inside the radius is kept whole."""
+    rng = np.random.default_rng(seed)
+    old = {"a": rng.uniform(0.01, 0.99, (7, 5)), "b": rng.uniform(0.01, 0.99, (3,))}
+    new = {k: np.clip(v + rng.normal(0.0, step, v.shape), 1e-3, 1 - 1e-3) for k, v in old.items()}
+    out, a = nes.limit_kl(old, new, kl_max)
+    assert 0.0 <= a <= 1.0
+    kl_full = nes.bernoulli_kl(old, new)
+    for k in old:
+        np.testing.assert_allclose(out[k], old[k] + a * (new[k] - old[k]), rtol=0, atol=1e-15)
+        assert out[k].min() >= 1e-3 and out[k].max() <= 1 - 1e-3
+    if kl_full <= kl_max:
+        assert a == 1.0 and all(np.array_equal(out[k], new[k]) for k in old)
+    else:
+        assert nes.bernoulli_kl(old, out) <= kl_max
+        np.testing.assert_allclose(nes.bernoulli_kl(old, out), kl_max, rtol=1e-9)
+
+
+def test_bernoulli_kl_by_hand_and_limit_off():
+    p, q = {"a": np.array([0.5, 0.9])}, {"a": np.array([0.25, 0.9])}
+    by_hand = (0.5 * np.log(0.5 / 0.25) + 0.5 * np.log(0.5 / 0.75)) / 2
+    assert nes.bernoulli_kl(p, q) == pytest.approx(by_hand, rel=1e-14)
+    assert nes.bernoulli_kl(p, p) == 0.0
+    out, a = nes.limit_kl(p, q, 0.0)    # 0 = off: the reference code's update
+    assert a == 1.0 and np.array_equal(out["a"], q["a"])
+    with pytest.raises(ValueError, match="kl_max"):
+        nes.limit_kl(p, q, -1.0)
+
+
+def test_ec_tell_with_trust_region_shortens_the_reference_step():
+    s, s_tr = _ec(fitness_shift=1.0), _ec(fitness_shift=1.0, kl_max=1e-4)
+    rng = np.random.default_rng(1)
+    rho = {k: rng.uniform(0.2, 0.8, sh) for k, sh in s.shapes().items()}
+    zeros = {k: np.zeros(sh) for k, sh in s.shapes().items()}
+    st0 = StrategyState(rho, zeros, zeros, 0, 2)
+    returns, lengths = np.array([3.0, 9.0, 1.0, 4.0, 0.0]), np.array([5, 5, 5, 5, 5])
+    ref, info = s.tell(st0, returns, lengths)
+    tr, info_tr = s_tr.tell(st0, returns, lengths)
+    assert info["trust_scale"] == 1.0 and 0.0 < info_tr["trust_scale"] < 1.0
+    a = info_tr["trust_scale"]
+    for k in rho:
+        np.testing.assert_allclose(tr.params[k], rho[k] + a * (ref.params[k] - rho[k]), rtol=0, atol=1e-15)
+        np.testing.assert_array_equal(tr.m[k], ref.m[k])     # Adam's moments are not shortened
+    assert nes.bernoulli_kl(rho, tr.params) == pytest.approx(1e-4, rel=1e-9)
+    es = _es()
+    assert np.isnan(es.tell(es.init(), np.arange(5.0), np.ones(5, int))[1]["trust_scale"])
+
+
 def test_es_tell_antithetic_pairs():
     s = _es()
     st0 = s.init()

@@ -240,6 +240,21 @@ def test_old_run_directory_without_config_json_resumes(tmp_path, method):
         train(_tiny(tmp_path, "old", method=method, generations=4, resume=True, fitness_shift=0.0))
 
 
+def test_run_directory_older_than_an_option_resumes_with_its_old_value(tmp_path):
+    """A config.json written before --kl-max existed resumes as kl_max = 0 (the update it ran with)
+    and refuses a different value, naming the key."""
+    train(_tiny(tmp_path, "full"))
+    old = tmp_path / "old"
+    train(_tiny(tmp_path, "old", generations=2))
+    conf = json.loads((old / "config.json").read_text())
+    del conf["kl_max"]
+    (old / "config.json").write_text(json.dumps(conf))
+    with pytest.raises(ValueError, match=r"different settings for \['kl_max'\]"):
+        train(_tiny(tmp_path, "old", generations=3, resume=True, kl_max=0.01))
+    assert train(_tiny(tmp_path, "old", generations=3, resume=True))["generations"] == 3
+    _same_run(tmp_path / "full", old)
+
+
 def test_deployed_format_round_trip():
     rng = np.random.default_rng(0)
     conf = dict(method="ec", env="Hopper-v5", neurons=5, max_steps=10, sigma=0.3, seed=1, population=4,

@@ -84,6 +84,8 @@ class ECConfig:
     max_steps: int = option(1000, "episode cap in environment steps")
     lr: float = option(0.15, "Adam learning rate (EC and ES)")
     eps: float = option(1e-3, "EC: clip rho to [eps, 1 - eps]")
+    kl_max: float = option(0.0, "EC: trust region, mean KL(B(rho_old) || B(rho_new)) per connection <= KL_MAX "
+                           "nats per generation (SATR's idea, fixed radius; 0 = off, the reference code)")
     gradient: str = option("natural", "EC: natural (reference code) or plain (divided by rho (1 - rho), "
                            "seed eq. 13) gradient", choices=("natural", "plain"))
     fitness_shift: float | None = option(
@@ -115,6 +117,7 @@ class ECConfig:
         check_int("workers", self.workers, lo=0)
         check_float("lr", self.lr, lo=0.0)
         check_float("eps", self.eps, lo=0.0, hi=0.5)
+        check_float("kl_max", self.kl_max, lo=0.0)
         check_float("sigma", self.sigma, lo=0.0, lo_open=True)
         check_float("weight_decay", self.weight_decay, lo=0.0)
         if self.fitness_shift is not None:
@@ -136,7 +139,9 @@ CONFIG = ECConfig
 
 # keys that define a run: a checkpoint is only resumed with the same values
 RUN_KEYS = ("env", "method", "population", "eval_members", "max_steps", "lr", "eps", "gradient", "sigma",
-            "weight_decay", "neurons", "seed", "fitness_shift")
+            "weight_decay", "neurons", "seed", "fitness_shift", "kl_max")
+# run keys added after runs existed, with the value those runs had
+_ADDED_KEYS = {"kl_max": 0.0}
 
 COLUMNS = ("generation", "mean_return", "max_return", "det_return", "rho_entropy", "firing_rate_hz",
            "env_steps", "steps_per_s", "policy_over_env", "elapsed_s")
@@ -178,9 +183,10 @@ def run(cfg: ECConfig, *, log=print, executor=None, chunks: int | None = None) -
     env.close()
     strategy = make_strategy(cfg.method, obs_dim, act_dim, neurons=cfg.neurons, population=cfg.population,
                              eval_members=cfg.eval_members, lr=cfg.lr, eps=cfg.eps, gradient=cfg.gradient,
-                             sigma=cfg.sigma, weight_decay=cfg.weight_decay, fitness_shift=shift, seed=cfg.seed)
+                             sigma=cfg.sigma, weight_decay=cfg.weight_decay, fitness_shift=shift, seed=cfg.seed,
+                             kl_max=cfg.kl_max)
     with RunDir(cfg.out, config=to_dict(cfg), resume_keys=RUN_KEYS, resume=cfg.resume, overwrite=cfg.overwrite,
-                columns=COLUMNS, stored_config=_stored_config) as rd:
+                columns=COLUMNS, stored_config=_stored_config, added_keys=_ADDED_KEYS) as rd:
         state, norm, prog = _start(rd, cfg, strategy, obs_dim, log)
         summary = rd.read_summary()
         log(f"refsnn ec: {cfg.method.upper()}-RSNN on {cfg.env} (obs {obs_dim}, act {act_dim}), N={cfg.neurons}, "
@@ -256,7 +262,7 @@ def _stored_config(checkpoint_path) -> dict | None:
     if "config_json" not in z:
         return None
     old = parse_json(str(z["config_json"]), name=f"{checkpoint_path}: corrupt checkpoint: config_json")
-    legacy = {"fitness_shift": 0.0}
+    legacy = {"fitness_shift": 0.0, **_ADDED_KEYS}
     return {k: old.get(k, legacy.get(k, v)) for k, v in to_dict(ECConfig()).items()}
 
 
@@ -300,6 +306,8 @@ def _log_line(cfg: ECConfig, row: np.ndarray, info: dict, eta: float) -> str:
     c = dict(zip(COLUMNS, row))
     ent = (f"H(rho) {info['rho_entropy']:.3f}" if math.isfinite(info["rho_entropy"])
            else f"|w|rms {info['param_rms']:.3f}")
+    if cfg.method == "ec" and cfg.kl_max > 0:
+        ent += f" step {info['trust_scale']:.2f}"
     return (f"gen {info['generation']:4d}/{cfg.generations}  return mean {c['mean_return']:8.1f} max "
             f"{c['max_return']:8.1f}  det {c['det_return']:8.1f}  {ent}  rate {c['firing_rate_hz']:5.1f} Hz  "
             f"{c['steps_per_s']:6.0f} steps/s  policy/env {c['policy_over_env']:.2f}  "

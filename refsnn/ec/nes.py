@@ -14,6 +14,13 @@
 * Step: Adam (:class:`Adam`, ``beta1 0.9, beta2 0.999, eps 1e-8``, ``lr 0.15``; optax's
   ``scale_by_adam`` form ``m_hat / (sqrt(v_hat) + eps)``), ascending, then ``rho`` clipped to
   ``[eps, 1 - eps]`` with ``eps = 1e-3`` (:func:`clip_rho`). Initial ``rho = 0.5``.
+* Optional trust region (not in the EC paper or its reference code; an option of ``refsnn ec``,
+  ``--kl-max``): the step from ``rho_old`` to ``rho_new`` is shortened to ``rho_old + a (rho_new -
+  rho_old)`` with the largest ``a`` in ``[0, 1]`` whose mean per-connection
+  ``KL(B(rho_old) || B(rho_a))`` is at most ``kl_max`` nats (:func:`limit_kl`). The idea of bounding
+  the Bernoulli distribution's change per generation by a KL divergence is SATR's (Li et al. 2026,
+  arXiv 2601.21572); SATR scales its radius by an estimated signal energy, this is the plain
+  fixed-radius form.
 
 ``rho`` and the optimiser state are float64 here (the reference code keeps them in float32): the
 update is cheap on a CPU and float64 keeps long runs free of rounding drift. The uniforms ``u`` are
@@ -30,7 +37,8 @@ from refsnn._checks import check_array, check_float, check_int
 
 __all__ = ["shifted_fitness", "member_rng", "sample_connectivity", "bernoulli_from_uniforms", "nes_step",
            "deterministic_connectivity", "centered_ranks", "nes_gradient", "Adam", "adam_update",
-           "adam_state_arrays", "adam_load_state_arrays", "clip_rho", "bernoulli_entropy"]
+           "adam_state_arrays", "adam_load_state_arrays", "clip_rho", "bernoulli_entropy",
+           "bernoulli_kl", "limit_kl"]
 
 # Generator streams of one (seed, generation, index) triple (the 4th SeedSequence word):
 STREAM_MEMBER = 0   # env seed, initial membrane, EC Bernoulli uniforms
@@ -231,3 +239,40 @@ def bernoulli_entropy(rho: Mapping[str, np.ndarray]) -> float:
         tot += float(np.sum(-p * np.log2(p) - (1 - p) * np.log2(1 - p)))
         n += v.size
     return tot / max(n, 1)
+
+
+def bernoulli_kl(p: Mapping[str, np.ndarray], q: Mapping[str, np.ndarray]) -> float:
+    """Mean over all variables of ``KL(B(p) || B(q)) = p ln(p/q) + (1-p) ln((1-p)/(1-q))`` in nats
+    (keys of ``p``; probabilities clipped to ``[1e-12, 1 - 1e-12]``)."""
+    tot = 0.0
+    n = 0
+    for k, a in p.items():
+        x = np.clip(a, 1e-12, 1 - 1e-12)
+        y = np.clip(q[k], 1e-12, 1 - 1e-12)
+        tot += float(np.sum(x * np.log(x / y) + (1 - x) * np.log((1 - x) / (1 - y))))
+        n += a.size
+    return tot / max(n, 1)
+
+
+def limit_kl(old: Mapping[str, np.ndarray], new: Mapping[str, np.ndarray], kl_max: float,
+             iters: int = 50) -> tuple[dict[str, np.ndarray], float]:
+    """The step ``old -> new`` shortened to ``old + a (new - old)`` with the largest ``a`` in ``[0, 1]``
+    (bisection, ``iters`` halvings) such that ``bernoulli_kl(old, .) <= kl_max``; returns
+    ``(params, a)``. ``kl_max = 0`` switches the limit off (``new`` unchanged, ``a = 1``). The KL is
+    convex in ``a`` and 0 at ``a = 0``, so it increases along the segment and bisection finds the
+    boundary; the segment stays inside ``[eps, 1 - eps]`` when both ends do."""
+    kl_max = check_float("kl_max", kl_max, lo=0.0)
+    if kl_max == 0.0 or bernoulli_kl(old, new) <= kl_max:
+        return dict(new), 1.0
+
+    def at(a: float) -> dict[str, np.ndarray]:
+        return {k: old[k] + a * (new[k] - old[k]) for k in new}
+
+    lo, hi = 0.0, 1.0
+    for _ in range(int(iters)):
+        mid = 0.5 * (lo + hi)
+        if bernoulli_kl(old, at(mid)) <= kl_max:
+            lo = mid
+        else:
+            hi = mid
+    return at(lo), lo

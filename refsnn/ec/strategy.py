@@ -25,11 +25,15 @@ an immutable :class:`StrategyState` value (parameters, Adam moments, step count,
      sigma eps_k`` over the ``K = P/2`` antithetic pairs (:func:`refsnn.ec.policy.es_gradient`);
   4. Adam ascent (``beta1 0.9, beta2 0.999, eps 1e-8``; :func:`refsnn.ec.nes.adam_update`), AdamW
      with decoupled weight decay for ES;
-  5. EC only: ``rho <- clip(rho, eps, 1 - eps)`` (:func:`refsnn.ec.nes.clip_rho`).
+  5. EC only: ``rho <- clip(rho, eps, 1 - eps)`` (:func:`refsnn.ec.nes.clip_rho`);
+  6. EC only, with ``kl_max > 0`` (off by default; not in the paper): the step is shortened so that
+     the mean per-connection ``KL(B(rho_old) || B(rho_new))`` is at most ``kl_max`` nats
+     (:func:`refsnn.ec.nes.limit_kl`, a fixed-radius form of SATR's trust region, arXiv 2601.21572).
 
   ``info`` holds the numbers of the generation just evaluated: ``mean_return`` / ``max_return`` of
   the ``P`` stochastic members (plain returns), ``det_return`` (mean over the ``E`` deterministic
-  members, NaN for ``E = 0``), ``steps`` (sum of all ``P + E`` lengths), ``rho_entropy`` (mean
+  members, NaN for ``E = 0``), ``trust_scale`` (EC: the step fraction ``a`` kept by the trust
+  region, 1 without it; NaN for ES), ``steps`` (sum of all ``P + E`` lengths), ``rho_entropy`` (mean
   Bernoulli entropy in bits of the new ``rho``; NaN for ES), ``param_rms`` (RMS of the new
   parameters), ``generation`` (generations completed, the metrics row's ``generation``) and
   ``fitness`` (the ``P`` ranked fitness values).
@@ -110,7 +114,7 @@ class Population:
 
 class _Strategy:
     """Common part of :class:`ECStrategy` and :class:`ESStrategy` (init, ask, tell, state arrays);
-    subclasses supply ``_step(state, fitness) -> (params, m, v, t)``."""
+    subclasses supply ``_step(state, fitness) -> (params, m, v, t, trust_scale)``."""
 
     method = ""
 
@@ -162,11 +166,12 @@ class _Strategy:
             raise ValueError("lengths: episode lengths must be >= 0")
         fit = r[:P]
         fitness = nes.shifted_fitness(fit, t[:P], self.fitness_shift)
-        params, m, v, steps = self._step(state, fitness)
+        params, m, v, steps, scale = self._step(state, fitness)
         new = StrategyState(params, m, v, steps, state.generation + 1)
         info = {"generation": new.generation, "mean_return": float(fit.mean()), "max_return": float(fit.max()),
                 "det_return": float(r[P:].mean()) if E else float("nan"), "steps": int(t.sum()),
-                "rho_entropy": self._entropy(params), "param_rms": _rms(params), "fitness": fitness}
+                "trust_scale": scale, "rho_entropy": self._entropy(params), "param_rms": _rms(params),
+                "fitness": fitness}
         return new, info
 
     def state_arrays(self, state: StrategyState) -> dict[str, np.ndarray]:
@@ -223,15 +228,17 @@ class _Strategy:
 
 class ECStrategy(_Strategy):
     """Evolving Connectivity (SPEC §5.2): Bernoulli connection probabilities ``rho``, natural (or
-    plain) NES gradient, Adam, clip to ``[eps, 1 - eps]``. Defaults: the ``refsnn ec`` CPU defaults
+    plain) NES gradient, Adam, clip to ``[eps, 1 - eps]``, optionally a KL trust region of radius
+    ``kl_max`` (0 = off, the reference code's update). Defaults: the ``refsnn ec`` CPU defaults
     (``fitness_shift`` must be given as a number; "auto" is resolved by the command from the env)."""
 
     method = "ec"
 
     def __init__(self, obs_dim: int, act_dim: int, *, neurons: int = 256, population: int = 128,
                  eval_members: int = 4, lr: float = 0.15, eps: float = 1e-3, gradient: str = "natural",
-                 fitness_shift: float = 0.0, seed: int = 0):
+                 fitness_shift: float = 0.0, seed: int = 0, kl_max: float = 0.0):
         self.eps = check_float("eps", eps, lo=0.0, hi=0.5)
+        self.kl_max = check_float("kl_max", kl_max, lo=0.0)
         self.gradient = check_choice("gradient", gradient, ("natural", "plain"))
         super().__init__(obs_dim, act_dim, neurons=neurons, population=population, eval_members=eval_members,
                          lr=lr, fitness_shift=fitness_shift, seed=seed, sigma=0.3, weight_decay=0.0)
@@ -240,7 +247,11 @@ class ECStrategy(_Strategy):
         g = ec_gradient(self.family, state.params, fitness, self.seed, state.generation,
                         natural=(self.gradient == "natural"))
         params, m, v, t = nes.adam_update(state.params, g, state.m, state.v, state.t, lr=self.lr)
-        return nes.clip_rho(params, self.eps), m, v, t
+        params = nes.clip_rho(params, self.eps)
+        if self.kl_max > 0.0:
+            params, scale = nes.limit_kl(state.params, params, self.kl_max)
+            return params, m, v, t, scale
+        return params, m, v, t, 1.0
 
     def _entropy(self, params) -> float:
         return nes.bernoulli_entropy(params)
@@ -269,17 +280,17 @@ class ESStrategy(_Strategy):
 
     def _step(self, state, fitness):
         g = es_gradient(self.family, state.params, fitness, self.seed, state.generation)
-        return nes.adam_update(state.params, g, state.m, state.v, state.t, lr=self.lr,
-                               weight_decay=self.weight_decay)
+        return (*nes.adam_update(state.params, g, state.m, state.v, state.t, lr=self.lr,
+                                 weight_decay=self.weight_decay), float("nan"))
 
 
-_EC_ONLY = ("eps", "gradient")
+_EC_ONLY = ("eps", "gradient", "kl_max")
 _ES_ONLY = ("sigma", "weight_decay")
 
 
 def make_strategy(method: str, obs_dim: int, act_dim: int, **hparams) -> ECStrategy | ESStrategy:
     """``ECStrategy`` (``method="ec"``) or ``ESStrategy`` (``"es"``) from the union of both
-    hyperparameter sets; those of the other method (EC: ``eps``, ``gradient``; ES: ``sigma``,
+    hyperparameter sets; those of the other method (EC: ``eps``, ``gradient``, ``kl_max``; ES: ``sigma``,
     ``weight_decay``) are ignored, as in ``refsnn ec``."""
     check_choice("method", method, ("ec", "es"))
     drop = _ES_ONLY if method == "ec" else _EC_ONLY
