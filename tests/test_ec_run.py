@@ -76,6 +76,17 @@ def test_results_independent_of_workers_and_chunks(tmp_path):
     from refsnn.parallel import InlineExecutor
     train(_tiny(tmp_path, "c5", generations=2), executor=InlineExecutor(), chunks=5)
     _same_run(tmp_path / "w0", tmp_path / "c5")
+    # --chunk-size bounds the members per task: 10 members in tasks of at most 3 -> 4 tasks
+    calls = []
+
+    class Counting(InlineExecutor):
+        def submit(self, fn, *args, **kwargs):
+            calls.append(len(args[0].indices))
+            return super().submit(fn, *args, **kwargs)
+
+    train(_tiny(tmp_path, "k3", generations=2, chunk_size=3), executor=Counting(), chunks=1)
+    _same_run(tmp_path / "w0", tmp_path / "k3")
+    assert calls == [3, 3, 2, 2] * 2
 
 
 @pytest.mark.parametrize("method", ["ec", "es"])
@@ -337,12 +348,16 @@ def test_es_pairs_and_gradient():
     assert np.sum(g["h"] * eps0["h"]) > 0
 
 
+@pytest.mark.distributed
 def test_dask_executor_matches_local(tmp_path):
+    """A short EC run on a dask LocalCluster (2 worker processes, tasks of at most 5 members) gives
+    exactly the local run: results do not depend on the executor."""
     distributed = pytest.importorskip("distributed")
     train(_tiny(tmp_path, "local", generations=1))
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
-        train(_tiny(tmp_path, "dask", generations=1, executor="dask", scheduler=cluster.scheduler_address))
+        train(_tiny(tmp_path, "dask", generations=1, executor="dask", scheduler=cluster.scheduler_address,
+                    chunk_size=5))
     _same_run(tmp_path / "local", tmp_path / "dask")
 
 

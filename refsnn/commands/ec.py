@@ -97,6 +97,9 @@ class ECConfig:
     neurons: int = option(256, "RSNN neurons N (half excitatory)")
     seed: int = option(0, "run seed")
     workers: int = option(2, "local worker processes, 0 = in-process; results do not depend on it")
+    chunk_size: int = option(256, "at most this many members per rollout task (bounds a worker's memory, "
+                             "about 1.9 MB per Humanoid-v5 member at N=256, 0.7 GB per worker at 256); results do "
+                             "not depend on it")
     out: str = option("runs/ec", "output directory")
     resume: bool = option(False, "continue the run in --out from its checkpoint.npz")
     overwrite: bool = option(False, "start again in an --out that holds a run (its files are replaced)")
@@ -115,6 +118,7 @@ class ECConfig:
         check_int("neurons", self.neurons, lo=2)
         check_int("seed", self.seed, lo=0)
         check_int("workers", self.workers, lo=0)
+        check_int("chunk_size", self.chunk_size, lo=1)
         check_float("lr", self.lr, lo=0.0)
         check_float("eps", self.eps, lo=0.0, hi=0.5)
         check_float("kl_max", self.kl_max, lo=0.0)
@@ -355,7 +359,7 @@ def _evaluator(cfg: ECConfig, executor, chunks):
     signal the local workers are terminated instead of awaited."""
     client = None
     if executor is not None:
-        ev = Evaluator(executor=executor, chunks=chunks or max(1, cfg.workers))
+        ev = Evaluator(executor=executor, chunks=chunks or max(1, cfg.workers), chunk_size=cfg.chunk_size)
     elif cfg.executor == "dask":
         try:
             from distributed import Client  # optional dependency: refsnn[distributed]
@@ -364,9 +368,9 @@ def _evaluator(cfg: ECConfig, executor, chunks):
                              "(pip install refsnn[distributed])") from None
         client = Client(cfg.scheduler)
         n = max(1, len(client.scheduler_info().get("workers", {})))
-        ev = Evaluator(executor=client.get_executor(), chunks=max(n, cfg.workers))
+        ev = Evaluator(executor=client.get_executor(), chunks=max(n, cfg.workers), chunk_size=cfg.chunk_size)
     else:
-        ev = Evaluator(cfg.workers)
+        ev = Evaluator(cfg.workers, chunk_size=cfg.chunk_size)
     ok = False
     try:
         yield ev

@@ -22,6 +22,9 @@
 * Parallelism: members are split into interleaved chunks (member ``i`` goes to chunk
   ``i mod n_chunks``) and each chunk is one task of a ``concurrent.futures.Executor`` — by default a
   local ``ProcessPoolExecutor`` with ``--workers`` processes (``workers = 0`` evaluates in-process).
+  ``n_chunks = max(chunks, ceil(n / chunk_size))``: a task holds at most ``chunk_size`` members,
+  each with its own network and environment instance, which bounds a worker's memory whatever the
+  population (the paper's 10,240 members on a cluster; figures in docs/ec.md).
   A task carries the search parameters (once per generation), the frozen normaliser and integers,
   nothing else. Inside a task all members of the chunk step in lock-step through the batched
   kernel, each with its own environment instance; finished members are masked. Members never
@@ -29,7 +32,10 @@
 """
 from __future__ import annotations
 
+import math
 import os
+import resource
+import sys
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -161,8 +167,9 @@ class Task:
 
 def evaluate_chunk(task: Task) -> dict:
     """Run one episode for each member of ``task.indices`` in lock-step; returns per-member arrays
-    ``returns, lengths, spikes, obs_n, obs_mean, obs_m2`` (in ``task.indices`` order) and the seconds
-    spent in the policy, in ``env.step``/``reset`` and building the networks."""
+    ``returns, lengths, spikes, obs_n, obs_mean, obs_m2`` (in ``task.indices`` order), the seconds
+    spent in the policy, in ``env.step``/``reset`` and building the networks, and the worker process's
+    peak RSS so far (``peak_rss_mb``)."""
     t_start = time.perf_counter()
     idx = list(task.indices)
     B = len(idx)
@@ -214,8 +221,14 @@ def evaluate_chunk(task: Task) -> dict:
         wm2[stepped] += d * (X[stepped] - wmean[stepped])
     return {"indices": np.asarray(idx, dtype=np.int64), "returns": returns, "lengths": lengths,
             "spikes": spikes, "obs_n": wn, "obs_mean": wmean, "obs_m2": wm2,
-            "policy_s": t_pol, "env_s": t_env, "build_s": t_built - t_start,
+            "policy_s": t_pol, "env_s": t_env, "build_s": t_built - t_start, "peak_rss_mb": _peak_rss_mb(),
             "n_neurons": fam.cfg.n_neurons, "n_substeps": fam.cfg.n_substeps, "dt": fam.cfg.dt}
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set size in MiB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / (1024.0 * 1024.0) if sys.platform == "darwin" else kb / 1024.0
 
 
 def _init_worker() -> None:
@@ -242,10 +255,15 @@ class Evaluator:
 
     ``workers = 0``: in-process; ``workers >= 1``: a local process pool (spawned processes).
     Pass ``executor=`` to use any other Executor (e.g. a ``dask.distributed`` client's
-    ``get_executor()``); ``chunks`` then sets how many tasks a generation is split into.
+    ``get_executor()``); ``chunks`` then sets how many tasks a generation is split into (at least).
+    ``chunk_size``: at most this many members per task (more tasks when the population needs them).
     """
 
-    def __init__(self, workers: int = 2, *, executor: Executor | None = None, chunks: int | None = None):
+    def __init__(self, workers: int = 2, *, executor: Executor | None = None, chunks: int | None = None,
+                 chunk_size: int = 256):
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+            raise ValueError(f"chunk_size: expected an integer >= 1, got {chunk_size!r}")
+        self.chunk_size = int(chunk_size)
         self._own = executor is None
         if executor is not None:
             self.executor = executor
@@ -255,9 +273,12 @@ class Evaluator:
 
     def evaluate(self, *, method, cfg_kwargs, sigma, env_id, max_steps, params, norm: RunningNorm,
                  seed, generation, n_stochastic, n_eval) -> dict:
+        """One episode per member ``0 .. n_stochastic + n_eval - 1``; per-member ``returns``,
+        ``lengths``, ``spikes`` and ``obs_stats`` in member order, summed ``policy_s`` / ``env_s`` /
+        ``build_s``, the largest worker ``peak_rss_mb`` and ``n_tasks``."""
         n = n_stochastic + n_eval
         mean, std = norm.frozen()
-        n_chunks = min(self.chunks, n)
+        n_chunks = min(max(self.chunks, math.ceil(n / self.chunk_size)), n)
         futs = []
         for c in range(n_chunks):
             idx = tuple(range(c, n, n_chunks))
@@ -265,7 +286,7 @@ class Evaluator:
                 method, dict(cfg_kwargs), float(sigma), env_id, int(max_steps), params, mean, std,
                 int(seed), int(generation), idx, int(n_stochastic))))
         out = {"returns": np.zeros(n), "lengths": np.zeros(n, np.int64), "spikes": np.zeros(n, np.int64),
-               "policy_s": 0.0, "env_s": 0.0, "build_s": 0.0}
+               "policy_s": 0.0, "env_s": 0.0, "build_s": 0.0, "peak_rss_mb": 0.0, "n_tasks": n_chunks}
         obs = [None] * n
         meta = None
         for f in futs:
@@ -276,6 +297,7 @@ class Evaluator:
                 out[k][ii] = r[k]
             for k in ("policy_s", "env_s", "build_s"):
                 out[k] += r[k]
+            out["peak_rss_mb"] = max(out["peak_rss_mb"], r["peak_rss_mb"])
             for j, i in enumerate(ii):
                 obs[i] = (r["obs_n"][j], r["obs_mean"][j], r["obs_m2"][j])
         out["obs_stats"] = obs  # member order
