@@ -368,7 +368,7 @@ def _evaluator(cfg: ECConfig, executor, chunks):
                              "(pip install refsnn[distributed])") from None
         client = Client(cfg.scheduler)
         n = max(1, len(client.scheduler_info().get("workers", {})))
-        ev = Evaluator(executor=client.get_executor(), chunks=max(n, cfg.workers), chunk_size=cfg.chunk_size)
+        ev = Evaluator(executor=client.get_executor(pure=False), chunks=max(n, cfg.workers), chunk_size=cfg.chunk_size)
     else:
         ev = Evaluator(cfg.workers, chunk_size=cfg.chunk_size)
     ok = False
