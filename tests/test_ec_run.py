@@ -165,7 +165,12 @@ def test_command_line_ec_and_play(tmp_path, capsys):
     assert "gen    2/2" in text and "ETA" in text and "steps/s" in text and "final deterministic return" in text
     assert json.loads((out / "config.json").read_text())["population"] == 6
     assert play_cmd.main(parse(PlayConfig, [str(out), "--episodes", "2"])) == 0
-    assert "mean return" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "mean return" in text and "forward distance (m)" in text and "mean speed (m/s)" in text
+    # the gait summary: distance moved along x (Hopper-v5 reports x_position; dt = 0.008 s)
+    p = play(out, episodes=2)
+    assert np.isfinite(p["x_distance"]).all()
+    np.testing.assert_allclose(p["x_speed"], np.array(p["x_distance"]) / (np.array(p["lengths"]) * 0.008))
     # the deployed bits reproduce the deterministic network of rho
     conf, params = load_deployed(out / "deployed.npz")
     rho = {k: np.where(v > 0.5, 0.9, 0.1) for k, v in params.items()}

@@ -5,7 +5,8 @@ Loads ``RUN_DIR/deployed.npz`` (or ``best_deployed.npz`` with ``--best``; format
 weights, plus the observation normaliser frozen at that generation. Runs ``--episodes`` episodes from
 fresh states (episode seed and initial membrane of episode ``k`` from ``member_rng(--seed, 0, k)``)
 with the same rollout code as training (:func:`refsnn.ec.rollout.evaluate_chunk`, in-process) and
-prints the mean return.
+prints the returns, episode lengths (a MuJoCo walker that falls ends early), the distance the body
+moved forward and its mean speed, and the mean return.
 
 ``--replay`` instead reruns the run's own deterministic evaluation of the stored generation ``g``:
 members ``P .. P+E-1`` of generation ``g - 1`` with the run's seed, i.e. the same episode seeds and
@@ -71,8 +72,10 @@ def load_deployed(path) -> tuple[dict, dict]:
 
 def run(cfg: PlayConfig) -> dict:
     """Evaluate the deployed network of ``cfg.run_dir``; returns ``{"returns": [...], "lengths": [...],
-    "mean_return": ..., "env", "method", "generation", "recorded_det_return"}`` (with ``replay``: the
-    run's own evaluation episodes; ``episodes`` and ``seed`` unused)."""
+    "x_distance": [...] (metres the body moved forward, NaN if the env does not say), "x_speed": [...]
+    (that distance over the episode's duration, m/s), "mean_return": ..., "env", "method", "generation",
+    "recorded_det_return"}`` (with ``replay``: the run's own evaluation episodes; ``episodes`` and
+    ``seed`` unused)."""
     run_dir = Path(cfg.run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run_dir: {run_dir} is not a directory")
@@ -95,7 +98,9 @@ def run(cfg: PlayConfig) -> dict:
     else:
         task = Task(*net, cfg.seed, 0, tuple(range(cfg.episodes)), 0)
     r = evaluate_chunk(task)
+    speed = r["x_distance"] / (r["lengths"] * r["env_dt"])
     return {"returns": r["returns"].tolist(), "lengths": r["lengths"].tolist(),
+            "x_distance": r["x_distance"].tolist(), "x_speed": speed.tolist(),
             "mean_return": float(np.mean(r["returns"])), "env": conf["env"], "method": conf["method"],
             "generation": int(conf["generation"]), "recorded_det_return": conf["det_return"]}
 
@@ -106,6 +111,9 @@ def main(cfg: PlayConfig) -> int:
     print(f"{r['method'].upper()}-RSNN on {r['env']}: returns "
           + " ".join(f"{x:.1f}" for x in r["returns"])
           + f" (lengths {' '.join(str(n) for n in r['lengths'])})")
+    if np.isfinite(r["x_distance"]).all():
+        print("forward distance (m) " + " ".join(f"{d:.2f}" for d in r["x_distance"]) + ", mean speed (m/s) "
+              + " ".join(f"{v:.2f}" for v in r["x_speed"]))
     print(f"mean return {r['mean_return']:.1f} over {len(r['returns'])} episodes"
           + (f" (generation {r['generation']}'s evaluation episodes; recorded deterministic return "
              f"{r['recorded_det_return']:.1f})" if cfg.replay else ""))

@@ -168,8 +168,10 @@ class Task:
 def evaluate_chunk(task: Task) -> dict:
     """Run one episode for each member of ``task.indices`` in lock-step; returns per-member arrays
     ``returns, lengths, spikes, obs_n, obs_mean, obs_m2`` (in ``task.indices`` order), the seconds
-    spent in the policy, in ``env.step``/``reset`` and building the networks, and the worker process's
-    peak RSS so far (``peak_rss_mb``)."""
+    spent in the policy, in ``env.step``/``reset`` and building the networks, the worker process's
+    peak RSS so far (``peak_rss_mb``), and for ``refsnn play`` the distance each body moved along x
+    (``x_distance``, from the env's ``info["x_position"]``, NaN when the env does not report it) and
+    the env's time step ``env_dt`` in seconds."""
     t_start = time.perf_counter()
     idx = list(task.indices)
     B = len(idx)
@@ -182,8 +184,10 @@ def evaluate_chunk(task: Task) -> dict:
     t_built = time.perf_counter()
 
     X = np.empty((B, obs_dim))
+    x_start, x_end = np.full(B, np.nan), np.full(B, np.nan)   # the body's x position, if the env reports it
     for b in range(B):
-        X[b] = envs[b].reset(seed=int(batch.env_seeds[b]))[0]
+        X[b], info = envs[b].reset(seed=int(batch.env_seeds[b]))
+        x_start[b] = x_end[b] = info.get("x_position", np.nan)
     t_env = time.perf_counter() - t_built
     t_pol = 0.0
     # per-member Welford
@@ -207,7 +211,8 @@ def evaluate_chunk(task: Task) -> dict:
             a = act[b].astype(np.float64)
             if amap is not None:
                 a = amap[0] + (a + 1.0) * 0.5 * (amap[1] - amap[0])
-            obs, r, term, trunc, _ = envs[b].step(a.astype(act_dtype))
+            obs, r, term, trunc, info = envs[b].step(a.astype(act_dtype))
+            x_end[b] = info.get("x_position", np.nan)
             returns[b] += float(r)
             lengths[b] += 1
             X[b] = obs
@@ -220,7 +225,8 @@ def evaluate_chunk(task: Task) -> dict:
         wmean[stepped] += d / wn[stepped, None]
         wm2[stepped] += d * (X[stepped] - wmean[stepped])
     return {"indices": np.asarray(idx, dtype=np.int64), "returns": returns, "lengths": lengths,
-            "spikes": spikes, "obs_n": wn, "obs_mean": wmean, "obs_m2": wm2,
+            "spikes": spikes, "obs_n": wn, "obs_mean": wmean, "obs_m2": wm2, "x_distance": x_end - x_start,
+            "env_dt": float(getattr(envs[0].unwrapped, "dt", np.nan)),
             "policy_s": t_pol, "env_s": t_env, "build_s": t_built - t_start, "peak_rss_mb": _peak_rss_mb(),
             "n_neurons": fam.cfg.n_neurons, "n_substeps": fam.cfg.n_substeps, "dt": fam.cfg.dt}
 
