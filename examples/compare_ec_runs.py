@@ -4,10 +4,14 @@
         --out docs/img/ec_vs_es_hopper.png
 
 Each RUN_DIR is the `--out` of a `refsnn ec` run (its metrics.csv and summary.json). Curves are the
-deterministic (`rho > 0.5` / centre-weight) return per generation, cut at `--generations` so that
-every run gets the same budget (same population, same episodes per generation). The table reports,
-per run, the return at the cut, the best return up to it, the first generation reaching
-`--threshold`, the env steps and the wall time to the cut.
+deterministic (`rho > 0.5` / centre-weight) return against `--x`: the generation (same budget when
+the populations are equal), the env steps or the wall-clock minutes (runs with different
+populations, e.g. a study of Humanoid-v5 settings). `--generations` / `--minutes` cut every run at
+that point. The table reports, per run, the return at the cut, the best return up to it, the first
+generation reaching `--threshold`, the env steps and the wall time to the cut.
+
+    python examples/compare_ec_runs.py runs/study/hum-* --x minutes --minutes 30 --threshold 5000 \
+        --out docs/img/ec_humanoid_study.png
 """
 from __future__ import annotations
 
@@ -19,15 +23,19 @@ from pathlib import Path
 from refsnn.plot import line_plot_png
 
 
-def read_run(run: Path, generations: int | None) -> dict:
+def read_run(run: Path, generations: int | None, minutes: float | None = None) -> dict:
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     if generations is not None:
         rows = [r for r in rows if int(r["generation"]) <= generations]
+    if minutes is not None:
+        rows = [r for r in rows if float(r["elapsed_s"]) <= 60.0 * minutes]
     if not rows:
         raise ValueError(f"{run}: no generations in metrics.csv")
     summary = json.loads((run / "summary.json").read_text())
     return {"name": f"{summary.get('method', '?').upper()} ({run.name})", "summary": summary,
             "gen": [int(r["generation"]) for r in rows], "det": [float(r["det_return"]) for r in rows],
+            "env_steps": [int(r["env_steps"]) for r in rows],
+            "minutes": [float(r["elapsed_s"]) / 60.0 for r in rows],
             "steps": int(rows[-1]["env_steps"]), "wall": float(rows[-1]["elapsed_s"])}
 
 
@@ -35,16 +43,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--generations", type=int, default=None, help="cut every run at this generation")
+    p.add_argument("--minutes", type=float, default=None, help="cut every run at this wall-clock time")
+    p.add_argument("--x", choices=("generation", "env_steps", "minutes"), default="generation",
+                   help="the curves' x axis")
     p.add_argument("--threshold", type=float, default=2500.0)
     p.add_argument("--out", type=Path, default=Path("ec_comparison.png"))
     a = p.parse_args(argv)
-    runs = [read_run(r, a.generations) for r in a.runs]
-    n = max(len(r["gen"]) for r in runs)
-    x = list(range(1, n + 1))
-    series = {r["name"]: r["det"] + [float("nan")] * (n - len(r["det"])) for r in runs}
+    runs = [read_run(r, a.generations, a.minutes) for r in a.runs]
+    key = {"generation": "gen"}.get(a.x, a.x)
+    series = {r["name"]: (r[key], r["det"]) for r in runs}
     env = runs[0]["summary"].get("env", "")
-    line_plot_png(a.out, x, series, title=f"deterministic return on {env}, same population and budget",
-                  xlabel="generation", ylabel="return")
+    line_plot_png(a.out, None, series, title=f"deterministic return on {env}",
+                  xlabel={"env_steps": "env steps"}.get(a.x, a.x), ylabel="return")
     print(f"wrote {a.out}")
     print(f"| run | generations | env steps | wall (min) | final det. return | best det. return | "
           f"first gen >= {a.threshold:g} |")

@@ -26,16 +26,23 @@ def _nice(lo: float, hi: float, n: int = 5) -> list[float]:
 
 def line_plot_png(path, x, series: dict, *, title: str = "", xlabel: str = "", ylabel: str = "",
                   size=(800, 480)) -> None:
-    """Write a PNG with one line per ``series`` entry (name -> y values over ``x``), atomically."""
+    """Write a PNG with one line per ``series`` entry, atomically: name -> y values over ``x``, or
+    name -> ``(x_i, y_i)`` for a series with its own x values (``x`` is then unused and may be None).
+    The legend takes four names per row."""
     W, H = size
-    left, right, top, bottom = 70, 20, 40, 50
+    per_row = 4
+    left, right, top, bottom = 70, 20, 40 + 14 * ((max(len(series), 1) - 1) // per_row), 50
     img = Image.new("RGB", (W, H), "white")
     d = ImageDraw.Draw(img)
-    x = np.asarray(x, dtype=float)
-    ys = [np.asarray(v, dtype=float) for v in series.values()]
+    xs, ys = [], []
+    for v in series.values():
+        xv, yv = v if isinstance(v, tuple) else (x, v)
+        xs.append(np.asarray(xv, dtype=float))
+        ys.append(np.asarray(yv, dtype=float))
     finite = np.concatenate([y[np.isfinite(y)] for y in ys] + [np.zeros(0)])
-    if x.size and finite.size:
-        x0, x1 = float(x.min()), float(x.max())
+    allx = np.concatenate(xs + [np.zeros(0)])
+    if allx.size and finite.size:
+        x0, x1 = float(allx.min()), float(allx.max())
         y0, y1 = float(finite.min()), float(finite.max())
         if x1 == x0:
             x1 = x0 + 1
@@ -55,14 +62,14 @@ def line_plot_png(path, x, series: dict, *, title: str = "", xlabel: str = "", y
             d.text((5, py(t) - 6), f"{t:g}", fill="black")
         for t in _nice(x0, x1):
             d.text((px(t) - 8, H - bottom + 5), f"{t:g}", fill="black")
-        for k, (name, y) in enumerate(zip(series, ys)):
+        for k, (name, xk, y) in enumerate(zip(series, xs, ys)):
             col = COLORS[k % len(COLORS)]
-            pts = [(px(a), py(b)) for a, b in zip(x, y) if math.isfinite(b)]
+            pts = [(px(a), py(b)) for a, b in zip(xk, y) if math.isfinite(b)]
             if len(pts) > 1:
                 d.line(pts, fill=col, width=2)
             elif pts:
                 d.ellipse([pts[0][0] - 2, pts[0][1] - 2, pts[0][0] + 2, pts[0][1] + 2], fill=col)
-            d.text((left + 10 + 170 * k, 20), name, fill=col)
+            d.text((left + 10 + 175 * (k % per_row), 20 + 14 * (k // per_row)), name, fill=col)
     d.rectangle([left, top, W - right, H - bottom], outline="black")
     d.text((left, 5), title, fill="black")
     d.text((W // 2 - 30, H - 20), xlabel, fill="black")

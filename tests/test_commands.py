@@ -153,3 +153,25 @@ def test_run_directory_overwrite_removes_the_commands_outputs(tmp_path):
     with _run(out, overwrite=True, outputs=("timing.json", "sub")):
         pass
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "environment.json", "keep.json"]
+
+
+def test_line_plot_png_shared_and_own_x(tmp_path):
+    """refsnn.plot.line_plot_png: series over a shared x, or (x, y) pairs of their own (runs compared by
+    env steps); NaN points are skipped; the legend wraps onto a second row after four names."""
+    from PIL import Image
+
+    from refsnn.plot import line_plot_png
+    line_plot_png(tmp_path / "a.png", [1, 2, 3], {"a": [1.0, float("nan"), 3.0]}, title="t")
+    series = {f"run {k}": (np.linspace(0, 100.0 * (k + 1), 20), np.full(20, float(k))) for k in range(5)}
+    line_plot_png(tmp_path / "b.png", None, series, title="t", xlabel="env steps")
+    for name in ("a.png", "b.png"):
+        with Image.open(tmp_path / name) as im:
+            assert im.size == (800, 480) and im.format == "PNG"
+    from refsnn.plot import COLORS
+    with Image.open(tmp_path / "b.png") as im:
+        px = np.asarray(im.convert("RGB"))
+    for k, col in enumerate(COLORS[:5]):
+        ys = np.flatnonzero((px == col).all(axis=-1).any(axis=1))
+        assert (ys > 60).any(), f"no line of series {k} inside the plot area"
+    near5 = np.abs(px[:54].astype(int) - np.array(COLORS[4])).sum(axis=-1) < 60   # antialiased legend text
+    assert np.flatnonzero(near5.any(axis=1)).min() >= 30      # the fifth name is on the legend's second row
