@@ -202,7 +202,8 @@ def run(cfg: ECConfig, *, log=print, executor=None, chunks: int | None = None) -
                 pop = strategy.ask(state)
                 norm_mean, norm_std = norm.frozen()
                 res = evaluator.evaluate(env_id=cfg.env, max_steps=cfg.max_steps, norm=norm, **pop.evaluate_kwargs())
-                state, info = strategy.tell(state, res["returns"], res["lengths"])
+                state, info = strategy.tell(state, res["returns"], res["lengths"], map_fn=evaluator.map,
+                                            n_chunks=evaluator.n_tasks(cfg.population))
                 for st in res["obs_stats"]:
                     norm.merge(*st)
                 prog.env_steps += info["steps"]

@@ -27,13 +27,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import rankdata
 
 from refsnn._checks import check_array
 from refsnn.ec import nes
 from refsnn.kernels import cuba
 from refsnn.kernels.cuba import CubaConfig
 
-__all__ = ["ECFamily", "ESFamily", "make_family"]
+__all__ = ["ECFamily", "ESFamily", "make_family", "ec_gradient", "ec_rank_sums", "ec_rank_sums_task",
+           "es_gradient"]
 
 
 @dataclass
@@ -192,19 +194,64 @@ def make_family(method: str, cfg_kwargs: dict, obs_dim: int, act_dim: int, sigma
     raise ValueError(f"method: expected 'ec' or 'es', got {method!r}")
 
 
-def ec_gradient(family: ECFamily, params, fitness, seed, generation, *, natural=True):
-    """NES estimate (SPEC §5.2) with ``theta_i`` regenerated from ``(seed, generation, i)``."""
+def ec_gradient(family: ECFamily, params, fitness, seed, generation, *, natural=True, map_fn=None,
+                n_chunks: int = 1):
+    """NES estimate (SPEC §5.2, eqs. 13–14) with ``theta_i`` regenerated from ``(seed, generation, i)``,
+    computed exactly.
+
+    With centered ranks ``w_i = r_i / (P - 1) - 0.5`` (``r_i`` the 0-based rank, ties averaged, so
+    ``2 r_i`` is an integer) the weights sum to exactly 0, and
+    ``g = (1/P) sum_i w_i (theta_i - rho) = (S - (P - 1) C) / (2 P (P - 1))`` with the integer sums
+    ``S = sum_i 2 r_i theta_i`` and ``C = sum_i theta_i`` (:func:`ec_rank_sums`). The numerator and
+    denominator are exact integers, so ``g`` is the correctly rounded float64 value of the estimate:
+    it does not depend on the order in which members are summed. Members can therefore be summed in
+    ``n_chunks`` interleaved chunks (member ``i`` in chunk ``i mod n_chunks``), anywhere: ``map_fn``
+    (e.g. an executor's ``map``; default the built-in ``map``) is called once with
+    :func:`ec_rank_sums_task` and the chunks' argument tuples, and the result is bit-identical for any
+    ``n_chunks`` and any executor. ``natural=False`` divides by ``rho (1 - rho)`` (eq. 13).
+    Equal to ``nes.nes_gradient(nes.centered_ranks(fitness), thetas, rho)`` (float accumulation in
+    member order) to rounding.
+    """
+    fitness = np.asarray(fitness, dtype=np.float64)
     P = len(fitness)
-    w = nes.centered_ranks(np.asarray(fitness, dtype=np.float64))
-    acc = {k: np.zeros_like(v) for k, v in params.items()}
-    for i in range(P):
-        th = family.member(params, seed, generation, i, P)[2]
-        for k in acc:
-            acc[k] += w[i] * (th[k] - params[k])
-    g = {k: a / P for k, a in acc.items()}
+    if P < 2:   # centered ranks of one member are 0
+        g = {k: np.zeros_like(v) for k, v in params.items()}
+    else:
+        r2 = np.rint(2.0 * (rankdata(fitness, method="average") - 1.0)).astype(np.int64)
+        n_chunks = max(1, min(int(n_chunks), P))
+        tasks = [(family, params, int(seed), int(generation), tuple(range(c, P, n_chunks)),
+                  r2[c::n_chunks], P) for c in range(n_chunks)]
+        S = {k: np.zeros(v.shape, np.int64) for k, v in params.items()}
+        C = {k: np.zeros(v.shape, np.int64) for k, v in params.items()}
+        for s_part, c_part in (map_fn or map)(ec_rank_sums_task, tasks):
+            for k in S:
+                S[k] += s_part[k]
+                C[k] += c_part[k]
+        den = float(2 * P * (P - 1))
+        g = {k: (S[k] - (P - 1) * C[k]).astype(np.float64) / den for k in params}
     if not natural:
         g = {k: v / (params[k] * (1.0 - params[k])) for k, v in g.items()}
     return g
+
+
+def ec_rank_sums(family: ECFamily, params, seed, generation, indices, twice_ranks, n_stochastic):
+    """Integer sums over the stochastic members ``indices`` (each regenerated from
+    ``(seed, generation, i)``): ``S[k] = sum_i twice_ranks_i theta_i[k]`` and ``C[k] = sum_i theta_i[k]``
+    (int64, exact; see :func:`ec_gradient`)."""
+    S = {k: np.zeros(v.shape, np.int64) for k, v in params.items()}
+    C = {k: np.zeros(v.shape, np.int64) for k, v in params.items()}
+    for i, r2 in zip(indices, twice_ranks):
+        th = family.member(params, seed, generation, i, n_stochastic)[2]
+        r2 = np.int64(r2)
+        for k in S:
+            S[k] += th[k] * r2
+            C[k] += th[k]
+    return S, C
+
+
+def ec_rank_sums_task(args: tuple):
+    """:func:`ec_rank_sums` of one argument tuple (a picklable task for an executor's ``map``)."""
+    return ec_rank_sums(*args)
 
 
 def es_gradient(family: ESFamily, params, fitness, seed, generation):

@@ -284,7 +284,7 @@ class Evaluator:
         ``build_s``, the largest worker ``peak_rss_mb`` and ``n_tasks``."""
         n = n_stochastic + n_eval
         mean, std = norm.frozen()
-        n_chunks = min(max(self.chunks, math.ceil(n / self.chunk_size)), n)
+        n_chunks = self.n_tasks(n)
         futs = []
         for c in range(n_chunks):
             idx = tuple(range(c, n, n_chunks))
@@ -309,6 +309,15 @@ class Evaluator:
         out["obs_stats"] = obs  # member order
         out["n_neurons"], out["n_substeps"], out["dt"] = meta["n_neurons"], meta["n_substeps"], meta["dt"]
         return out
+
+    def n_tasks(self, n: int) -> int:
+        """How many tasks ``n`` members are split into."""
+        return max(1, min(max(self.chunks, math.ceil(n / self.chunk_size)), n))
+
+    def map(self, fn, iterable) -> list:
+        """``fn`` over ``iterable`` on this evaluator's executor, results in order (e.g. the chunks of
+        :func:`refsnn.ec.policy.ec_gradient`)."""
+        return list(self.executor.map(fn, iterable))
 
     def close(self, *, abort: bool = False) -> None:
         """Shut down an executor this object created. ``abort=True`` (after an error or a signal)

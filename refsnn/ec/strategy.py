@@ -21,6 +21,7 @@ an immutable :class:`StrategyState` value (parameters, Adam moments, step count,
   2. centered ranks ``w_i = rank_i / (P - 1) - 0.5``, ties averaged (:func:`refsnn.ec.nes.centered_ranks`);
   3. EC (seed eqs. 13–14, SPEC §5.2): ``g = (1/P) sum_i w_i (theta_i - rho)``, the natural gradient
      (``gradient="plain"``: divided by ``rho (1 - rho)``, eq. 13), ``theta_i`` regenerated from seeds
+     and summed as exact integers, so that chunks of members can be summed by the executor's workers
      (:func:`refsnn.ec.policy.ec_gradient`); ES (SPEC §5.5): ``g = (1/K) sum_k (w_{2k} - w_{2k+1})
      sigma eps_k`` over the ``K = P/2`` antithetic pairs (:func:`refsnn.ec.policy.es_gradient`);
   4. Adam ascent (``beta1 0.9, beta2 0.999, eps 1e-8``; :func:`refsnn.ec.nes.adam_update`), AdamW
@@ -154,10 +155,16 @@ class _Strategy:
         return Population(self.method, self.cfg_kwargs, self.sigma, state.params, self.seed, state.generation,
                           self.population, self.eval_members)
 
-    def tell(self, state: StrategyState, returns, lengths) -> tuple[StrategyState, dict]:
+    def tell(self, state: StrategyState, returns, lengths, *, map_fn=None, n_chunks: int = 1
+             ) -> tuple[StrategyState, dict]:
         """Update from the ``P + E`` episode returns and lengths of ``ask(state)``'s members (member
         order); returns the state of the next generation and the generation's ``info`` (module
-        docstring). ``ValueError`` naming ``returns`` / ``lengths`` for a wrong count, NaN or infinity."""
+        docstring). ``ValueError`` naming ``returns`` / ``lengths`` for a wrong count, NaN or infinity.
+
+        EC: the members' connectivity is regenerated for the estimate in ``n_chunks`` chunks through
+        ``map_fn`` (e.g. the rollout executor's ``map``; default in-process); the estimate is exact
+        integer arithmetic, so the result is bit-identical for any ``map_fn`` and ``n_chunks``
+        (:func:`refsnn.ec.policy.ec_gradient`). ES ignores both."""
         self._check_state(state)
         P, E = self.population, self.eval_members
         r = self._per_member("returns", returns)
@@ -166,7 +173,7 @@ class _Strategy:
             raise ValueError("lengths: episode lengths must be >= 0")
         fit = r[:P]
         fitness = nes.shifted_fitness(fit, t[:P], self.fitness_shift)
-        params, m, v, steps, scale = self._step(state, fitness)
+        params, m, v, steps, scale = self._step(state, fitness, map_fn, n_chunks)
         new = StrategyState(params, m, v, steps, state.generation + 1)
         info = {"generation": new.generation, "mean_return": float(fit.mean()), "max_return": float(fit.max()),
                 "det_return": float(r[P:].mean()) if E else float("nan"), "steps": int(t.sum()),
@@ -222,7 +229,7 @@ class _Strategy:
     def _entropy(self, params) -> float:
         return float("nan")
 
-    def _step(self, state: StrategyState, fitness: np.ndarray):
+    def _step(self, state: StrategyState, fitness: np.ndarray, map_fn, n_chunks: int):
         raise NotImplementedError
 
 
@@ -243,9 +250,9 @@ class ECStrategy(_Strategy):
         super().__init__(obs_dim, act_dim, neurons=neurons, population=population, eval_members=eval_members,
                          lr=lr, fitness_shift=fitness_shift, seed=seed, sigma=0.3, weight_decay=0.0)
 
-    def _step(self, state, fitness):
+    def _step(self, state, fitness, map_fn=None, n_chunks=1):
         g = ec_gradient(self.family, state.params, fitness, self.seed, state.generation,
-                        natural=(self.gradient == "natural"))
+                        natural=(self.gradient == "natural"), map_fn=map_fn, n_chunks=n_chunks)
         params, m, v, t = nes.adam_update(state.params, g, state.m, state.v, state.t, lr=self.lr)
         params = nes.clip_rho(params, self.eps)
         if self.kl_max > 0.0:
@@ -278,7 +285,7 @@ class ESStrategy(_Strategy):
         super().__init__(obs_dim, act_dim, neurons=neurons, population=population, eval_members=eval_members,
                          lr=lr, fitness_shift=fitness_shift, seed=seed, sigma=sigma, weight_decay=weight_decay)
 
-    def _step(self, state, fitness):
+    def _step(self, state, fitness, map_fn=None, n_chunks=1):
         g = es_gradient(self.family, state.params, fitness, self.seed, state.generation)
         return (*nes.adam_update(state.params, g, state.m, state.v, state.t, lr=self.lr,
                                  weight_decay=self.weight_decay), float("nan"))
