@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from refsnn._checks import check_array
+from refsnn._checks import check_array, check_float
 
 _MAX_OVERLAP_WORK = 1 << 16
 
@@ -76,3 +76,33 @@ def check_disjoint(written: dict, read: dict, *, same_ok: tuple = ()) -> None:
             if (n, m) in same_ok and same_array(a, b):
                 continue
             raise ValueError(f"{n}: shares memory with the input {m}; pass a separate output array")
+
+
+def initial_state(name: str, v, x: np.ndarray, default: float) -> np.ndarray:
+    """An initial state (``v0``, ``i0``) for a time-major ``x`` of shape ``[T, ...]``, as the flat
+    C-contiguous ``[N]`` array (``N`` = product of ``x.shape[1:]``, in ``x``'s dtype) the kernels read.
+
+    ``v`` may be ``None`` (every neuron at ``default``), a Python real number, or an array of ``x``'s
+    dtype whose shape broadcasts to one time step ``x.shape[1:]``; it must be finite in that dtype.
+    """
+    step = x.shape[1:]
+    n = int(np.prod(step, dtype=np.int64))
+    dt = x.dtype.type
+    if v is None or isinstance(v, (int, float)) and not isinstance(v, (bool, np.bool_)):
+        val = default if v is None else v
+        if v is not None:
+            check_float(name, val)
+        with np.errstate(over="ignore"):
+            out = np.full(n, dt(val), dtype=x.dtype)
+        if n and not np.isfinite(out[0]):
+            raise ValueError(f"{name}: expected a value finite in {x.dtype}, got {val}")
+        return out
+    if not isinstance(v, np.ndarray):
+        raise TypeError(f"{name}: expected None, a real number or a numpy.ndarray, got {type(v).__name__}")
+    check_array(name, v, dtypes=(x.dtype,), finite=True)
+    try:
+        b = np.broadcast_to(v, step)
+    except ValueError:
+        raise ValueError(f"{name}: expected a shape that broadcasts to one time step {step}, "
+                         f"got {v.shape}") from None
+    return np.ascontiguousarray(b).reshape(n)

@@ -9,7 +9,18 @@ time-major input ``X[t]`` of shape ``[T, ...]``::
     fire                     :  S[t] = Heaviside(H[t] - v_th), ">" or ">=" as configured
     reset, hard (v_reset=v_r):  V[t] = H[t] (1 - S[t]) + v_r S[t]
     reset, soft (v_reset=None): V[t] = H[t] - v_th S[t]          (and v_r = 0 inside charge)
-    V[-1] = v_r (0 for soft reset)
+    V[-1] = v0                  (the argument ``v0``; default v_r, 0 for soft reset)
+
+Soft reset after the decay (``subtract_after_decay=True``, snnTorch's ``reset_mechanism="subtract"``;
+soft reset only): the threshold is subtracted from the *charged* membrane one step later instead of
+from ``V`` before the decay, so no separate ``V`` exists (the state is ``H``)::
+
+    H[t] = charge(H[t-1]) - v_th S[t-1]      (charge as above with v_r = 0, the subtraction last)
+    S[t] = Heaviside(H[t] - v_th)
+    H[-1] = v0 (default 0),  S[-1] = Heaviside(v0 - v_th)
+
+It differs from the soft reset above by ``(1 - 1/tau) v_th`` per spike (the subtracted threshold is
+not decayed).
 
 Backward (BPTT through the membrane; ``sg`` is the surrogate derivative at ``H[t] - v_th``)::
 
@@ -18,6 +29,16 @@ Backward (BPTT through the membrane; ``sg`` is the surrogate derivative at ``H[t
     gH[t]   = (gS[t] + gV[t] dV/dS) sg[t] + gV[t] dV/dH|_S
     gX[t]   = gH[t] / tau (decay_input=True)  or gH[t] (decay_input=False)
     gV[t-1] = gH[t] (1 - 1/tau),  gV[T-1] = 0
+    dL/dv0  = gV[-1] = gH[0] (1 - 1/tau)
+
+and with ``subtract_after_decay`` (``gH[T] = 0``)::
+
+    gH[t]   = gS[t] sg[t] + gH[t+1] (1 - 1/tau) - gH[t+1] v_th sg[t]  (last term 0 if detach_reset)
+    gX[t]   = gH[t] / tau or gH[t]
+    dL/dv0  = gH[0] (1 - 1/tau) - gH[0] v_th sg(v0 - v_th)           (last term 0 if detach_reset)
+
+The backward needs only ``H`` (and ``v0`` for ``dL/dv0`` in the last form): ``v0`` enters the
+gradient with respect to ``X`` only through ``H``.
 
 "Relaxed mode" replaces the Heaviside by the surrogate's primitive in the forward pass, so the
 layer is a smooth function and the same backward is its exact gradient (SPEC §4.1).
@@ -51,6 +72,14 @@ Presets (:data:`PRESETS`, :func:`lif_preset`) map other frameworks' neurons onto
   ``decay_input=False, v_reset=0, ">", tau = 1/(1 - beta), detach_reset=True``, surrogate
   ``atan(2)`` (snnTorch's default). In floating point ``V - V/tau`` and ``beta V`` round
   differently, so a cross-check agrees to about one ulp per step, not bit for bit.
+* ``snntorch_subtract`` — ``snntorch.Leaky(beta, threshold=1, reset_mechanism="subtract")`` (snnTorch
+  1.0 ``_base_sub``: ``U[t] = (beta U[t-1] + I[t]) - R[t] threshold``, ``R[t] = [U[t-1] > threshold]``
+  detached, spike ``[U[t] > threshold]``, ``reset_delay=True``): ``H[t] = U[t]`` with
+  ``subtract_after_decay=True, v_reset=None, decay_input=False, ">", tau = 1/(1 - beta),
+  detach_reset=True``, atan(2); ``v0`` is snnTorch's initial ``mem`` (its ``R[0] = [mem0 > threshold]``
+  is the ``S[-1]`` above). Same rounding remark as ``snntorch_zero`` (bit-identical for beta 0.5).
+
+Norse's neurons (current-based ``LIF``, ``LIFBox``) are in :mod:`refsnn.kernels.norse_lif`.
 """
 from __future__ import annotations
 
@@ -61,7 +90,7 @@ import numpy as np
 
 from refsnn._checks import check_array, check_choice, check_float, check_same_dtype, check_same_shape
 from refsnn.kernels import surrogate as sg
-from refsnn.kernels._args import check_bool, check_disjoint, check_out
+from refsnn.kernels._args import check_bool, check_disjoint, check_out, initial_state
 
 __all__ = [
     "LIFParams", "PRESETS", "lif_preset", "lif_forward", "lif_backward",
@@ -74,7 +103,8 @@ class LIFParams:
     """Parameters of the multi-step LIF neuron (SPEC §2.1). Defaults: the MSE-NAS neuron.
 
     ``v_reset=None`` selects soft reset (subtract ``v_th``). ``alpha=None`` takes the surrogate's
-    default from SPEC §2.2.
+    default from SPEC §2.2. ``subtract_after_decay=True`` (soft reset only) subtracts the threshold
+    after the next step's decay, as snnTorch's ``reset_mechanism="subtract"`` (module docstring).
     """
 
     tau: float = 2.0
@@ -85,6 +115,7 @@ class LIFParams:
     surrogate: str = "triangle"
     alpha: float | None = None
     detach_reset: bool = True
+    subtract_after_decay: bool = False
 
     def __post_init__(self):
         # tau > 1 keeps the leak factor 1 - 1/tau in (0, 1); tau == 1 is allowed (no memory).
@@ -98,6 +129,11 @@ class LIFParams:
             raise TypeError(f"decay_input: expected a bool, got {type(self.decay_input).__name__}")
         if not isinstance(self.detach_reset, (bool, np.bool_)):
             raise TypeError(f"detach_reset: expected a bool, got {type(self.detach_reset).__name__}")
+        if not isinstance(self.subtract_after_decay, (bool, np.bool_)):
+            raise TypeError(f"subtract_after_decay: expected a bool, got {type(self.subtract_after_decay).__name__}")
+        if self.subtract_after_decay and self.v_reset is not None:
+            raise ValueError("subtract_after_decay: only defined for soft reset (v_reset=None), "
+                             f"got v_reset={self.v_reset}")
         check_choice("threshold", self.threshold, (">", ">="))
         check_choice("surrogate", self.surrogate, sg.NAMES)
         if self.alpha is not None:
@@ -119,6 +155,9 @@ PRESETS: dict[str, LIFParams] = {
                               surrogate="sigmoid", alpha=4.0, detach_reset=False),
     "snntorch_zero": LIFParams(tau=2.0, v_th=1.0, v_reset=0.0, decay_input=False, threshold=">",
                                surrogate="atan", alpha=2.0, detach_reset=True),
+    "snntorch_subtract": LIFParams(tau=2.0, v_th=1.0, v_reset=None, decay_input=False, threshold=">",
+                                   surrogate="atan", alpha=2.0, detach_reset=True,
+                                   subtract_after_decay=True),
 }
 
 
@@ -126,7 +165,8 @@ def lif_preset(name: str, *, beta: float | None = None, **overrides) -> LIFParam
     """A preset from :data:`PRESETS` with fields overridden.
 
     ``beta`` (snnTorch's decay factor, ``0 <= beta < 1``) sets ``tau = 1/(1 - beta)``; it is how
-    ``snntorch.Leaky(beta=..., reset_mechanism="zero")`` maps: ``lif_preset("snntorch_zero", beta=0.9)``.
+    ``snntorch.Leaky(beta=..., reset_mechanism="zero")`` maps: ``lif_preset("snntorch_zero", beta=0.9)``
+    (and ``reset_mechanism="subtract"``: ``lif_preset("snntorch_subtract", beta=0.9)``).
     """
     check_choice("name", name, tuple(PRESETS))
     if beta is not None:
@@ -161,9 +201,9 @@ def _param_vector(p: LIFParams, dtype) -> np.ndarray:
 
 
 def _flags(p: LIFParams, relaxed: bool) -> np.ndarray:
-    # [hard, ge, decay_input, detach, relaxed, surrogate code]
+    # [hard, ge, decay_input, detach, relaxed, surrogate code, subtract after decay]
     return np.array([p.v_reset is not None, p.threshold == ">=", p.decay_input, p.detach_reset,
-                     relaxed, sg.CODES[p.surrogate]], dtype=np.int64)
+                     relaxed, sg.CODES[p.surrogate], p.subtract_after_decay], dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,17 +236,39 @@ def _spike(z, ge, one, zero):
 
 
 @numba.njit(cache=True, parallel=True)
-def _lif_forward_nb(x, s_out, h_out, prm, flags, c, bad):
+def _lif_forward_nb(x, v0, s_out, h_out, prm, flags, c, bad):
     T, N = x.shape
     tau, vth, vr, a = prm[_P_TAU], prm[_P_VTH], prm[_P_VR], prm[_P_ALPHA]
-    hard, ge, decay, relaxed, code = flags[0], flags[1], flags[2], flags[4], flags[5]
+    hard, ge, decay, relaxed, code, after = flags[0], flags[1], flags[2], flags[4], flags[5], flags[6]
     one, zero = c[sg.C_ONE], c[sg.C_ZERO]
     nblk = (N + _BLOCK - 1) // _BLOCK
     for b in numba.prange(nblk):
         i0 = b * _BLOCK
         n = min(N, i0 + _BLOCK) - i0
         v = np.empty(n, dtype=x.dtype)
-        v[:] = vr if hard else zero
+        v[:] = v0[i0:i0 + n]
+        if after:
+            # soft reset after the decay: the state is H, the threshold is subtracted one step late
+            sp = np.empty(n, dtype=x.dtype)  # S[t-1]; S[-1] = fire(v0 - v_th)
+            for i in range(n):
+                sp[i] = sg._prim_nb(code, v[i] - vth, a, c) if relaxed else _spike(v[i] - vth, ge, one, zero)
+            for t in range(T):
+                xt = x[t, i0:i0 + n]
+                ho = h_out[t, i0:i0 + n]
+                so = s_out[t, i0:i0 + n]
+                for i in range(n):
+                    vi = v[i]
+                    if decay:
+                        h = vi + (xt[i] - (vi - vr)) / tau - vth * sp[i]
+                    else:
+                        h = vi - (vi - vr) / tau + xt[i] - vth * sp[i]
+                    s = sg._prim_nb(code, h - vth, a, c) if relaxed else _spike(h - vth, ge, one, zero)
+                    v[i] = h
+                    sp[i] = s
+                    ho[i] = h
+                    so[i] = s
+            bad[b] = _any_nonfinite(v)
+            continue
         for t in range(T):
             xt = x[t, i0:i0 + n]
             ho = h_out[t, i0:i0 + n]
@@ -237,20 +299,40 @@ def _lif_forward_nb(x, s_out, h_out, prm, flags, c, bad):
 
 
 @numba.njit(cache=True, parallel=True)
-def _lif_backward_nb(gs, h_in, gx_out, prm, flags, c, bad):
+def _lif_backward_nb(gs, h_in, gx_out, gv_out, prm, flags, c, bad):
     T, N = gs.shape
     vth, vr, a, leak, kx = prm[_P_VTH], prm[_P_VR], prm[_P_ALPHA], prm[_P_LEAK], prm[_P_KX]
-    hard, ge, detach, relaxed, code = flags[0], flags[1], flags[3], flags[4], flags[5]
+    hard, ge, detach, relaxed, code, after = flags[0], flags[1], flags[3], flags[4], flags[5], flags[6]
     one, zero = c[sg.C_ONE], c[sg.C_ZERO]
     aa = a * a
     nblk = (N + _BLOCK - 1) // _BLOCK
     for b in numba.prange(nblk):
         i0 = b * _BLOCK
         n = min(N, i0 + _BLOCK) - i0
-        gv = np.zeros(n, dtype=gs.dtype)  # dL/dV[t], flowing backwards in time
+        gv = np.zeros(n, dtype=gs.dtype)  # dL/dV[t] (dL/dH[t+1] after the decay), backwards in time
         hk = np.zeros(n, dtype=gs.dtype)  # sum of H - H: NaN iff some H[t] was NaN or infinite
         d = np.empty(n, dtype=gs.dtype)   # surrogate derivative at H[t] - v_th
         s = np.empty(n, dtype=gs.dtype)   # S[t], recomputed from H[t]
+        if after:
+            # subtract after the decay: H[t+1] = charge(H[t]) - v_th S[t]; gv holds dL/dH[t+1]
+            for t in range(T - 1, -1, -1):
+                ht = h_in[t, i0:i0 + n]
+                gst = gs[t, i0:i0 + n]
+                gxt = gx_out[t, i0:i0 + n]
+                for i in range(n):
+                    h = ht[i]
+                    hk[i] += h - h
+                    di = sg._grad_nb(code, h - vth, a, c)
+                    g = gv[i]
+                    if detach:
+                        gh = gst[i] * di + g * leak
+                    else:
+                        gh = (gst[i] - g * vth) * di + g * leak
+                    gxt[i] = gh * kx
+                    gv[i] = gh
+            gv_out[i0:i0 + n] = gv
+            bad[b] = _any_nonfinite(gv) | _any_nonfinite(hk)
+            continue
         for t in range(T - 1, -1, -1):
             ht = h_in[t, i0:i0 + n]
             gst = gs[t, i0:i0 + n]
@@ -307,6 +389,7 @@ def _lif_backward_nb(gs, h_in, gx_out, prm, flags, c, bad):
                     gh = (gst[i] + g * dv_ds) * d[i] + g * dv_dh
                 gxt[i] = gh * kx
                 gv[i] = gh * leak
+        gv_out[i0:i0 + n] = gv
         bad[b] = _any_nonfinite(gv) | _any_nonfinite(hk)
 
 
@@ -327,7 +410,11 @@ def _check_out(name, o, like):
     return check_out(name, o, like.shape, like.dtype)
 
 
-def lif_forward(x: np.ndarray, params: LIFParams = PRESETS["msenas"], *,
+def _v0_default(p: LIFParams) -> float:
+    return 0.0 if p.v_reset is None else p.v_reset
+
+
+def lif_forward(x: np.ndarray, params: LIFParams = PRESETS["msenas"], *, v0=None,
                 relaxed: bool = False, out: tuple[np.ndarray, np.ndarray] | None = None,
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Run the LIF neuron over a time-major input.
@@ -337,6 +424,9 @@ def lif_forward(x: np.ndarray, params: LIFParams = PRESETS["msenas"], *,
     x : ndarray, float32 or float64, shape ``[T, ...]``
         Input current ``X[t]`` (e.g. a convolution's output, time-major).
     params : LIFParams
+    v0 : None, real number, or ndarray of ``x``'s dtype broadcastable to ``x.shape[1:]``
+        Initial membrane ``V[-1]`` (``H[-1]`` with ``subtract_after_decay``, which also fires
+        ``S[-1] = Heaviside(v0 - v_th)``). Default (``None``): ``v_reset``, 0 for soft reset.
     relaxed : bool
         Use the surrogate's primitive instead of the Heaviside (gradient checks).
     out : (s, h), optional
@@ -354,6 +444,7 @@ def lif_forward(x: np.ndarray, params: LIFParams = PRESETS["msenas"], *,
     x_in = x
     x, params = _prepare("x", x, params)
     relaxed = check_bool("relaxed", relaxed)
+    v0 = initial_state("v0", v0, x, _v0_default(params))
     if out is None:
         s, h = np.empty_like(x), np.empty_like(x)
     else:
@@ -363,7 +454,7 @@ def lif_forward(x: np.ndarray, params: LIFParams = PRESETS["msenas"], *,
         check_disjoint({"out[0]": s, "out[1]": h}, {"x": x_in})
     n = x.size // x.shape[0]
     bad = np.zeros(_nblocks(n), np.int64)
-    _lif_forward_nb(x.reshape(x.shape[0], n), s.reshape(x.shape[0], n), h.reshape(x.shape[0], n),
+    _lif_forward_nb(x.reshape(x.shape[0], n), v0, s.reshape(x.shape[0], n), h.reshape(x.shape[0], n),
                     _param_vector(params, x.dtype), _flags(params, relaxed), sg.constants(x.dtype),
                     bad)
     if bad.any():
@@ -372,7 +463,8 @@ def lif_forward(x: np.ndarray, params: LIFParams = PRESETS["msenas"], *,
 
 
 def lif_backward(grad_s: np.ndarray, h: np.ndarray, params: LIFParams = PRESETS["msenas"], *,
-                 relaxed: bool = False, out: np.ndarray | None = None) -> np.ndarray:
+                 v0=None, relaxed: bool = False, out: np.ndarray | None = None,
+                 return_grad_v0: bool = False):
     """BPTT through the LIF neuron: ``dL/dX`` from ``dL/dS`` (equations in the module docstring).
 
     Parameters
@@ -381,21 +473,31 @@ def lif_backward(grad_s: np.ndarray, h: np.ndarray, params: LIFParams = PRESETS[
         Gradient of the loss with respect to the spikes ``S``.
     h : ndarray, same shape and dtype
         Membrane before reset, as returned by :func:`lif_forward` with the same params and mode.
+    v0 : as for :func:`lif_forward`
+        The initial membrane the forward used. Only ``dL/dv0`` with ``subtract_after_decay`` and
+        ``detach_reset=False`` depends on it (through ``S[-1]``); ``dL/dX`` never does (``v0``
+        reaches it through ``h``).
     out : ndarray, optional
         Preallocated C-contiguous writeable output of ``grad_s``'s shape and dtype. It may be
         ``grad_s`` itself (the update is in place-safe) but must not otherwise share memory with
         ``grad_s`` or ``h``.
+    return_grad_v0 : bool
+        Also return ``dL/dv0``.
 
     Returns
     -------
-    grad_x : ndarray, same shape and dtype
+    grad_x : ndarray, same shape and dtype as ``grad_s``
+    grad_v0 : ndarray ``grad_s.shape[1:]``, same dtype (only with ``return_grad_v0=True``)
+        Per neuron, not reduced to ``v0``'s shape (sum over the axes ``v0`` was broadcast along).
     """
     grad_in = grad_s
     grad_s, params = _prepare("grad_s", grad_s, params)
     relaxed = check_bool("relaxed", relaxed)
+    return_grad_v0 = check_bool("return_grad_v0", return_grad_v0)
     h = check_array("h", h, finite=False)
     check_same_shape("grad_s", grad_s, "h", h)
     check_same_dtype("grad_s", grad_s, "h", h)
+    v0 = initial_state("v0", v0, grad_s, _v0_default(params))
     h = np.ascontiguousarray(h)
     if out is None:
         gx = np.empty_like(grad_s)
@@ -405,12 +507,22 @@ def lif_backward(grad_s: np.ndarray, h: np.ndarray, params: LIFParams = PRESETS[
     T = grad_s.shape[0]
     n = grad_s.size // T
     bad = np.zeros(_nblocks(n), np.int64)
-    _lif_backward_nb(grad_s.reshape(T, n), h.reshape(T, n), gx.reshape(T, n),
-                     _param_vector(params, grad_s.dtype), _flags(params, relaxed),
-                     sg.constants(grad_s.dtype), bad)
+    gv = np.empty(n, dtype=grad_s.dtype)
+    prm = _param_vector(params, grad_s.dtype)
+    _lif_backward_nb(grad_s.reshape(T, n), h.reshape(T, n), gx.reshape(T, n), gv, prm,
+                     _flags(params, relaxed), sg.constants(grad_s.dtype), bad)
     if bad.any():
         raise ValueError("grad_s: grad_s or h contains NaN or infinity (or the gradient overflowed)")
-    return gx
+    if not return_grad_v0:
+        return gx
+    if params.subtract_after_decay:
+        # gv = dL/dH[0]; H[0] = charge(v0) - v_th S[-1], S[-1] = fire(v0 - v_th)
+        vth, leak = prm[_P_VTH], prm[_P_LEAK]
+        if params.detach_reset:
+            gv = gv * leak
+        else:
+            gv = gv * leak - gv * vth * sg.grad(params.surrogate, v0 - vth, params.surrogate_alpha)
+    return gx, gv.reshape(grad_s.shape[1:])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,10 +535,11 @@ def _fire_ref(z, p: LIFParams, relaxed: bool):
     return sg.heaviside(z, p.threshold)
 
 
-def lif_forward_ref(x: np.ndarray, params: LIFParams = PRESETS["msenas"], *,
+def lif_forward_ref(x: np.ndarray, params: LIFParams = PRESETS["msenas"], *, v0=None,
                     relaxed: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Oracle for :func:`lif_forward` (same signature and results)."""
     x, p = _prepare("x", x, params)
+    v_init = initial_state("v0", v0, x, _v0_default(p))
     shape = x.shape
     x = x.reshape(shape[0], -1)   # [T, N]: a 1-D x (one neuron) keeps its steps arrays, not scalars
     dt = x.dtype.type
@@ -435,7 +548,19 @@ def lif_forward_ref(x: np.ndarray, params: LIFParams = PRESETS["msenas"], *,
     one = dt(1)
     s_all = np.empty_like(x)
     h_all = np.empty_like(x)
-    v = np.full(x.shape[1:], vr, dtype=x.dtype)
+    v = v_init.copy()
+    if p.subtract_after_decay:  # H[t] = charge(H[t-1]) - v_th S[t-1], S[-1] = fire(v0 - v_th)
+        s = _fire_ref(v - vth, p, relaxed)
+        for t in range(x.shape[0]):
+            if p.decay_input:
+                h = v + (x[t] - (v - vr)) / tau - vth * s
+            else:
+                h = v - (v - vr) / tau + x[t] - vth * s
+            s = _fire_ref(h - vth, p, relaxed)
+            v = h
+            s_all[t] = s
+            h_all[t] = h
+        return s_all.reshape(shape), h_all.reshape(shape)
     for t in range(x.shape[0]):
         if p.decay_input:
             h = v + (x[t] - (v - vr)) / tau
@@ -449,12 +574,13 @@ def lif_forward_ref(x: np.ndarray, params: LIFParams = PRESETS["msenas"], *,
 
 
 def lif_backward_ref(grad_s: np.ndarray, h: np.ndarray, params: LIFParams = PRESETS["msenas"], *,
-                     relaxed: bool = False) -> np.ndarray:
+                     v0=None, relaxed: bool = False, return_grad_v0: bool = False):
     """Oracle for :func:`lif_backward` (same signature and results)."""
     grad_s, p = _prepare("grad_s", grad_s, params)
     h = check_array("h", h)
     check_same_shape("grad_s", grad_s, "h", h)
     check_same_dtype("grad_s", grad_s, "h", h)
+    v_init = initial_state("v0", v0, grad_s, _v0_default(p))
     shape = grad_s.shape
     grad_s, h = grad_s.reshape(shape[0], -1), h.reshape(shape[0], -1)
     dt = grad_s.dtype.type
@@ -466,6 +592,20 @@ def lif_backward_ref(grad_s: np.ndarray, h: np.ndarray, params: LIFParams = PRES
     a = p.surrogate_alpha
     gx = np.empty_like(grad_s)
     gv = np.zeros(grad_s.shape[1:], dtype=grad_s.dtype)
+    if p.subtract_after_decay:  # gv = dL/dH[t+1]
+        for t in range(grad_s.shape[0] - 1, -1, -1):
+            d = sg.grad(p.surrogate, h[t] - vth, a)
+            if p.detach_reset:
+                gh = grad_s[t] * d + gv * leak
+            else:
+                gh = (grad_s[t] - gv * vth) * d + gv * leak
+            gx[t] = gh * kx
+            gv = gh
+        if p.detach_reset:  # dL/dv0 through charge(v0) (and S[-1] = fire(v0 - v_th))
+            gv = gv * leak
+        else:
+            gv = gv * leak - gv * vth * sg.grad(p.surrogate, v_init - vth, a)
+        return (gx.reshape(shape), gv.reshape(shape[1:])) if return_grad_v0 else gx.reshape(shape)
     for t in range(grad_s.shape[0] - 1, -1, -1):
         z = h[t] - vth
         d = sg.grad(p.surrogate, z, a)
@@ -480,7 +620,7 @@ def lif_backward_ref(grad_s: np.ndarray, h: np.ndarray, params: LIFParams = PRES
             gh = (grad_s[t] + gv * dv_ds) * d + gv * dv_dh
         gx[t] = gh * kx
         gv = gh * leak
-    return gx.reshape(shape)
+    return (gx.reshape(shape), gv.reshape(shape[1:])) if return_grad_v0 else gx.reshape(shape)
 
 
 # ---------------------------------------------------------------------------------------------
