@@ -54,6 +54,7 @@ import numpy as np
 from refsnn._checks import check_choice, check_float, check_int
 from refsnn.commands.config import option, to_dict
 from refsnn.ec.deploy import deployed_arrays
+from refsnn.ec.policy import METHODS, RNN_GATES
 from refsnn.ec.rollout import Evaluator, RunningNorm, check_env
 from refsnn.ec.strategy import make_strategy
 from refsnn.io import atomic_savez, load_npz, parse_json
@@ -77,12 +78,14 @@ def parse_fitness_shift(text: str) -> float | None:
 class ECConfig:
     """Options of ``refsnn ec`` (CleanRL style: the defaults are the CPU defaults of the module docstring)."""
     env: str = option("Hopper-v5", "Gymnasium environment id (1-D Box observation and action)")
-    method: str = option("ec", "ec: Evolving Connectivity; es: the ES-RSNN baseline", choices=("ec", "es"))
+    method: str = option("ec", "ec: Evolving Connectivity; es: the ES-RSNN baseline; es-gru, es-lstm: the "
+                         "deep-RNN baselines (OpenAI-ES on a GRU / LSTM policy)", choices=METHODS)
     generations: int = option(200, "generations to run (in total, counting those of a resumed run)")
     population: int = option(128, "stochastic members P per generation (paper: 10,112 on a GPU)")
     eval_members: int = option(4, "deterministic evaluation members E per generation (paper: 128)")
     max_steps: int = option(1000, "episode cap in environment steps")
-    lr: float = option(0.15, "Adam learning rate (EC and ES)")
+    lr: float | None = option(None, "Adam learning rate (default: 0.15 for ec and es, the reference code's; 0.01 for "
+                              "es-gru and es-lstm, es_dense.py's)")
     eps: float = option(1e-3, "EC: clip rho to [eps, 1 - eps]")
     kl_max: float = option(0.0, "EC: trust region, mean KL(B(rho_old) || B(rho_new)) per connection <= KL_MAX "
                            "nats per generation (SATR's idea, fixed radius; 0 = off, the reference code)")
@@ -92,9 +95,10 @@ class ECConfig:
         None, "rank return - SHIFT x episode length; auto (= none) is the env's alive bonus per step "
         "(Hopper/Walker2d/Ant 1, Humanoid 5, else 0); 0 is the reference code's plain return",
         parse=parse_fitness_shift, metavar="auto|SHIFT")
-    sigma: float = option(0.3, "ES: perturbation scale")
+    sigma: float | None = option(None, "ES: perturbation scale (default: 0.3 for es, 0.02 for es-gru and es-lstm)")
     weight_decay: float = option(0.1, "ES: AdamW decoupled weight decay")
-    neurons: int = option(256, "RSNN neurons N (half excitatory)")
+    neurons: int | None = option(None, "RSNN neurons N (half excitatory) or RNN hidden units (default: 256; 128 for "
+                                 "es-lstm, as the reference code)")
     seed: int = option(0, "run seed")
     workers: int = option(2, "local worker processes, 0 = in-process; results do not depend on it")
     chunk_size: int = option(256, "at most this many members per rollout task (bounds a worker's memory, "
@@ -108,7 +112,14 @@ class ECConfig:
     scheduler: str = option("", "dask scheduler address for --executor dask (e.g. tcp://host:8786)")
 
     def __post_init__(self):
-        check_choice("method", self.method, ("ec", "es"))
+        check_choice("method", self.method, METHODS)
+        rnn = self.method in RNN_GATES     # the reference code's per-method defaults
+        if self.lr is None:
+            self.lr = 0.01 if rnn else 0.15
+        if self.sigma is None:
+            self.sigma = 0.02 if rnn else 0.3
+        if self.neurons is None:
+            self.neurons = 128 if self.method == "es-lstm" else 256
         check_choice("gradient", self.gradient, ("natural", "plain"))
         check_choice("executor", self.executor, ("local", "dask"))
         check_int("generations", self.generations, lo=1)
@@ -126,8 +137,8 @@ class ECConfig:
         check_float("weight_decay", self.weight_decay, lo=0.0)
         if self.fitness_shift is not None:
             check_float("fitness_shift", self.fitness_shift)
-        if self.method == "es" and self.population % 2:
-            raise ValueError(f"population: ES-RSNN uses antithetic pairs, expected an even number, got "
+        if self.method != "ec" and self.population % 2:
+            raise ValueError(f"population: ES uses antithetic pairs, expected an even number, got "
                              f"{self.population}")
         if isinstance(self.out, os.PathLike):
             self.out = os.fspath(self.out)

@@ -83,7 +83,8 @@ def run(cfg: PlayConfig) -> dict:
     cap = int(conf["max_steps"] if cfg.max_steps is None else cfg.max_steps)
     env, obs_dim, act_dim = check_env(conf["env"], cap)
     env.close()
-    stored = (int(conf["norm_mean"].size), int(params["out"].shape[1]))
+    act = params["out"].shape[1] if "out" in params else params["w_out"].shape[0]   # RSNN or RNN readout
+    stored = (int(conf["norm_mean"].size), int(act))
     if stored != (obs_dim, act_dim):
         raise ValueError(f"run_dir: the network in {run_dir} has {stored[0]} observations and {stored[1]} actions, "
                          f"{conf['env']} has {obs_dim} and {act_dim}")

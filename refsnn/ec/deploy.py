@@ -12,7 +12,9 @@ members evaluated in one generation, ready for ``refsnn play`` or another backen
   ``generation``) and ``det_return`` (the mean return of the deterministic members);
 * EC: per matrix ``k`` in ``in``, ``h``, ``out``: ``bits.<k>``, the 1-bit connectivity
   ``theta = rho > 0.5`` flattened in C order and packed with ``numpy.packbits(..., bitorder="little")``,
-  and ``shape.<k>`` (int64) its shape; ES-RSNN: ``w.<k>``, the centre weights as float32.
+  and ``shape.<k>`` (int64) its shape; ES-RSNN: ``w.<k>``, the centre weights as float32; ES-GRU /
+  ES-LSTM (``method`` ``"es-gru"`` / ``"es-lstm"``): ``w.<k>`` for ``k`` in ``w_ih, w_hh, b_ih, b_hh,
+  w_out, b_out`` (PyTorch's ``GRUCell`` / ``LSTMCell`` + ``Linear`` layouts, float32).
 
 This module only converts between that dict of arrays and Python values; the commands read and
 write the file (:func:`refsnn.io.atomic_savez`, :func:`refsnn.io.load_npz`).
@@ -34,6 +36,7 @@ import numpy as np
 
 from refsnn._checks import check_float, check_int
 from refsnn.ec import nes
+from refsnn.ec.policy import METHODS, RNN_GATES, rnn_shapes
 from refsnn.io import parse_json
 
 __all__ = ["FORMAT", "deployed_arrays", "from_deployed_arrays"]
@@ -57,8 +60,8 @@ def deployed_arrays(config: Mapping, params: Mapping[str, np.ndarray], norm_mean
     if missing:
         raise ValueError(f"config: missing {missing}")
     method = config["method"]
-    if method not in ("ec", "es"):
-        raise ValueError(f"config: method must be 'ec' or 'es', got {method!r}")
+    if method not in METHODS:
+        raise ValueError(f"config: method must be one of {METHODS}, got {method!r}")
     d = {"format": np.array(FORMAT), "method": np.array(method), "env": np.array(config["env"]),
          "config_json": np.array(json.dumps(dict(config), sort_keys=True)),
          "norm.mean": np.asarray(norm_mean), "norm.std": np.asarray(norm_std),
@@ -92,8 +95,8 @@ def from_deployed_arrays(arrays: Mapping[str, np.ndarray]) -> tuple[dict, dict[s
     if missing:
         raise ValueError(f"config_json: missing {missing}")
     method = conf["method"]
-    if method not in ("ec", "es"):
-        raise ValueError(f"config_json: method must be 'ec' or 'es', got {method!r:.60}")
+    if method not in METHODS:
+        raise ValueError(f"config_json: method must be one of {METHODS}, got {method!r:.60}")
     if not isinstance(conf["env"], str) or not conf["env"]:
         raise ValueError(f"config_json: env must be a Gymnasium id, got {conf['env']!r:.60}")
     N = check_int("config_json: neurons", conf["neurons"], lo=2, hi=MAX_NEURONS)
@@ -114,6 +117,50 @@ def from_deployed_arrays(arrays: Mapping[str, np.ndarray]) -> tuple[dict, dict[s
     if (std <= 0).any():
         raise ValueError("norm.std: expected positive values")
     obs = mean.size
+    if method in RNN_GATES:
+        params = _rnn_params(arrays, method, obs, N)
+    else:
+        params = _rsnn_params(arrays, method, obs, N)
+    conf["norm_mean"], conf["norm_std"] = mean, std
+    if "generation" in arrays:
+        g, d = arrays["generation"], arrays.get("det_return")
+        if g.shape != () or g.dtype.kind not in "iu" or d is None or d.shape != () or d.dtype.kind != "f":
+            raise ValueError("generation, det_return: expected an integer and a float scalar")
+        conf["generation"], conf["det_return"] = check_int("generation", int(g), lo=0), float(d)
+    return conf, params
+
+
+def _float_weights(arrays, name: str) -> np.ndarray:
+    w = arrays[name]
+    if w.dtype.kind != "f":
+        raise TypeError(f"{name}: expected float weights, got {w.dtype}")
+    if not np.isfinite(w).all():
+        raise ValueError(f"{name}: contains NaN or infinity")
+    return w.astype(np.float64)
+
+
+def _rnn_params(arrays, method: str, obs: int, H: int) -> dict[str, np.ndarray]:
+    """ES-GRU / ES-LSTM weights: exactly the keys of :func:`refsnn.ec.policy.rnn_shapes`, with the
+    shapes that the observations, the hidden units and the readout's action count imply."""
+    keys = sorted(k[2:] for k in arrays if k.startswith("w."))
+    out = arrays.get("w.w_out")
+    act = int(np.shape(out)[0]) if out is not None and np.ndim(out) == 2 else 0
+    if not 1 <= act <= MAX_ACTIONS:
+        raise ValueError(f"w.w_out: expected (act, {H}) with 1 <= act <= {MAX_ACTIONS}, got "
+                         f"{None if out is None else np.shape(out)}")
+    want = rnn_shapes(method, obs, H, act)
+    if keys != sorted(want):
+        raise ValueError(f"w.*: expected {['w.' + k for k in sorted(want)]} for method {method!r}, got "
+                         f"{['w.' + k for k in keys]}")
+    for k, shape in want.items():
+        if np.shape(arrays[f"w.{k}"]) != shape:
+            raise ValueError(f"w.{k}: expected {shape} (observations {obs}, hidden {H}, actions {act}), got "
+                             f"{np.shape(arrays[f'w.{k}'])}")
+    return {k: _float_weights(arrays, f"w.{k}") for k in want}
+
+
+def _rsnn_params(arrays, method: str, obs: int, N: int) -> dict[str, np.ndarray]:
+    """EC (1-bit) or ES-RSNN (float) matrices ``in``, ``h``, ``out``, every size checked."""
     prefix = "bits." if method == "ec" else "w."
     keys = sorted(k[len(prefix):] for k in arrays if k.startswith(prefix))
     if keys != ["h", "in", "out"]:
@@ -145,19 +192,8 @@ def from_deployed_arrays(arrays: Mapping[str, np.ndarray]) -> tuple[dict, dict[s
                 raise ValueError(f"bits.{key}: the padding bits past {n} are not zero (corrupt or foreign)")
             params[key] = bits[:n].reshape(shape).astype(np.float64)
         else:
-            w = arrays[f"w.{key}"]
-            if w.dtype.kind != "f":
-                raise TypeError(f"w.{key}: expected float weights, got {w.dtype}")
-            if not np.isfinite(w).all():
-                raise ValueError(f"w.{key}: contains NaN or infinity")
-            params[key] = w.astype(np.float64)
-    conf["norm_mean"], conf["norm_std"] = mean, std
-    if "generation" in arrays:
-        g, d = arrays["generation"], arrays.get("det_return")
-        if g.shape != () or g.dtype.kind not in "iu" or d is None or d.shape != () or d.dtype.kind != "f":
-            raise ValueError("generation, det_return: expected an integer and a float scalar")
-        conf["generation"], conf["det_return"] = check_int("generation", int(g), lo=0), float(d)
-    return conf, params
+            params[key] = _float_weights(arrays, f"w.{key}")
+    return params
 
 
 def _text(arrays, key: str) -> str:

@@ -31,10 +31,11 @@ from scipy.stats import rankdata
 
 from refsnn._checks import check_array
 from refsnn.ec import nes
-from refsnn.kernels import cuba
+from refsnn.kernels import cuba, rnn
 from refsnn.kernels.cuba import CubaConfig
 
-__all__ = ["ECFamily", "ESFamily", "make_family", "ec_gradient", "ec_rank_sums", "ec_rank_sums_task",
+__all__ = ["ECFamily", "ESFamily", "RNNFamily", "RNNConfig", "RNN_GATES", "METHODS", "rnn_shapes",
+           "make_family", "ec_gradient", "ec_rank_sums", "ec_rank_sums_task",
            "es_gradient"]
 
 
@@ -183,15 +184,103 @@ class ESFamily(_Family):
         return {k: v.astype(np.float32) for k, v in params.items()}
 
 
+#: gate blocks per recurrent cell of the deep-RNN baselines
+RNN_GATES = {"es-gru": 3, "es-lstm": 4}
+METHODS = ("ec", "es", *RNN_GATES)
+
+
+def rnn_shapes(method: str, obs_dim: int, hidden: int, act_dim: int) -> dict[str, tuple]:
+    """Parameter shapes of an ES-GRU / ES-LSTM member (PyTorch layouts: ``nn.GRUCell`` /
+    ``nn.LSTMCell`` weights and biases, then an ``nn.Linear(hidden, act_dim)`` readout)."""
+    G, H = RNN_GATES[method], int(hidden)
+    return {"b_hh": (G * H,), "b_ih": (G * H,), "b_out": (int(act_dim),), "w_hh": (G * H, H),
+            "w_ih": (G * H, int(obs_dim)), "w_out": (int(act_dim), H)}
+
+
+@dataclass(frozen=True)
+class RNNConfig:
+    """What the rollout reads of a family's network config: ``n_neurons`` (here the hidden units),
+    ``n_substeps`` and ``dt`` (one cell step per environment step; an RNN emits no spikes, so the
+    reported firing rate is 0)."""
+    n_neurons: int
+    n_substeps: int = 1
+    dt: float = 1.0
+
+
+class RNNFamily(ESFamily):
+    """ES-GRU / ES-LSTM members (the EC paper's deep-RNN baselines; reference ``es_dense.py`` with
+    ``DenseGRU`` (hidden 256) / ``DenseLSTM`` (hidden 128)): the cell of
+    :mod:`refsnn.kernels.rnn` on the normalised observation, then ``action = clip(w_out h + b_out,
+    -1, 1)``; state ``h`` (and ``c``) zero at the start of every episode, as the reference
+    ``initial_carry``. Perturbations, antithetic pairs and streams are ``ESFamily``'s (the member's
+    stream still draws an initial membrane it does not use, so the env seeds match ES-RSNN's).
+
+    Initial centre weights: PyTorch's default for these modules, every weight and bias
+    ``U(-1/sqrt(H), 1/sqrt(H))`` (the readout's fan-in is ``H`` too), from stream ``STREAM_INIT`` in
+    sorted key order. (The reference code uses flax's defaults: LeCun-normal input kernels,
+    orthogonal recurrent kernels, zero biases; docs/deviations.md.)"""
+
+    def __init__(self, method: str, hidden: int, obs_dim: int, act_dim: int, dtype=np.float32,
+                 sigma: float = 0.02):
+        if method not in RNN_GATES:
+            raise ValueError(f"method: expected one of {tuple(RNN_GATES)}, got {method!r}")
+        _Family.__init__(self, RNNConfig(int(hidden)), obs_dim, act_dim, dtype)
+        self.method = method
+        self.sigma = float(sigma)
+
+    def shapes(self) -> dict[str, tuple]:
+        return rnn_shapes(self.method, self.obs_dim, self.cfg.n_neurons, self.act_dim)
+
+    def init_params(self, seed: int) -> dict[str, np.ndarray]:
+        rng = nes.member_rng(seed, 0, 0, nes.STREAM_INIT)
+        k = 1.0 / np.sqrt(self.cfg.n_neurons)
+        return {key: rng.uniform(-k, k, s) for key, s in sorted(self.shapes().items())}
+
+    def build(self, params, seed, generation, indices, n_stochastic) -> Batch:
+        B, H = len(indices), self.cfg.n_neurons
+        shapes = self.shapes()
+        arrays = {k: np.empty((B, *s), dtype=self.dtype) for k, s in shapes.items()}
+        env_seeds = np.empty(B, dtype=np.int64)
+        for b, i in enumerate(indices):
+            env_seeds[b], _, w = self.member(params, seed, generation, int(i), n_stochastic)
+            for k in shapes:
+                arrays[k][b] = w[k]
+        for k, a in arrays.items():
+            check_array(f"params[{k!r}]", a)   # NaN/inf once per batch; the steps do not check again
+        state = tuple(np.zeros((B, H), self.dtype) for _ in range(2 if self.method == "es-lstm" else 1))
+        return Batch(np.asarray(indices), env_seeds, arrays, state)
+
+    def step(self, batch: Batch, x: np.ndarray, active: np.ndarray):
+        """One cell step for every member (finished ones keep their state); ``(actions, spikes=0)``."""
+        w = batch.arrays
+        x = x.astype(self.dtype)
+        cell = (w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"])
+        keep = ~np.asarray(active, dtype=bool)[:, None]
+        if self.method == "es-gru":
+            (h,) = batch.state
+            h_new = rnn.gru_cell(x, h, *cell)
+            h[...] = np.where(keep, h, h_new)
+        else:
+            h, c = batch.state
+            h_new, c_new = rnn.lstm_cell(x, h, c, *cell)
+            h[...] = np.where(keep, h, h_new)
+            c[...] = np.where(keep, c, c_new)
+        act = np.clip(np.matmul(w["w_out"], h[:, :, None])[:, :, 0] + w["b_out"], -1.0, 1.0)
+        return act, np.zeros(len(h), dtype=np.int64)
+
+
 def make_family(method: str, cfg_kwargs: dict, obs_dim: int, act_dim: int, sigma: float = 0.3):
-    """Family from plain values (what a worker receives)."""
+    """Family from plain values (what a worker receives); ``cfg_kwargs["n_neurons"]`` is the RSNN's
+    neurons or the RNN's hidden units."""
     if method == "ec":
         return ECFamily(CubaConfig(**cfg_kwargs), obs_dim, act_dim)
     if method == "es":
         kw = dict(cfg_kwargs)
         kw.update(dale=False, sparsity=1.0)
         return ESFamily(CubaConfig(**kw), obs_dim, act_dim, sigma=sigma)
-    raise ValueError(f"method: expected 'ec' or 'es', got {method!r}")
+    if method in RNN_GATES:
+        return RNNFamily(method, cfg_kwargs["n_neurons"], obs_dim, act_dim, sigma=sigma)
+    raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
 
 
 def ec_gradient(family: ECFamily, params, fitness, seed, generation, *, natural=True, map_fn=None,

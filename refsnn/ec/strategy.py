@@ -61,9 +61,9 @@ import numpy as np
 
 from refsnn._checks import check_array, check_choice, check_float, check_int
 from refsnn.ec import nes
-from refsnn.ec.policy import ec_gradient, es_gradient, make_family
+from refsnn.ec.policy import METHODS, RNN_GATES, ec_gradient, es_gradient, make_family
 
-__all__ = ["StrategyState", "Population", "ECStrategy", "ESStrategy", "make_strategy"]
+__all__ = ["StrategyState", "Population", "ECStrategy", "ESStrategy", "RNNStrategy", "make_strategy"]
 
 
 @dataclass(frozen=True)
@@ -291,17 +291,37 @@ class ESStrategy(_Strategy):
                                  weight_decay=self.weight_decay), float("nan"))
 
 
+class RNNStrategy(ESStrategy):
+    """The EC paper's deep-RNN baselines, ES-GRU (``method="es-gru"``) and ES-LSTM (``"es-lstm"``):
+    ESStrategy's OpenAI-ES (antithetic pairs, centered ranks, AdamW) on the weights of a GRU / LSTM
+    policy (:class:`refsnn.ec.policy.RNNFamily`). Defaults are the reference ``es_dense.py``'s:
+    ``sigma 0.02``, ``lr 0.01``, ``weight_decay 0.1``; hidden units (``neurons``) 256 for the GRU and
+    128 for the LSTM (``conf_experiment/rnn_brax.yaml``)."""
+
+    HIDDEN = {"es-gru": 256, "es-lstm": 128}
+
+    def __init__(self, method: str, obs_dim: int, act_dim: int, *, neurons: int | None = None,
+                 population: int = 128, eval_members: int = 4, lr: float = 0.01, sigma: float = 0.02,
+                 weight_decay: float = 0.1, fitness_shift: float = 0.0, seed: int = 0):
+        self.method = check_choice("method", method, tuple(RNN_GATES))
+        super().__init__(obs_dim, act_dim, neurons=self.HIDDEN[method] if neurons is None else neurons,
+                         population=population, eval_members=eval_members, lr=lr, sigma=sigma,
+                         weight_decay=weight_decay, fitness_shift=fitness_shift, seed=seed)
+
+
 _EC_ONLY = ("eps", "gradient", "kl_max")
 _ES_ONLY = ("sigma", "weight_decay")
 
 
 def make_strategy(method: str, obs_dim: int, act_dim: int, **hparams) -> ECStrategy | ESStrategy:
-    """``ECStrategy`` (``method="ec"``) or ``ESStrategy`` (``"es"``) from the union of both
-    hyperparameter sets; those of the other method (EC: ``eps``, ``gradient``, ``kl_max``; ES: ``sigma``,
-    ``weight_decay``) are ignored, as in ``refsnn ec``."""
-    check_choice("method", method, ("ec", "es"))
+    """``ECStrategy`` (``method="ec"``), ``ESStrategy`` (``"es"``) or ``RNNStrategy`` (``"es-gru"``,
+    ``"es-lstm"``) from the union of the hyperparameter sets; those of the other family (EC: ``eps``,
+    ``gradient``, ``kl_max``; ES: ``sigma``, ``weight_decay``) are ignored, as in ``refsnn ec``."""
+    check_choice("method", method, METHODS)
     drop = _ES_ONLY if method == "ec" else _EC_ONLY
     kw = {k: v for k, v in hparams.items() if k not in drop}
+    if method in RNN_GATES:
+        return RNNStrategy(method, obs_dim, act_dim, **kw)
     return (ECStrategy if method == "ec" else ESStrategy)(obs_dim, act_dim, **kw)
 
 
