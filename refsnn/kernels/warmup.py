@@ -10,6 +10,7 @@ import importlib
 
 WARMUPS = [
     "refsnn.kernels.lif:_warmup",
+    "refsnn.kernels.norse_lif:_warmup",
     "refsnn.kernels.conv:_warmup",
     "refsnn.kernels.pool:_warmup",
     "refsnn.kernels.batchnorm:_warmup",
