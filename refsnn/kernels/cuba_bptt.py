@@ -33,7 +33,10 @@ in reverse (``g*`` = gradient of the loss)::
 
 then ``gW_in = sum_t u_t^T (R_in gI_t)`` and, with Dale's law, ``gW_h = gW sign_j sign(W_h)``. The
 sequence starts from a given state that is not differentiated (truncated BPTT: the caller cuts the
-sequence into windows and detaches the state between them). In relaxed mode (``relaxed=True``,
+sequence into windows and detaches the state between them). ``resets = (mask (B, T) bool, v0 (B, T, N))``
+starts a new episode inside the window: before step ``t`` of sequence ``b`` with ``mask[b, t]`` the
+state becomes ``(v0[b, t], 0, 0, 0)`` (the initial state of SPEC §2.3), and no gradient flows
+through it to the earlier steps. In relaxed mode (``relaxed=True``,
 spikes = the surrogate's primitive) the network is a smooth function and this backward is its exact
 gradient (checked against central finite differences in float64, SPEC §4.1; and against PyTorch
 autograd when it is installed).
@@ -75,7 +78,8 @@ class RSNNCache:
     W: np.ndarray           # effective recurrent weights
     p: np.ndarray           # (B, T, K, N) membrane before the reset
     s: np.ndarray           # (B, T, K, N) spikes (or the primitive in relaxed mode)
-    s_init: np.ndarray      # (B, N) spikes of the substep before the sequence
+    s_enter: np.ndarray     # (B, T, N) spikes entering step t (after a reset: 0)
+    mask: np.ndarray | None  # (B, T) episode starts (resets), or None
     consts: np.ndarray
     surrogate: str
     alpha: float | None
@@ -84,7 +88,7 @@ class RSNNCache:
 
 def rsnn_forward(cfg: CubaConfig, u: np.ndarray, W_in: np.ndarray, W_h: np.ndarray, state, *, d_in: int,
                  surrogate_name: str = "atan", alpha: float | None = None, detach_reset: bool = True,
-                 relaxed: bool = False) -> tuple[np.ndarray, tuple, RSNNCache]:
+                 relaxed: bool = False, resets=None) -> tuple[np.ndarray, tuple, RSNNCache]:
     """``T`` environment steps of ``B`` sequences (module docstring): returns ``(rates (B, T, N),
     final state (v, i_syn, rate, s), cache)``. The input state is not modified."""
     u = check_array("u", u, ndim=3)
@@ -103,11 +107,20 @@ def rsnn_forward(cfg: CubaConfig, u: np.ndarray, W_in: np.ndarray, W_h: np.ndarr
     r_in, r, _, a_syn, a_m, b_m, a_out, g_out, v_th, v_reset = c
     K = cfg.n_substeps
     W = effective_recurrent(cfg, W_h)
-    s_init = s.copy()
+    mask = v0 = None
+    if resets is not None:
+        mask, v0 = resets
+        mask = check_array("resets mask", mask, dtypes=(np.dtype(bool),), shape=(B, T))
+        v0 = check_array("resets v0", v0, dtypes=(dtype,), shape=(B, T, N))
+    s_enter = np.empty((B, T, N), dtype)
     P = np.empty((B, T, K, N), dtype)
     S = np.empty((B, T, K, N), dtype)
     rates = np.empty((B, T, N), dtype)
     for t in range(T):
+        if mask is not None and mask[:, t].any():
+            m = mask[:, t]
+            v[m], i_syn[m], rate[m], s[m] = v0[m, t], 0, 0, 0
+        s_enter[:, t] = s
         I = r_in * (u[:, t] @ W_in)
         for k in range(K):
             i_syn = a_syn * i_syn + r * (s @ W)
@@ -118,7 +131,7 @@ def rsnn_forward(cfg: CubaConfig, u: np.ndarray, W_in: np.ndarray, W_h: np.ndarr
             rate = a_out * rate + g_out * s
             P[:, t, k], S[:, t, k] = p, s
         rates[:, t] = rate
-    cache = RSNNCache(cfg, u, W_in, W_h, W, P, S, s_init, c, surrogate_name, alpha, bool(detach_reset))
+    cache = RSNNCache(cfg, u, W_in, W_h, W, P, S, s_enter, mask, c, surrogate_name, alpha, bool(detach_reset))
     return rates, (v, i_syn, rate, s), cache
 
 
@@ -142,12 +155,7 @@ def rsnn_backward(cache: RSNNCache, grad_rates: np.ndarray) -> dict[str, np.ndar
         gI = np.zeros((B, N), dtype)
         for k in range(K - 1, -1, -1):
             p, s = P[:, t, k], S[:, t, k]
-            if k > 0:
-                s_prev = S[:, t, k - 1]
-            elif t > 0:
-                s_prev = S[:, t - 1, K - 1]
-            else:
-                s_prev = cache.s_init
+            s_prev = S[:, t, k - 1] if k > 0 else cache.s_enter[:, t]
             gs = gs_next + g_out * gr
             if not cache.detach_reset:
                 gs = gs + (v_reset - p) * gv
@@ -161,6 +169,9 @@ def rsnn_backward(cache: RSNNCache, grad_rates: np.ndarray) -> dict[str, np.ndar
             gi = a_syn * gi
             gr = a_out * gr
         gW_in += cache.u[:, t].T @ (r_in * gI)
+        if cache.mask is not None:      # an episode started at step t: nothing flows to the one before
+            m = cache.mask[:, t]
+            gv[m], gi[m], gr[m], gs_next[m] = 0, 0, 0, 0
     gW_h = gW
     if cache.cfg.dale:
         sign = np.ones(N, dtype=dtype)
