@@ -31,10 +31,10 @@ from scipy.stats import rankdata
 
 from refsnn._checks import check_array
 from refsnn.ec import nes
-from refsnn.kernels import cuba, rnn
+from refsnn.kernels import cuba, cuba_bptt, rnn
 from refsnn.kernels.cuba import CubaConfig
 
-__all__ = ["ECFamily", "ESFamily", "RNNFamily", "RNNConfig", "RNN_GATES", "METHODS", "rnn_shapes",
+__all__ = ["ECFamily", "ESFamily", "RNNFamily", "SGFamily", "RNNConfig", "RNN_GATES", "METHODS", "rnn_shapes",
            "make_family", "ec_gradient", "ec_rank_sums", "ec_rank_sums_task",
            "es_gradient"]
 
@@ -186,7 +186,7 @@ class ESFamily(_Family):
 
 #: gate blocks per recurrent cell of the deep-RNN baselines
 RNN_GATES = {"es-gru": 3, "es-lstm": 4}
-METHODS = ("ec", "es", *RNN_GATES)
+METHODS = ("ec", "es", *RNN_GATES, "sg-ppo")
 
 
 def rnn_shapes(method: str, obs_dim: int, hidden: int, act_dim: int) -> dict[str, tuple]:
@@ -269,6 +269,36 @@ class RNNFamily(ESFamily):
         return act, np.zeros(len(h), dtype=np.int64)
 
 
+class SGFamily(ESFamily):
+    """The deterministic SG-RSNN policy (``refsnn ec --method sg-ppo``, :mod:`refsnn.ec.ppo`), for its
+    evaluation episodes and ``refsnn play``: ``action = clip(R_out (rate @ W_out), -1, 1)`` of the
+    CuBa-LIF RSNN with dense real weights and Dale's law, run by
+    :func:`refsnn.kernels.cuba.float_env_step` with the effective recurrent weights
+    ``sign_j |W_h|``. Parameters ``W_in (obs, N)``, ``W_h``, ``W_out`` (the PPO heads ``log_std``,
+    ``w_v``, ``b_v`` are carried but unused). Only deterministic members (``index >= n_stochastic``):
+    PPO samples its own actions."""
+
+    method = "sg-ppo"
+
+    def __init__(self, cfg: CubaConfig, obs_dim: int, act_dim: int, dtype=np.float32):
+        super().__init__(cfg, obs_dim, act_dim, dtype, sigma=1.0)
+
+    def shapes(self) -> dict[str, tuple]:
+        N = self.cfg.n_neurons
+        return {"W_h": (N, N), "W_in": (self.obs_dim, N), "W_out": (N, self.act_dim), "b_v": (1,),
+                "log_std": (self.act_dim,), "w_v": (N,)}
+
+    def member(self, params, seed, generation, index, n_stochastic):
+        if index < n_stochastic:
+            raise ValueError("index: an SG-PPO policy has only deterministic members")
+        return super().member(params, seed, generation, index, n_stochastic)
+
+    def build(self, params, seed, generation, indices, n_stochastic) -> Batch:
+        eff = {"in": params["W_in"], "h": cuba_bptt.effective_recurrent(self.cfg, np.asarray(params["W_h"])),
+               "out": params["W_out"]}
+        return ESFamily.build(self, eff, seed, generation, indices, n_stochastic)
+
+
 def make_family(method: str, cfg_kwargs: dict, obs_dim: int, act_dim: int, sigma: float = 0.3):
     """Family from plain values (what a worker receives); ``cfg_kwargs["n_neurons"]`` is the RSNN's
     neurons or the RNN's hidden units."""
@@ -280,6 +310,8 @@ def make_family(method: str, cfg_kwargs: dict, obs_dim: int, act_dim: int, sigma
         return ESFamily(CubaConfig(**kw), obs_dim, act_dim, sigma=sigma)
     if method in RNN_GATES:
         return RNNFamily(method, cfg_kwargs["n_neurons"], obs_dim, act_dim, sigma=sigma)
+    if method == "sg-ppo":
+        return SGFamily(CubaConfig(n_neurons=cfg_kwargs["n_neurons"], sparsity=1.0, dale=True), obs_dim, act_dim)
     raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
 
 

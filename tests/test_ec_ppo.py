@@ -1,0 +1,106 @@
+"""SG-RSNN trained by PPO (refsnn.ec.ppo): GAE, the PPO loss's hand-written gradient against finite
+differences (relaxed mode, float64), the rollout and windows, one update, the deterministic policy."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from strategies import central_diff
+
+from refsnn.ec import ppo
+from refsnn.ec.policy import make_family
+from refsnn.ec.rollout import check_env
+from refsnn.kernels import cuba
+from refsnn.kernels.cuba_bptt import effective_recurrent
+
+
+def test_gae_by_hand():
+    r = np.array([[1.0], [2.0], [3.0]])
+    v = np.array([[0.5], [1.0], [1.5]])
+    d = np.array([[0.0], [1.0], [0.0]])       # the episode ends after step 1; step 2 starts another
+    adv, ret = ppo.gae(r, v, d, np.array([2.0]), gamma=0.9, lam=0.8)
+    d2 = 3.0 + 0.9 * 2.0 - 1.5
+    d1 = 2.0 - 1.0                            # no bootstrap after a done
+    d0 = 1.0 + 0.9 * 1.0 - 0.5
+    np.testing.assert_allclose(adv[:, 0], [d0 + 0.9 * 0.8 * d1, d1, d2])
+    np.testing.assert_allclose(ret, adv + v)
+
+
+def _mb(seed=0, M=3, L=4, obs=3, N=6, A=2, dtype=np.float64):
+    cfg = cuba.CubaConfig(n_neurons=N, dt=0.5, sim_time=2.0, sparsity=1.0, dale=True)
+    rng = np.random.default_rng(seed)
+    params = ppo.init_params(cfg, obs, A, seed, dtype=dtype)
+    params["w_v"] = rng.normal(0, 1, N)
+    params["b_v"] = np.array([0.3])
+    params["log_std"] = rng.normal(0, 0.3, A)
+    mask = np.zeros((M, L), bool)
+    mask[1, 2] = True
+    batch = {"obs": rng.normal(0, 1, (M, L, obs)),
+             "state": (rng.uniform(0, 1, (M, N)), np.zeros((M, N)), np.zeros((M, N)), np.zeros((M, N))),
+             "resets": (mask, rng.uniform(0, 1, (M, L, N))), "actions": rng.normal(0, 1, (M, L, A)),
+             "logp": rng.normal(-2, 0.5, (M, L)), "adv": rng.normal(0, 1, (M, L)), "ret": rng.normal(0, 1, (M, L)),
+             "value": rng.normal(0, 1, (M, L))}
+    return cfg, obs, params, batch
+
+
+@pytest.mark.parametrize("ent_coef", [0.0, 0.01])
+def test_ppo_loss_gradient_matches_finite_differences(ent_coef):
+    """Relaxed mode (spikes = the surrogate's primitive), undetached reset, float64: the PPO loss is
+    a smooth function away from the clip kinks and its hand-written gradient (heads + BPTT) is exact."""
+    cfg, obs, params, batch = _mb()
+    s = ppo.PPOSettings(window=4, n_steps=4, ent_coef=ent_coef, clip=0.2, detach_reset=False)
+    loss, g, st = ppo.loss_and_grads(cfg, obs, params, batch, s, relaxed=True)
+    assert np.isfinite(loss) and 0 <= st["clip_frac"] <= 1
+    for k in ppo.PARAM_KEYS:
+        fd = central_diff(lambda: ppo.loss_and_grads(cfg, obs, params, batch, s, relaxed=True)[0], params[k])
+        np.testing.assert_allclose(g[k], fd, rtol=1e-5, atol=1e-8, err_msg=k)
+
+
+def test_settings_errors_name_the_field():
+    with pytest.raises(ValueError, match="^window"):
+        ppo.PPOSettings(n_steps=100, window=16)
+    with pytest.raises(ValueError, match="^surrogate"):
+        ppo.PPOSettings(surrogate="relu")
+    with pytest.raises(ValueError, match="^gamma"):
+        ppo.PPOSettings(gamma=1.5)
+
+
+def test_rollout_windows_update_and_deterministic_policy():
+    """A short Hopper rollout: shapes, resets recorded, the windows' recomputed rates give ratio 1 and
+    the rollout's values at the first epoch; one update changes the parameters; the deterministic
+    SGFamily policy is clip(mu) of the same network."""
+    env_id = "Hopper-v5"
+    envs = [check_env(env_id, 30)[0] for _ in range(2)]
+    obs, act = envs[0].observation_space.shape[0], envs[0].action_space.shape[0]
+    cfg = ppo.sg_config(16)
+    s = ppo.PPOSettings(n_envs=2, n_steps=40, window=8, minibatch_windows=4, epochs=2)
+    params = ppo.init_params(cfg, obs, act, 0)
+    ro = ppo.collect(cfg, obs, params, envs, np.zeros(obs), np.ones(obs), 1.0, 0, 0, s)
+    assert ro["obs"].shape == (40, 2, obs) and ro["actions"].shape == (40, 2, act)
+    assert ro["reset"][0].all() and (ro["done"].sum(0) >= 1).all()     # 30-step cap: every env resets
+    ends = np.argwhere(ro["done"][:-1] > 0)
+    assert all(ro["reset"][t + 1, e] for t, e in ends)
+    adv, ret = ppo.gae(ro["reward"], ro["value"], ro["done"], ro["last_value"], s.gamma, s.gae_lambda)
+    w = ppo.make_windows(ro, adv, ret, s)
+    assert w["obs"].shape == (2 * 5, 8, obs)
+    # recomputing the windows from their recorded start states reproduces the rollout's network
+    loss, g, st = ppo.loss_and_grads(cfg, obs, params, w, s)
+    assert abs(st["approx_kl"]) < 1e-6 and st["clip_frac"] == 0.0
+    new, opt, stats = ppo.update(cfg, obs, params, ({k: np.zeros(v.shape) for k, v in params.items()},
+                                                    {k: np.zeros(v.shape) for k, v in params.items()}, 0), w, s, 0, 0)
+    assert opt[2] == 2 * 3 and stats["grad_norm"] > 0          # 10 windows / 4 per minibatch = 3, 2 epochs
+    assert not np.array_equal(new["W_h"], params["W_h"])
+    # the deterministic policy: float_env_step with the effective weights = clip(mu)
+    fam = make_family("sg-ppo", {"n_neurons": 16}, obs, act)
+    b = fam.build(params, 0, 0, [0], 0)
+    x = np.random.default_rng(0).normal(size=(1, obs))
+    state0 = tuple(a.copy() for a in b.state)
+    a_det, _ = fam.step(b, x, np.array([True]))
+    from refsnn.kernels.cuba_bptt import rsnn_forward
+    rates, _, _ = rsnn_forward(cfg, x[:, None].astype(np.float32), params["W_in"], params["W_h"], state0, d_in=obs)
+    mu, _ = ppo.heads(cfg, obs, params, rates[:, 0])
+    np.testing.assert_allclose(a_det, np.clip(mu, -1, 1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(b.arrays[1][0], effective_recurrent(cfg, params["W_h"]))
+    with pytest.raises(ValueError, match="^index"):
+        fam.build(params, 0, 0, [0], 1)
+    for e in envs:
+        e.close()
