@@ -388,7 +388,7 @@ def norse_lif_backward(grad_s: np.ndarray, h: np.ndarray, params: NorseLIFParams
     Returns
     -------
     grad_x : ndarray ``[T, ...]``
-        ``dL/dX`` (``grad_x[T-1]`` is 0: the last input reaches only the final current).
+        ``dL/dX`` (``X[t]`` reaches ``H[t]`` in its own step: the current jumps before the decay).
     grad_v0, grad_i0 : ndarray ``grad_s.shape[1:]``
         ``dL/dv0`` and ``dL/di0``, per neuron (sum over the axes ``v0``/``i0`` were broadcast along).
     """
