@@ -17,7 +17,10 @@ SoftSign has derivative ``alpha / (2 (1 + alpha |x|)^2)``), so fast_sigmoid case
 Outputs: ``s`` = the node's spikes; ``h`` (membrane before reset, which LIFNode does not expose) =
 SpikingJelly's own ``functional.lif_charge(x[t], v_seq[t-1], ...)`` applied to its own stored
 membrane sequence ``v_seq`` (``V[-1] = v_reset``, or 0 for soft reset); ``grad_x`` = autograd
-gradient of ``sum(grad_s * s)``. For surrogate cases: ``grad`` = autograd through the spiking
+gradient of ``sum(grad_s * s)``. Cases with an initial membrane (``in.v0``, ``lif.v0.*``) set the
+node's memory ``node.v = v0`` before the call (``V[-1] = v0``) and write autograd's ``grad_v0``.
+SpikingJelly subtracts the soft-reset threshold before the decay, so the ``subtract_after_decay``
+cases (snnTorch's subtract form) are not run. For surrogate cases: ``grad`` = autograd through the spiking
 surrogate, ``primitive`` = the surrogate with ``spiking=False``, ``heaviside_ge`` = its spiking
 forward; ``heaviside_gt`` is not a SpikingJelly function and is computed as ``(x > 0)`` in torch.
 """
@@ -46,21 +49,34 @@ def run_lif(params, inp):
     p = params["lif"]
     if p["surrogate"] not in SURROGATES:
         return None, f"no SpikingJelly surrogate equals {p['surrogate']!r}"
+    if p.get("subtract_after_decay", False):
+        return None, "not expressible: subtract_after_decay (LIFNode subtracts v_th before the decay)"
     relaxed = bool(params.get("relaxed"))
     sg = SURROGATES[p["surrogate"]](alpha=p["alpha_effective"], spiking=not relaxed)
     node = neuron.LIFNode(tau=p["tau"], decay_input=p["decay_input"], v_threshold=p["v_th"],
                           v_reset=p["v_reset"], detach_reset=p["detach_reset"], surrogate_function=sg,
                           step_mode="m", store_v_seq=True)
     x = torch.tensor(inp["x"], requires_grad=True)
+    if "v0" in inp:
+        v0 = torch.tensor(inp["v0"], requires_grad=True)
+        node.v = v0
+    else:
+        v0 = torch.full_like(x[0], 0.0 if p["v_reset"] is None else p["v_reset"])
     s = node(x)
     v_seq = node.v_seq
-    v0 = torch.full_like(x[0], 0.0 if p["v_reset"] is None else p["v_reset"])
     v_prev = torch.cat([v0[None], v_seq[:-1]], dim=0)
     h = torch.stack([functional.lif_charge(x[t], v_prev[t], p["tau"], p["decay_input"], p["v_reset"])
                      for t in range(x.shape[0])])
-    (gx,) = torch.autograd.grad((s * torch.tensor(inp["grad_s"])).sum(), x)
+    loss = (s * torch.tensor(inp["grad_s"])).sum()
+    out = {"s": s.detach().numpy(), "h": h.detach().numpy()}
+    if "v0" in inp:
+        gx, gv0 = torch.autograd.grad(loss, (x, v0))
+        out["grad_v0"] = gv0.numpy()
+    else:
+        (gx,) = torch.autograd.grad(loss, x)
+    out["grad_x"] = gx.numpy()
     note = "" if p["threshold"] == ">=" else "runs with SpikingJelly's '>=' (case uses '>')"
-    return {"s": s.detach().numpy(), "h": h.detach().numpy(), "grad_x": gx.numpy()}, note
+    return out, note
 
 
 def run_surrogate(params, inp):
