@@ -104,3 +104,53 @@ def test_rollout_windows_update_and_deterministic_policy():
         fam.build(params, 0, 0, [0], 1)
     for e in envs:
         e.close()
+
+
+def _tiny(tmp_path, name, **kw):
+    from refsnn.commands.ec import ECConfig
+    base = dict(method="sg-ppo", neurons=16, generations=3, ppo_envs=2, ppo_steps=32, ppo_window=8,
+                ppo_minibatch=4, ppo_epochs=2, eval_members=2, max_steps=60, workers=0, out=str(tmp_path / name))
+    base.update(kw)
+    return ECConfig(**base)
+
+
+def _train(cfg, **kw):
+    from refsnn.commands.ec import run
+    return run(cfg, log=lambda *a: None, **kw)
+
+
+def test_sgppo_command_resumes_exactly_plays_and_ignores_workers(tmp_path):
+    import json
+
+    from refsnn.commands import play as play_cmd
+    from refsnn.commands.play import PlayConfig
+    from refsnn.io import load_npz
+    full = _train(_tiny(tmp_path, "full"))
+    _train(_tiny(tmp_path, "part", generations=1))
+    part = _train(_tiny(tmp_path, "part", resume=True))
+    _train(_tiny(tmp_path, "w2", workers=2))            # the deterministic episodes on a process pool
+    a = load_npz(tmp_path / "full" / "checkpoint.npz")
+    for other in ("part", "w2"):
+        b = load_npz(tmp_path / other / "checkpoint.npz")
+        for k in a:
+            if k.startswith(("param.", "opt.", "norm.", "rnorm.")):
+                np.testing.assert_array_equal(a[k], b[k], err_msg=f"{other} {k}")
+    assert full["final_deterministic_return"] == part["final_deterministic_return"]
+    assert full["generations"] == 3 and full["env_steps"] > 3 * 2 * 32
+    rep = play_cmd.run(PlayConfig(str(tmp_path / "full"), replay=True))
+    assert rep["mean_return"] == rep["recorded_det_return"] == full["final_deterministic_return"]
+    conf = json.loads((tmp_path / "full" / "config.json").read_text())
+    assert (conf["lr"], conf["surrogate"], conf["detach_reset"]) == (3e-4, "atan", True)
+    with pytest.raises(ValueError, match=r"different settings for \['surrogate'\]"):
+        _train(_tiny(tmp_path, "full", generations=4, resume=True, surrogate="sigmoid"))
+
+
+def test_sgppo_options_errors_name_the_option():
+    from refsnn.commands.ec import ECConfig
+    with pytest.raises(ValueError, match="^ppo_window"):
+        ECConfig(method="sg-ppo", ppo_steps=100, ppo_window=16)
+    with pytest.raises(ValueError, match="^ppo_gamma"):
+        ECConfig(method="sg-ppo", ppo_gamma=2.0)
+    with pytest.raises(ValueError, match="^surrogate_alpha"):
+        ECConfig(method="sg-ppo", surrogate_alpha=-1.0)
+    assert ECConfig(method="sg-ppo").lr == 3e-4 and ECConfig(method="sg-ppo", population=7).population == 7

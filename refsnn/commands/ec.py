@@ -53,11 +53,15 @@ import numpy as np
 
 from refsnn._checks import check_choice, check_float, check_int
 from refsnn.commands.config import option, to_dict
+from refsnn.ec import ppo
 from refsnn.ec.deploy import deployed_arrays
+from refsnn.ec.nes import adam_load_state_arrays as nes_adam_load
+from refsnn.ec.nes import adam_state_arrays as nes_adam_arrays
 from refsnn.ec.policy import METHODS, RNN_GATES
 from refsnn.ec.rollout import Evaluator, RunningNorm, check_env
 from refsnn.ec.strategy import make_strategy
 from refsnn.io import atomic_savez, load_npz, parse_json
+from refsnn.kernels.surrogate import NAMES as SURROGATES
 from refsnn.runs import RunDir, fmt_hms
 
 __all__ = ["ECConfig", "CONFIG", "RUN_KEYS", "COLUMNS", "run", "main", "resolve_fitness_shift",
@@ -79,13 +83,15 @@ class ECConfig:
     """Options of ``refsnn ec`` (CleanRL style: the defaults are the CPU defaults of the module docstring)."""
     env: str = option("Hopper-v5", "Gymnasium environment id (1-D Box observation and action)")
     method: str = option("ec", "ec: Evolving Connectivity; es: the ES-RSNN baseline; es-gru, es-lstm: the "
-                         "deep-RNN baselines (OpenAI-ES on a GRU / LSTM policy)", choices=METHODS)
+                         "deep-RNN baselines (OpenAI-ES on a GRU / LSTM policy); sg-ppo: the RSNN with real "
+                         "weights trained by PPO through surrogate gradients (--generations = PPO iterations)",
+                         choices=METHODS)
     generations: int = option(200, "generations to run (in total, counting those of a resumed run)")
     population: int = option(128, "stochastic members P per generation (paper: 10,112 on a GPU)")
     eval_members: int = option(4, "deterministic evaluation members E per generation (paper: 128)")
     max_steps: int = option(1000, "episode cap in environment steps")
     lr: float | None = option(None, "Adam learning rate (default: 0.15 for ec and es, the reference code's; 0.01 for "
-                              "es-gru and es-lstm, es_dense.py's)")
+                              "es-gru and es-lstm, es_dense.py's; 3e-4 for sg-ppo, CleanRL's)")
     eps: float = option(1e-3, "EC: clip rho to [eps, 1 - eps]")
     kl_max: float = option(0.0, "EC: trust region, mean KL(B(rho_old) || B(rho_new)) per connection <= KL_MAX "
                            "nats per generation (SATR's idea, fixed radius; 0 = off, the reference code)")
@@ -110,12 +116,29 @@ class ECConfig:
     executor: str = option("local", "local process pool, or a dask.distributed cluster (needs "
                            "refsnn[distributed])", choices=("local", "dask"))
     scheduler: str = option("", "dask scheduler address for --executor dask (e.g. tcp://host:8786)")
+    # SG-PPO (refsnn.ec.ppo; CleanRL ppo_continuous_action defaults where they apply)
+    ppo_envs: int = option(4, "sg-ppo: environments stepped in lock-step per iteration")
+    ppo_steps: int = option(512, "sg-ppo: steps per environment per iteration (fresh episodes each iteration)")
+    ppo_window: int = option(16, "sg-ppo: truncated-BPTT window in environment steps (divides --ppo-steps)")
+    ppo_minibatch: int = option(32, "sg-ppo: windows per minibatch")
+    ppo_epochs: int = option(4, "sg-ppo: passes over the rollout per iteration")
+    ppo_gamma: float = option(0.99, "sg-ppo: discount")
+    ppo_lambda: float = option(0.95, "sg-ppo: GAE lambda")
+    ppo_clip: float = option(0.2, "sg-ppo: ratio and value clip")
+    ppo_ent_coef: float = option(0.0, "sg-ppo: entropy bonus")
+    ppo_vf_coef: float = option(0.5, "sg-ppo: value-loss weight")
+    ppo_max_grad_norm: float = option(0.5, "sg-ppo: global gradient-norm clip")
+    surrogate: str = option("atan", "sg-ppo: surrogate gradient of the spike (the paper's Figure 4 varies it)",
+                            choices=SURROGATES)
+    surrogate_alpha: float | None = option(None, "sg-ppo: surrogate scale alpha (default: the surrogate's, "
+                                           "SPEC §2.2)")
+    detach_reset: bool = option(True, "sg-ppo: no gradient through the reset's spike")
 
     def __post_init__(self):
         check_choice("method", self.method, METHODS)
         rnn = self.method in RNN_GATES     # the reference code's per-method defaults
         if self.lr is None:
-            self.lr = 0.01 if rnn else 0.15
+            self.lr = 3e-4 if self.method == "sg-ppo" else 0.01 if rnn else 0.15
         if self.sigma is None:
             self.sigma = 0.02 if rnn else 0.3
         if self.neurons is None:
@@ -137,7 +160,7 @@ class ECConfig:
         check_float("weight_decay", self.weight_decay, lo=0.0)
         if self.fitness_shift is not None:
             check_float("fitness_shift", self.fitness_shift)
-        if self.method != "ec" and self.population % 2:
+        if self.method in ("es", *RNN_GATES) and self.population % 2:
             raise ValueError(f"population: ES uses antithetic pairs, expected an even number, got "
                              f"{self.population}")
         if isinstance(self.out, os.PathLike):
@@ -146,17 +169,44 @@ class ECConfig:
             raise ValueError(f"out: expected a directory path, got {self.out!r}")
         if self.resume and self.overwrite:
             raise ValueError("overwrite: cannot both resume a run (--resume) and start it again (--overwrite)")
+        if self.method == "sg-ppo":
+            try:
+                ppo_settings(self)
+            except ValueError as e:   # name the option, not PPOSettings' field
+                name, _, rest = str(e).partition(":")
+                raise ValueError(f"{_PPO_OPTION.get(name, name)}:{rest}") from None
         if self.executor == "dask" and not self.scheduler:
             raise ValueError("scheduler: --executor dask needs --scheduler ADDRESS (e.g. tcp://host:8786)")
 
 
 CONFIG = ECConfig
 
+
+# PPOSettings field -> ECConfig option
+_PPO_OPTION = {"n_envs": "ppo_envs", "n_steps": "ppo_steps", "window": "ppo_window",
+               "minibatch_windows": "ppo_minibatch", "epochs": "ppo_epochs", "gamma": "ppo_gamma",
+               "gae_lambda": "ppo_lambda", "clip": "ppo_clip", "ent_coef": "ppo_ent_coef", "vf_coef": "ppo_vf_coef",
+               "max_grad_norm": "ppo_max_grad_norm", "alpha": "surrogate_alpha"}
+
+
+def ppo_settings(cfg: ECConfig) -> ppo.PPOSettings:
+    """The :class:`refsnn.ec.ppo.PPOSettings` of an ``--method sg-ppo`` config."""
+    return ppo.PPOSettings(n_envs=cfg.ppo_envs, n_steps=cfg.ppo_steps, window=cfg.ppo_window,
+                           minibatch_windows=cfg.ppo_minibatch, epochs=cfg.ppo_epochs, lr=cfg.lr, gamma=cfg.ppo_gamma,
+                           gae_lambda=cfg.ppo_lambda, clip=cfg.ppo_clip, ent_coef=cfg.ppo_ent_coef,
+                           vf_coef=cfg.ppo_vf_coef, max_grad_norm=cfg.ppo_max_grad_norm, surrogate=cfg.surrogate,
+                           alpha=cfg.surrogate_alpha, detach_reset=cfg.detach_reset)
+
 # keys that define a run: a checkpoint is only resumed with the same values
 RUN_KEYS = ("env", "method", "population", "eval_members", "max_steps", "lr", "eps", "gradient", "sigma",
-            "weight_decay", "neurons", "seed", "fitness_shift", "kl_max")
+            "weight_decay", "neurons", "seed", "fitness_shift", "kl_max", "ppo_envs", "ppo_steps", "ppo_window",
+            "ppo_minibatch", "ppo_epochs", "ppo_gamma", "ppo_lambda", "ppo_clip", "ppo_ent_coef", "ppo_vf_coef",
+            "ppo_max_grad_norm", "surrogate", "surrogate_alpha", "detach_reset")
 # run keys added after runs existed, with the value those runs had
-_ADDED_KEYS = {"kl_max": 0.0}
+_ADDED_KEYS = {"kl_max": 0.0, "ppo_envs": 4, "ppo_steps": 512, "ppo_window": 16, "ppo_minibatch": 32,
+               "ppo_epochs": 4, "ppo_gamma": 0.99, "ppo_lambda": 0.95, "ppo_clip": 0.2, "ppo_ent_coef": 0.0,
+               "ppo_vf_coef": 0.5, "ppo_max_grad_norm": 0.5, "surrogate": "atan", "surrogate_alpha": None,
+               "detach_reset": True}
 
 COLUMNS = ("generation", "mean_return", "max_return", "det_return", "rho_entropy", "firing_rate_hz",
            "env_steps", "steps_per_s", "policy_over_env", "elapsed_s")
@@ -193,6 +243,8 @@ def run(cfg: ECConfig, *, log=print, executor=None, chunks: int | None = None) -
     ``executor``: any ``concurrent.futures.Executor`` to evaluate on instead of ``cfg.workers`` /
     ``cfg.executor``, split into ``chunks`` tasks per generation (default ``max(1, cfg.workers)``).
     """
+    if cfg.method == "sg-ppo":
+        return _run_sgppo(cfg, log=log, executor=executor, chunks=chunks)
     env, obs_dim, act_dim = check_env(cfg.env, cfg.max_steps)
     shift = resolve_fitness_shift(cfg, env)
     env.close()
@@ -236,6 +288,139 @@ def run(cfg: ECConfig, *, log=print, executor=None, chunks: int | None = None) -
                 summary = _summary(cfg, info, row, prog, shift)
                 rd.write_summary(summary)
     return summary
+
+
+_PPO_CHECKPOINT_KEYS = ("config_json", "generation", "history", "opt.t", "norm.count", "norm.mean", "norm.m2",
+                        "rnorm.count", "rnorm.mean", "rnorm.m2", "env_steps", "wall_seconds", "best_det")
+
+
+def _run_sgppo(cfg: ECConfig, *, log, executor, chunks) -> dict:
+    """``--method sg-ppo``: PPO iterations (:mod:`refsnn.ec.ppo`) in the same run directory, metrics,
+    checkpoint and deployed files as EC. Per iteration: a rollout of ``ppo_envs x ppo_steps`` steps
+    (in-process), the deterministic policy's ``eval_members`` episodes through the executor (the
+    ``det_return``; ``deployed.npz`` holds those parameters), then the PPO update; the observation
+    normaliser (rollout observations) and the reward scale (the standard deviation of the discounted
+    return, per environment from each episode's start) are updated after the iteration, in
+    environment order."""
+    env, obs_dim, act_dim = check_env(cfg.env, cfg.max_steps)
+    env.close()
+    s = ppo_settings(cfg)
+    net = ppo.sg_config(cfg.neurons)
+    with RunDir(cfg.out, config=to_dict(cfg), resume_keys=RUN_KEYS, resume=cfg.resume, overwrite=cfg.overwrite,
+                columns=COLUMNS, stored_config=_stored_config, added_keys=_ADDED_KEYS) as rd:
+        params = ppo.init_params(net, obs_dim, act_dim, cfg.seed)
+        keys = ppo.PARAM_KEYS
+        m = {k: np.zeros(params[k].shape) for k in keys}
+        v = {k: np.zeros(params[k].shape) for k in keys}
+        t_adam, start = 0, 0
+        norm, rnorm, prog = RunningNorm(obs_dim), RunningNorm(1), _Progress()
+        if rd.resuming:
+            z = rd.load_checkpoint(required=_PPO_CHECKPOINT_KEYS)
+            try:
+                for k in keys:
+                    a = z.get(f"param.{k}")
+                    if a is None or a.shape != params[k].shape:
+                        raise ValueError(f"param.{k}: missing or of the wrong shape (expected {params[k].shape})")
+                    params[k] = a.astype(params[k].dtype)
+                m, v, t_adam = nes_adam_load(z, {k: params[k].shape for k in keys})
+                norm.load_state_arrays(z)
+                rnorm.load_state_arrays({"norm." + k[6:]: z[k] for k in ("rnorm.count", "rnorm.mean", "rnorm.m2")})
+            except ValueError as e:
+                raise ValueError(f"{rd.checkpoint_path}: corrupt checkpoint ({e})") from None
+            start = int(z["generation"])
+            prog.history = z["history"].astype(np.float64).reshape(-1, len(COLUMNS))
+            prog.env_steps, prog.wall_prev = int(z["env_steps"]), float(z["wall_seconds"])
+            prog.best = float(z["best_det"])
+            log(f"resuming {rd.path} at iteration {start}")
+        log(f"refsnn ec: SG-RSNN trained by PPO on {cfg.env} (obs {obs_dim}, act {act_dim}), N={cfg.neurons}, "
+            f"{s.n_envs} envs x {s.n_steps} steps per iteration, BPTT window {s.window}, surrogate {s.surrogate}"
+            f"{'' if s.alpha is None else f'({s.alpha:g})'}, lr {s.lr:g}, {cfg.generations} iterations, "
+            f"{cfg.eval_members} deterministic episodes per iteration, seed={cfg.seed} -> {rd.path}")
+        envs = [check_env(cfg.env, cfg.max_steps)[0] for _ in range(s.n_envs)]
+        summary = rd.read_summary()
+        try:
+            with _evaluator(cfg, executor, chunks) as evaluator:
+                for it in range(start, cfg.generations):
+                    t0 = time.perf_counter()
+                    mean, std = norm.frozen()
+                    r_std = float(rnorm.std()[0]) if rnorm.count >= 2 else 1.0
+                    t_env0 = time.perf_counter()
+                    ro = ppo.collect(net, obs_dim, params, envs, mean, std, r_std, cfg.seed, it, s)
+                    t_roll = time.perf_counter() - t_env0
+                    det = {"returns": np.zeros(0), "lengths": np.zeros(0, np.int64), "spikes": np.zeros(0),
+                           "n_neurons": cfg.neurons, "n_substeps": net.n_substeps, "dt": net.dt}
+                    if cfg.eval_members:
+                        det = evaluator.evaluate(method="sg-ppo", cfg_kwargs={"n_neurons": cfg.neurons}, sigma=1.0,
+                                                 env_id=cfg.env, max_steps=cfg.max_steps, params=params, norm=norm,
+                                                 seed=cfg.seed, generation=it, n_stochastic=0, n_eval=cfg.eval_members)
+                    deployed_params = params
+                    adv, ret = ppo.gae(ro["reward"], ro["value"], ro["done"], ro["last_value"], s.gamma, s.gae_lambda)
+                    windows = ppo.make_windows(ro, adv, ret, s)
+                    params, (m, v, t_adam), stats = ppo.update(net, obs_dim, params, (m, v, t_adam), windows, s,
+                                                               cfg.seed, it)
+                    _merge_ppo_statistics(norm, rnorm, ro, s.gamma)
+                    steps = s.n_envs * s.n_steps + int(det["lengths"].sum())
+                    prog.env_steps += steps
+                    prog.gen_times.append(time.perf_counter() - t0)
+                    eps_ret = np.array([r for r, _ in ro["episodes"]])
+                    det_ret = float(det["returns"].mean()) if cfg.eval_members else float("nan")
+                    n_det = int(det["lengths"].sum())
+                    rate = float(det["spikes"].sum()) / max(1, n_det * cfg.neurons * net.n_substeps) / (net.dt * 1e-3)
+                    row = np.array([it + 1, eps_ret.mean() if eps_ret.size else np.nan,
+                                    eps_ret.max() if eps_ret.size else np.nan, det_ret, np.nan, rate, prog.env_steps,
+                                    steps / max(prog.gen_times[-1], 1e-9),
+                                    (prog.gen_times[-1] - t_roll) / max(t_roll, 1e-9), prog.elapsed()])
+                    prog.history = np.vstack([prog.history, row[None]])
+                    improved = cfg.eval_members > 0 and det_ret > prog.best
+                    prog.best = det_ret if improved else prog.best
+                    eta = float(np.mean(prog.gen_times[-10:])) * (cfg.generations - it - 1)
+                    log(f"iter {it + 1:4d}/{cfg.generations}  episodes {len(eps_ret):3d} return mean "
+                        f"{row[1]:8.1f} max {row[2]:8.1f}  det {det_ret:8.1f}  kl {stats['approx_kl']:.4f} clip "
+                        f"{stats['clip_frac']:.2f} std {float(np.exp(params['log_std']).mean()):.3f}  "
+                        f"rate {rate:5.1f} Hz  "
+                        f"{row[7]:6.0f} steps/s  elapsed {fmt_hms(row[9])}  ETA {fmt_hms(eta)}")
+                    dep = deployed_arrays(to_dict(cfg), deployed_params, mean, std, generation=it + 1,
+                                          det_return=det_ret)
+                    atomic_savez(rd.file("deployed.npz"), dep)
+                    if improved:
+                        atomic_savez(rd.file("best_deployed.npz"), dep)
+                    ck = {f"param.{k}": params[k] for k in keys}
+                    ck.update(nes_adam_arrays(m, v, t_adam))
+                    ck.update(norm.state_arrays())
+                    ck.update({"rnorm." + k[5:]: a for k, a in rnorm.state_arrays().items()})
+                    ck.update({"generation": np.array(it + 1, np.int64), "history": prog.history,
+                               "env_steps": np.array(prog.env_steps, np.int64), "wall_seconds": np.array(row[9]),
+                               "best_det": np.array(prog.best),
+                               "config_json": np.array(json.dumps(to_dict(cfg), sort_keys=True))})
+                    rd.save_checkpoint(ck)
+                    _write_outputs(rd, cfg, prog)
+                    summary = {"method": cfg.method, "env": cfg.env,
+                               "final_deterministic_return": _finite_or_none(det_ret),
+                               "best_deterministic_return": _finite_or_none(prog.best),
+                               "final_mean_return": _finite_or_none(float(row[1])), "generations": it + 1,
+                               "env_steps": prog.env_steps, "wall_seconds": float(row[9]), "population": cfg.population,
+                               "eval_members": cfg.eval_members, "seed": cfg.seed, "neurons": cfg.neurons,
+                               "fitness_shift": None, "ppo": {k: float(val) for k, val in stats.items()}}
+                    rd.write_summary(summary)
+        finally:
+            for e in envs:
+                e.close()
+    return summary
+
+
+def _merge_ppo_statistics(norm: RunningNorm, rnorm: RunningNorm, ro: dict, gamma: float) -> None:
+    """After an iteration: the rollout's raw observations into the observation normaliser and its
+    discounted returns (``G = gamma G + r``, restarted at each episode start) into the reward scale,
+    environment by environment."""
+    T, E = ro["raw_reward"].shape
+    for e in range(E):
+        x = ro["raw_obs"][:, e]
+        norm.merge(T, x.mean(0), ((x - x.mean(0)) ** 2).sum(0))
+        G, g = np.empty(T), 0.0
+        for t in range(T):
+            g = (0.0 if ro["reset"][t, e] else gamma * g) + ro["raw_reward"][t, e]
+            G[t] = g
+        rnorm.merge(T, np.array([G.mean()]), np.array([((G - G.mean()) ** 2).sum()]))
 
 
 def main(cfg: ECConfig) -> int:

@@ -83,7 +83,9 @@ def run(cfg: PlayConfig) -> dict:
     cap = int(conf["max_steps"] if cfg.max_steps is None else cfg.max_steps)
     env, obs_dim, act_dim = check_env(conf["env"], cap)
     env.close()
-    act = params["out"].shape[1] if "out" in params else params["w_out"].shape[0]   # RSNN or RNN readout
+    # the readout's action count: RSNN "out" (N, A), RNN "w_out" (A, H), SG-PPO "W_out" (N, A)
+    act = params["out"].shape[1] if "out" in params else (params["w_out"].shape[0] if "w_out" in params
+                                                          else params["W_out"].shape[1])
     stored = (int(conf["norm_mean"].size), int(act))
     if stored != (obs_dim, act_dim):
         raise ValueError(f"run_dir: the network in {run_dir} has {stored[0]} observations and {stored[1]} actions, "
@@ -91,7 +93,9 @@ def run(cfg: PlayConfig) -> dict:
     net = (conf["method"], {"n_neurons": int(conf["neurons"])}, float(conf["sigma"]), conf["env"], cap, params,
            conf["norm_mean"], conf["norm_std"])
     if cfg.replay:
-        P, E, g = int(conf["population"]), int(conf["eval_members"]), int(conf["generation"]) - 1
+        # SG-PPO evaluates deterministic members 0..E-1 (its samples are PPO's own, not members)
+        P = 0 if conf["method"] == "sg-ppo" else int(conf["population"])
+        E, g = int(conf["eval_members"]), int(conf["generation"]) - 1
         if E < 1:
             raise ValueError(f"replay: the run in {run_dir} had no deterministic evaluation members")
         # generation g's evaluation: stochastic members 0..P-1 come first, the deterministic ones follow

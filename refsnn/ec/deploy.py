@@ -14,7 +14,9 @@ members evaluated in one generation, ready for ``refsnn play`` or another backen
   ``theta = rho > 0.5`` flattened in C order and packed with ``numpy.packbits(..., bitorder="little")``,
   and ``shape.<k>`` (int64) its shape; ES-RSNN: ``w.<k>``, the centre weights as float32; ES-GRU /
   ES-LSTM (``method`` ``"es-gru"`` / ``"es-lstm"``): ``w.<k>`` for ``k`` in ``w_ih, w_hh, b_ih, b_hh,
-  w_out, b_out`` (PyTorch's ``GRUCell`` / ``LSTMCell`` + ``Linear`` layouts, float32).
+  w_out, b_out`` (PyTorch's ``GRUCell`` / ``LSTMCell`` + ``Linear`` layouts, float32); SG-PPO
+  (``"sg-ppo"``): ``w.<k>`` for ``k`` in ``W_in, W_h, W_out`` (``W_h`` as trained: Dale's signs are
+  applied when it is used) and the PPO heads ``log_std, w_v, b_v``.
 
 This module only converts between that dict of arrays and Python values; the commands read and
 write the file (:func:`refsnn.io.atomic_savez`, :func:`refsnn.io.load_npz`).
@@ -36,7 +38,7 @@ import numpy as np
 
 from refsnn._checks import check_float, check_int
 from refsnn.ec import nes
-from refsnn.ec.policy import METHODS, RNN_GATES, rnn_shapes
+from refsnn.ec.policy import METHODS, RNN_GATES, rnn_shapes, sg_shapes
 from refsnn.io import parse_json
 
 __all__ = ["FORMAT", "deployed_arrays", "from_deployed_arrays"]
@@ -117,8 +119,8 @@ def from_deployed_arrays(arrays: Mapping[str, np.ndarray]) -> tuple[dict, dict[s
     if (std <= 0).any():
         raise ValueError("norm.std: expected positive values")
     obs = mean.size
-    if method in RNN_GATES:
-        params = _rnn_params(arrays, method, obs, N)
+    if method in RNN_GATES or method == "sg-ppo":
+        params = _named_params(arrays, method, obs, N)
     else:
         params = _rsnn_params(arrays, method, obs, N)
     conf["norm_mean"], conf["norm_std"] = mean, std
@@ -139,16 +141,18 @@ def _float_weights(arrays, name: str) -> np.ndarray:
     return w.astype(np.float64)
 
 
-def _rnn_params(arrays, method: str, obs: int, H: int) -> dict[str, np.ndarray]:
-    """ES-GRU / ES-LSTM weights: exactly the keys of :func:`refsnn.ec.policy.rnn_shapes`, with the
-    shapes that the observations, the hidden units and the readout's action count imply."""
+def _named_params(arrays, method: str, obs: int, H: int) -> dict[str, np.ndarray]:
+    """ES-GRU / ES-LSTM / SG-PPO weights: exactly the keys of :func:`refsnn.ec.policy.rnn_shapes` /
+    :func:`refsnn.ec.policy.sg_shapes`, with the shapes that the observations, the hidden units
+    (neurons) and the readout's action count imply."""
     keys = sorted(k[2:] for k in arrays if k.startswith("w."))
-    out = arrays.get("w.w_out")
-    act = int(np.shape(out)[0]) if out is not None and np.ndim(out) == 2 else 0
+    name, axis = ("w.W_out", 1) if method == "sg-ppo" else ("w.w_out", 0)
+    out = arrays.get(name)
+    act = int(np.shape(out)[axis]) if out is not None and np.ndim(out) == 2 else 0
     if not 1 <= act <= MAX_ACTIONS:
-        raise ValueError(f"w.w_out: expected (act, {H}) with 1 <= act <= {MAX_ACTIONS}, got "
+        raise ValueError(f"{name}: expected {act} actions (1..{MAX_ACTIONS}) with {H} hidden units, got "
                          f"{None if out is None else np.shape(out)}")
-    want = rnn_shapes(method, obs, H, act)
+    want = sg_shapes(obs, H, act) if method == "sg-ppo" else rnn_shapes(method, obs, H, act)
     if keys != sorted(want):
         raise ValueError(f"w.*: expected {['w.' + k for k in sorted(want)]} for method {method!r}, got "
                          f"{['w.' + k for k in keys]}")

@@ -35,7 +35,7 @@ from refsnn.kernels import cuba, cuba_bptt, rnn
 from refsnn.kernels.cuba import CubaConfig
 
 __all__ = ["ECFamily", "ESFamily", "RNNFamily", "SGFamily", "RNNConfig", "RNN_GATES", "METHODS", "rnn_shapes",
-           "make_family", "ec_gradient", "ec_rank_sums", "ec_rank_sums_task",
+           "sg_shapes", "make_family", "ec_gradient", "ec_rank_sums", "ec_rank_sums_task",
            "es_gradient"]
 
 
@@ -197,6 +197,13 @@ def rnn_shapes(method: str, obs_dim: int, hidden: int, act_dim: int) -> dict[str
             "w_ih": (G * H, int(obs_dim)), "w_out": (int(act_dim), H)}
 
 
+def sg_shapes(obs_dim: int, neurons: int, act_dim: int) -> dict[str, tuple]:
+    """Parameter shapes of the SG-PPO policy (:mod:`refsnn.ec.ppo`): the RSNN's ``W_in``, ``W_h``,
+    ``W_out`` and the PPO heads ``log_std``, ``w_v``, ``b_v``."""
+    N, A = int(neurons), int(act_dim)
+    return {"W_h": (N, N), "W_in": (int(obs_dim), N), "W_out": (N, A), "b_v": (1,), "log_std": (A,), "w_v": (N,)}
+
+
 @dataclass(frozen=True)
 class RNNConfig:
     """What the rollout reads of a family's network config: ``n_neurons`` (here the hidden units),
@@ -284,9 +291,7 @@ class SGFamily(ESFamily):
         super().__init__(cfg, obs_dim, act_dim, dtype, sigma=1.0)
 
     def shapes(self) -> dict[str, tuple]:
-        N = self.cfg.n_neurons
-        return {"W_h": (N, N), "W_in": (self.obs_dim, N), "W_out": (N, self.act_dim), "b_v": (1,),
-                "log_std": (self.act_dim,), "w_v": (N,)}
+        return sg_shapes(self.obs_dim, self.cfg.n_neurons, self.act_dim)
 
     def member(self, params, seed, generation, index, n_stochastic):
         if index < n_stochastic:
