@@ -590,3 +590,12 @@ def test_norse_matches_norse(dtype, box):
     if not box:
         assert np.array_equal(torch.stack(iis).detach().numpy(), i)
         np.testing.assert_allclose(got[2].numpy(), gi0, **tol)
+
+
+# ---- SPEC §2.3 as corrected by issue 24: n_exc = round(N * ratio), halves to even --------------------
+
+def test_excitatory_count_rounds_half_to_even():
+    from refsnn.kernels.cuba import CubaConfig
+
+    got = {n: CubaConfig(n_neurons=n).n_exc for n in (2, 3, 4, 5, 7, 9, 11, 256)}
+    assert got == {2: 1, 3: 2, 4: 2, 5: 2, 7: 4, 9: 4, 11: 6, 256: 128}
