@@ -411,3 +411,14 @@ def test_fitness_shift_auto_is_the_alive_bonus():
         env.close()
     with pytest.raises(ValueError, match="^fitness_shift"):
         ECConfig(fitness_shift=float("nan"))
+
+
+def test_env_step_budget_stops_after_the_generation_that_reaches_it(tmp_path):
+    """--max-env-steps ends the run after the generation that reaches it; the run is resumable with a
+    larger budget (not a run setting) and continues exactly as the uninterrupted run."""
+    full = train(_tiny(tmp_path, "full", generations=3))
+    s = train(_tiny(tmp_path, "b", generations=3, max_env_steps=1))
+    assert s["generations"] == 1
+    s = train(_tiny(tmp_path, "b", generations=3, resume=True, max_env_steps=10**9, max_minutes=60.0))
+    assert s["generations"] == 3 and s["final_deterministic_return"] == full["final_deterministic_return"]
+    _same_run(tmp_path / "full", tmp_path / "b")

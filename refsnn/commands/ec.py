@@ -110,6 +110,9 @@ class ECConfig:
     chunk_size: int = option(256, "at most this many members per rollout task (bounds a worker's memory, "
                              "about 1.9 MB per Humanoid-v5 member at N=256, 0.7 GB per worker at 256); results do "
                              "not depend on it")
+    max_env_steps: int = option(0, "stop after the generation that reaches this many env steps (0 = no limit; "
+                                "not a run setting: a resumed run may change it)")
+    max_minutes: float = option(0.0, "stop after the generation that reaches this much wall time (0 = no limit)")
     out: str = option("runs/ec", "output directory")
     resume: bool = option(False, "continue the run in --out from its checkpoint.npz")
     overwrite: bool = option(False, "start again in an --out that holds a run (its files are replaced)")
@@ -153,6 +156,8 @@ class ECConfig:
         check_int("seed", self.seed, lo=0)
         check_int("workers", self.workers, lo=0)
         check_int("chunk_size", self.chunk_size, lo=1)
+        check_int("max_env_steps", self.max_env_steps, lo=0)
+        check_float("max_minutes", self.max_minutes, lo=0.0)
         check_float("lr", self.lr, lo=0.0)
         check_float("eps", self.eps, lo=0.0, hi=0.5)
         check_float("kl_max", self.kl_max, lo=0.0)
@@ -287,6 +292,8 @@ def run(cfg: ECConfig, *, log=print, executor=None, chunks: int | None = None) -
                 _write_outputs(rd, cfg, prog)
                 summary = _summary(cfg, info, row, prog, shift)
                 rd.write_summary(summary)
+                if _budget_spent(cfg, prog, log):
+                    break
     return summary
 
 
@@ -402,6 +409,8 @@ def _run_sgppo(cfg: ECConfig, *, log, executor, chunks) -> dict:
                                "eval_members": cfg.eval_members, "seed": cfg.seed, "neurons": cfg.neurons,
                                "fitness_shift": None, "ppo": {k: float(val) for k, val in stats.items()}}
                     rd.write_summary(summary)
+                    if _budget_spent(cfg, prog, log):
+                        break
         finally:
             for e in envs:
                 e.close()
@@ -421,6 +430,17 @@ def _merge_ppo_statistics(norm: RunningNorm, rnorm: RunningNorm, ro: dict, gamma
             g = (0.0 if ro["reset"][t, e] else gamma * g) + ro["raw_reward"][t, e]
             G[t] = g
         rnorm.merge(T, np.array([G.mean()]), np.array([((G - G.mean()) ** 2).sum()]))
+
+
+def _budget_spent(cfg: ECConfig, prog: _Progress, log) -> bool:
+    """``--max-env-steps`` / ``--max-minutes`` reached (checked after each completed generation)."""
+    if cfg.max_env_steps and prog.env_steps >= cfg.max_env_steps:
+        log(f"stopping: {prog.env_steps} env steps >= --max-env-steps {cfg.max_env_steps}")
+        return True
+    if cfg.max_minutes and prog.elapsed() >= 60.0 * cfg.max_minutes:
+        log(f"stopping: {fmt_hms(prog.elapsed())} >= --max-minutes {cfg.max_minutes:g}")
+        return True
+    return False
 
 
 def main(cfg: ECConfig) -> int:
