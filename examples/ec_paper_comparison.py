@@ -1,0 +1,149 @@
+"""The EC paper's comparison on one task: EC-RSNN, ES-RSNN, ES-GRU, ES-LSTM and SG-RSNN (PPO), each
+with the same wall-clock budget and the same env-step budget; and SG-RSNN's sensitivity to the
+surrogate gradient (the paper's Figure 4).
+
+    python examples/ec_paper_comparison.py --env Hopper-v5 --seeds 0 1 2 --minutes 20 \\
+        --env-steps 2000000 --out runs/paper --png docs/img/ec_paper_comparison.png
+    python examples/ec_paper_comparison.py --sweep --env Hopper-v5 --seeds 0 --minutes 20 \\
+        --out runs/paper-sweep --png docs/img/sg_surrogate_sweep.png
+
+Every run is a `refsnn ec` run directory `OUT/<method>-s<seed>` (SG sweep: `OUT/sg-<surrogate>-a<alpha>-s<seed>`),
+run with the command's defaults for its method, until it has used both budgets: first until
+`--minutes` of wall time, then (resumed, which is exact) until `--env-steps` env steps if it has not
+reached them. Existing run directories are resumed, so the script can be stopped and started again.
+It then prints one Markdown table (per method, mean over seeds: the deterministic return at the
+wall-clock cut and at the env-step cut, the best, env steps and minutes used) and the wall-time ratio
+ES-RSNN / EC-RSNN to first reach a common return (the paper's claim (c)), and writes one PNG with the
+mean deterministic return against minutes and against env steps.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from refsnn.commands.ec import ECConfig, run
+from refsnn.kernels.surrogate import DEFAULT_ALPHA
+from refsnn.plot import line_plot_png
+
+METHODS = ("ec", "es", "es-gru", "es-lstm", "sg-ppo")
+SWEEP_SURROGATES = ("atan", "sigmoid", "triangle")
+SWEEP_SCALES = (0.5, 2.0)       # times the surrogate's default alpha
+
+
+def run_to_budgets(name: str, out: Path, minutes: float, env_steps: int, log, **kw) -> Path:
+    """Run (or resume) until both budgets are used; returns the run directory."""
+    d = out / name
+    base = dict(env=kw.pop("env"), generations=10**6, out=str(d), **kw)
+    resume = (d / "checkpoint.npz").exists()
+    s = run(ECConfig(**base, max_minutes=minutes, resume=resume), log=log)
+    if s["env_steps"] < env_steps:
+        run(ECConfig(**base, max_env_steps=env_steps, resume=True), log=log)
+    return d
+
+
+def read_metrics(d: Path) -> dict[str, np.ndarray]:
+    rows = list(csv.DictReader((d / "metrics.csv").open()))
+    return {k: np.array([float(r[k]) for r in rows]) for k in ("generation", "det_return", "env_steps", "elapsed_s")}
+
+
+def at_cut(m: dict, key: str, cut: float) -> tuple[float, float]:
+    """(last deterministic return, best) among the rows with ``m[key] <= cut``."""
+    sel = m[key] <= cut
+    if not sel.any():
+        return float("nan"), float("nan")
+    det = m["det_return"][sel]
+    return float(det[-1]), float(np.nanmax(det))
+
+
+def time_to(m: dict, threshold: float) -> float:
+    """Minutes until the deterministic return first reaches ``threshold`` (NaN if never)."""
+    hit = np.flatnonzero(m["det_return"] >= threshold)
+    return float(m["elapsed_s"][hit[0]] / 60.0) if hit.size else float("nan")
+
+
+def mean_curve(runs: list[dict], key: str, grid: np.ndarray, scale: float) -> np.ndarray:
+    """Mean over runs of the deterministic return at each grid point (last value at or before it)."""
+    ys = []
+    for m in runs:
+        x = m[key] / scale
+        idx = np.searchsorted(x, grid, side="right") - 1
+        ys.append(np.where(idx >= 0, m["det_return"][np.maximum(idx, 0)], np.nan))
+    return np.nanmean(np.array(ys), axis=0) if ys else np.full(grid.shape, np.nan)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--env", default="Hopper-v5")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--minutes", type=float, default=20.0, help="wall-clock budget per run")
+    p.add_argument("--env-steps", type=int, default=2_000_000, help="env-step budget per run")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--sweep", action="store_true", help="SG-RSNN surrogate sweep instead of the comparison")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", type=Path, default=Path("runs/paper"))
+    p.add_argument("--png", type=Path, default=Path("ec_paper_comparison.png"))
+    p.add_argument("--quiet", action="store_true")
+    a = p.parse_args(argv)
+    warnings.filterwarnings("ignore", "Mean of empty slice")   # a cut before a run's first row: NaN
+    log = (lambda *x: None) if a.quiet else print
+    groups: dict[str, list[Path]] = {}
+    if a.sweep:
+        for sur in SWEEP_SURROGATES:
+            for k in SWEEP_SCALES:
+                alpha = DEFAULT_ALPHA[sur] * k
+                label = f"sg-ppo {sur}({alpha:g})"
+                for seed in a.seeds:
+                    groups.setdefault(label, []).append(run_to_budgets(
+                        f"sg-{sur}-a{alpha:g}-s{seed}", a.out, a.minutes, a.env_steps, log, env=a.env,
+                        method="sg-ppo", seed=seed, surrogate=sur, surrogate_alpha=alpha, workers=a.workers))
+    else:
+        for method in a.methods:
+            for seed in a.seeds:
+                groups.setdefault(method, []).append(run_to_budgets(
+                    f"{method}-s{seed}", a.out, a.minutes, a.env_steps, log, env=a.env, method=method, seed=seed,
+                    workers=a.workers))
+    metrics = {g: [read_metrics(d) for d in ds] for g, ds in groups.items()}
+
+    print(f"\n{a.env}: deterministic return, mean over seeds {a.seeds} (wall budget {a.minutes:g} min, env-step "
+          f"budget {a.env_steps:,})\n")
+    print("| method | at the wall cut | at the env-step cut | best | env steps used | minutes used |")
+    print("|---|---|---|---|---|---|")
+    for g, ms in metrics.items():
+        wall = [at_cut(m, "elapsed_s", 60 * a.minutes) for m in ms]
+        steps = [at_cut(m, "env_steps", a.env_steps) for m in ms]
+        best = [float(np.nanmax(m["det_return"])) for m in ms]
+        print(f"| {g} | {np.nanmean([w[0] for w in wall]):.0f} | {np.nanmean([s[0] for s in steps]):.0f} | "
+              f"{np.mean(best):.0f} | {np.mean([m['env_steps'][-1] for m in ms]):,.0f} | "
+              f"{np.mean([m['elapsed_s'][-1] / 60 for m in ms]):.1f} |")
+    if not a.sweep and "ec" in metrics and "es" in metrics:
+        # claim (c): wall time to a common return, the lower of the two methods' mean best returns x 0.9
+        target = 0.9 * min(np.mean([np.nanmax(m["det_return"]) for m in metrics[g]]) for g in ("ec", "es"))
+        t_ec = np.nanmedian([time_to(m, target) for m in metrics["ec"]])
+        t_es = np.nanmedian([time_to(m, target) for m in metrics["es"]])
+        ratio = t_es / t_ec if t_ec > 0 else float("nan")
+        never = " (a run never reached it: NaN)" if math.isnan(ratio) else ""
+        print(f"\nclaim (c): median minutes to a deterministic return of {target:.0f}: EC {t_ec:.1f}, ES-RSNN "
+              f"{t_es:.1f}; ES-RSNN / EC = {ratio:.2f}{never}")
+    gmin = np.linspace(0, a.minutes, 61)
+    gsteps = np.linspace(0, a.env_steps / 1e6, 61)
+    series = {}
+    for g, ms in metrics.items():
+        series[f"{g} (min)"] = (gmin, mean_curve(ms, "elapsed_s", gmin, 60.0))
+    line_plot_png(a.png.with_name(a.png.stem + "_minutes.png"), None, series,
+                  title=f"{a.env}: mean deterministic return, same wall-clock budget", xlabel="minutes",
+                  ylabel="return")
+    series = {f"{g}": (gsteps, mean_curve(ms, "env_steps", gsteps, 1e6)) for g, ms in metrics.items()}
+    line_plot_png(a.png.with_name(a.png.stem + "_env_steps.png"), None, series,
+                  title=f"{a.env}: mean deterministic return, same env-step budget", xlabel="million env steps",
+                  ylabel="return")
+    print(f"wrote {a.png.stem}_minutes.png and {a.png.stem}_env_steps.png in {a.png.parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
