@@ -497,7 +497,8 @@ def lif_backward(grad_s: np.ndarray, h: np.ndarray, params: LIFParams = PRESETS[
     h = check_array("h", h, finite=False)
     check_same_shape("grad_s", grad_s, "h", h)
     check_same_dtype("grad_s", grad_s, "h", h)
-    v0 = initial_state("v0", v0, grad_s, _v0_default(params))
+    if v0 is not None or (return_grad_v0 and params.subtract_after_decay and not params.detach_reset):
+        v0 = initial_state("v0", v0, grad_s, _v0_default(params))  # checked; used only for dL/dv0
     h = np.ascontiguousarray(h)
     if out is None:
         gx = np.empty_like(grad_s)
