@@ -10,12 +10,12 @@ Adding a case: add it to the ``cases()`` of the module of its kernel (or a new m
 from __future__ import annotations
 
 from refsnn.vectors.case import Case
-from refsnn.vectors.cases import conv, cuba, ec, layers, lif, nas, network, norse_lif, surrogate
+from refsnn.vectors.cases import conv, cuba, ec, ec_baselines, layers, lif, nas, network, norse_lif, surrogate
 
 __all__ = ["MODULES", "all_cases"]
 
 #: the case modules, in manifest order
-MODULES = (lif, surrogate, conv, layers, network, cuba, ec, nas, norse_lif)
+MODULES = (lif, surrogate, conv, layers, network, cuba, ec, nas, norse_lif, ec_baselines)
 
 
 def all_cases() -> list[Case]:
