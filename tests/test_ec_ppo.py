@@ -154,3 +154,31 @@ def test_sgppo_options_errors_name_the_option():
     with pytest.raises(ValueError, match="^surrogate_alpha"):
         ECConfig(method="sg-ppo", surrogate_alpha=-1.0)
     assert ECConfig(method="sg-ppo").lr == 3e-4 and ECConfig(method="sg-ppo", population=7).population == 7
+
+
+def test_ppo_state_round_trip_and_iterate_does_not_modify_its_input():
+    env_id = "Hopper-v5"
+    envs = [check_env(env_id, 20)[0] for _ in range(2)]
+    obs, act = envs[0].observation_space.shape[0], envs[0].action_space.shape[0]
+    cfg = ppo.sg_config(8)
+    s = ppo.PPOSettings(n_envs=2, n_steps=16, window=8, minibatch_windows=2, epochs=1)
+    st0 = ppo.init_state(cfg, obs, act, 3)
+    before = {k: v.copy() for k, v in st0.state_arrays().items()}
+    st1, info = ppo.iterate(cfg, obs, st0, envs, s, 3)
+    for k, v in st0.state_arrays().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)     # a state is a value
+    assert st1.iteration == 1 and st1.t == 2 and info["steps"] == 32 and st1.obs_norm.count == 32
+    assert st1.reward_std() > 0 and st1.reward_norm.count == 32
+    back = ppo.state_from_arrays(cfg, obs, act, st1.state_arrays())
+    for k, v in st1.state_arrays().items():
+        np.testing.assert_array_equal(back.state_arrays()[k], v, err_msg=k)
+    bad = st1.state_arrays()
+    del bad["rnorm.m2"]
+    with pytest.raises(ValueError, match=r"^rnorm\.m2"):
+        ppo.state_from_arrays(cfg, obs, act, bad)
+    bad = st1.state_arrays()
+    bad["param.W_h"] = bad["param.W_h"][:2]
+    with pytest.raises(ValueError, match=r"^param\.W_h"):
+        ppo.state_from_arrays(cfg, obs, act, bad)
+    for e in envs:
+        e.close()

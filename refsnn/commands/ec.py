@@ -55,8 +55,6 @@ from refsnn._checks import check_choice, check_float, check_int
 from refsnn.commands.config import option, to_dict
 from refsnn.ec import ppo
 from refsnn.ec.deploy import deployed_arrays
-from refsnn.ec.nes import adam_load_state_arrays as nes_adam_load
-from refsnn.ec.nes import adam_state_arrays as nes_adam_arrays
 from refsnn.ec.policy import METHODS, RNN_GATES
 from refsnn.ec.rollout import Evaluator, RunningNorm, check_env
 from refsnn.ec.strategy import make_strategy
@@ -302,43 +300,16 @@ _PPO_CHECKPOINT_KEYS = ("config_json", "generation", "history", "opt.t", "norm.c
 
 
 def _run_sgppo(cfg: ECConfig, *, log, executor, chunks) -> dict:
-    """``--method sg-ppo``: PPO iterations (:mod:`refsnn.ec.ppo`) in the same run directory, metrics,
-    checkpoint and deployed files as EC. Per iteration: a rollout of ``ppo_envs x ppo_steps`` steps
-    (in-process), the deterministic policy's ``eval_members`` episodes through the executor (the
-    ``det_return``; ``deployed.npz`` holds those parameters), then the PPO update; the observation
-    normaliser (rollout observations) and the reward scale (the standard deviation of the discounted
-    return, per environment from each episode's start) are updated after the iteration, in
-    environment order."""
+    """``--method sg-ppo``: PPO iterations (:func:`refsnn.ec.ppo.iterate`) in the same run directory,
+    metrics, checkpoint and deployed files as EC. Per iteration: the deterministic policy's
+    ``eval_members`` episodes through the executor (the ``det_return``; ``deployed.npz`` holds those
+    parameters), then the iteration (rollout in-process, update, normalisers)."""
     env, obs_dim, act_dim = check_env(cfg.env, cfg.max_steps)
     env.close()
-    s = ppo_settings(cfg)
-    net = ppo.sg_config(cfg.neurons)
+    s, net = ppo_settings(cfg), ppo.sg_config(cfg.neurons)
     with RunDir(cfg.out, config=to_dict(cfg), resume_keys=RUN_KEYS, resume=cfg.resume, overwrite=cfg.overwrite,
                 columns=COLUMNS, stored_config=_stored_config, added_keys=_ADDED_KEYS) as rd:
-        params = ppo.init_params(net, obs_dim, act_dim, cfg.seed)
-        keys = ppo.PARAM_KEYS
-        m = {k: np.zeros(params[k].shape) for k in keys}
-        v = {k: np.zeros(params[k].shape) for k in keys}
-        t_adam, start = 0, 0
-        norm, rnorm, prog = RunningNorm(obs_dim), RunningNorm(1), _Progress()
-        if rd.resuming:
-            z = rd.load_checkpoint(required=_PPO_CHECKPOINT_KEYS)
-            try:
-                for k in keys:
-                    a = z.get(f"param.{k}")
-                    if a is None or a.shape != params[k].shape:
-                        raise ValueError(f"param.{k}: missing or of the wrong shape (expected {params[k].shape})")
-                    params[k] = a.astype(params[k].dtype)
-                m, v, t_adam = nes_adam_load(z, {k: params[k].shape for k in keys})
-                norm.load_state_arrays(z)
-                rnorm.load_state_arrays({"norm." + k[6:]: z[k] for k in ("rnorm.count", "rnorm.mean", "rnorm.m2")})
-            except ValueError as e:
-                raise ValueError(f"{rd.checkpoint_path}: corrupt checkpoint ({e})") from None
-            start = int(z["generation"])
-            prog.history = z["history"].astype(np.float64).reshape(-1, len(COLUMNS))
-            prog.env_steps, prog.wall_prev = int(z["env_steps"]), float(z["wall_seconds"])
-            prog.best = float(z["best_det"])
-            log(f"resuming {rd.path} at iteration {start}")
+        state, prog = _ppo_start(rd, cfg, net, obs_dim, act_dim, log)
         log(f"refsnn ec: SG-RSNN trained by PPO on {cfg.env} (obs {obs_dim}, act {act_dim}), N={cfg.neurons}, "
             f"{s.n_envs} envs x {s.n_steps} steps per iteration, BPTT window {s.window}, surrogate {s.surrogate}"
             f"{'' if s.alpha is None else f'({s.alpha:g})'}, lr {s.lr:g}, {cfg.generations} iterations, "
@@ -347,67 +318,38 @@ def _run_sgppo(cfg: ECConfig, *, log, executor, chunks) -> dict:
         summary = rd.read_summary()
         try:
             with _evaluator(cfg, executor, chunks) as evaluator:
-                for it in range(start, cfg.generations):
+                for it in range(state.iteration, cfg.generations):
                     t0 = time.perf_counter()
-                    mean, std = norm.frozen()
-                    r_std = float(rnorm.std()[0]) if rnorm.count >= 2 else 1.0
-                    t_env0 = time.perf_counter()
-                    ro = ppo.collect(net, obs_dim, params, envs, mean, std, r_std, cfg.seed, it, s)
-                    t_roll = time.perf_counter() - t_env0
-                    det = {"returns": np.zeros(0), "lengths": np.zeros(0, np.int64), "spikes": np.zeros(0),
-                           "n_neurons": cfg.neurons, "n_substeps": net.n_substeps, "dt": net.dt}
-                    if cfg.eval_members:
-                        det = evaluator.evaluate(method="sg-ppo", cfg_kwargs={"n_neurons": cfg.neurons}, sigma=1.0,
-                                                 env_id=cfg.env, max_steps=cfg.max_steps, params=params, norm=norm,
-                                                 seed=cfg.seed, generation=it, n_stochastic=0, n_eval=cfg.eval_members)
-                    deployed_params = params
-                    adv, ret = ppo.gae(ro["reward"], ro["value"], ro["done"], ro["last_value"], s.gamma, s.gae_lambda)
-                    windows = ppo.make_windows(ro, adv, ret, s)
-                    params, (m, v, t_adam), stats = ppo.update(net, obs_dim, params, (m, v, t_adam), windows, s,
-                                                               cfg.seed, it)
-                    _merge_ppo_statistics(norm, rnorm, ro, s.gamma)
-                    steps = s.n_envs * s.n_steps + int(det["lengths"].sum())
-                    prog.env_steps += steps
+                    det = _ppo_deterministic(cfg, evaluator, state)
+                    t1 = time.perf_counter()
+                    new, info = ppo.iterate(net, obs_dim, state, envs, s, cfg.seed)
                     prog.gen_times.append(time.perf_counter() - t0)
-                    eps_ret = np.array([r for r, _ in ro["episodes"]])
-                    det_ret = float(det["returns"].mean()) if cfg.eval_members else float("nan")
-                    n_det = int(det["lengths"].sum())
-                    rate = float(det["spikes"].sum()) / max(1, n_det * cfg.neurons * net.n_substeps) / (net.dt * 1e-3)
-                    row = np.array([it + 1, eps_ret.mean() if eps_ret.size else np.nan,
-                                    eps_ret.max() if eps_ret.size else np.nan, det_ret, np.nan, rate, prog.env_steps,
-                                    steps / max(prog.gen_times[-1], 1e-9),
-                                    (prog.gen_times[-1] - t_roll) / max(t_roll, 1e-9), prog.elapsed()])
-                    prog.history = np.vstack([prog.history, row[None]])
-                    improved = cfg.eval_members > 0 and det_ret > prog.best
-                    prog.best = det_ret if improved else prog.best
+                    row = _ppo_row(cfg, net, it, info, det, prog, t1 - t0)
+                    improved = cfg.eval_members > 0 and row[3] > prog.best
+                    prog.best = float(row[3]) if improved else prog.best
                     eta = float(np.mean(prog.gen_times[-10:])) * (cfg.generations - it - 1)
-                    log(f"iter {it + 1:4d}/{cfg.generations}  episodes {len(eps_ret):3d} return mean "
-                        f"{row[1]:8.1f} max {row[2]:8.1f}  det {det_ret:8.1f}  kl {stats['approx_kl']:.4f} clip "
-                        f"{stats['clip_frac']:.2f} std {float(np.exp(params['log_std']).mean()):.3f}  "
-                        f"rate {rate:5.1f} Hz  "
-                        f"{row[7]:6.0f} steps/s  elapsed {fmt_hms(row[9])}  ETA {fmt_hms(eta)}")
-                    dep = deployed_arrays(to_dict(cfg), deployed_params, mean, std, generation=it + 1,
-                                          det_return=det_ret)
+                    st = info["stats"]
+                    log(f"iter {it + 1:4d}/{cfg.generations}  episodes {len(info['episodes']):3d} return mean "
+                        f"{row[1]:8.1f} max {row[2]:8.1f}  det {row[3]:8.1f}  kl {st['approx_kl']:.4f} clip "
+                        f"{st['clip_frac']:.2f} std {float(np.exp(new.params['log_std']).mean()):.3f}  rate "
+                        f"{row[5]:5.1f} Hz  {row[7]:6.0f} steps/s  elapsed {fmt_hms(row[9])}  ETA {fmt_hms(eta)}")
+                    mean, std = state.obs_norm.frozen()   # the deployed network: the evaluated parameters
+                    dep = deployed_arrays(to_dict(cfg), state.params, mean, std, generation=it + 1,
+                                          det_return=float(row[3]))
                     atomic_savez(rd.file("deployed.npz"), dep)
                     if improved:
                         atomic_savez(rd.file("best_deployed.npz"), dep)
-                    ck = {f"param.{k}": params[k] for k in keys}
-                    ck.update(nes_adam_arrays(m, v, t_adam))
-                    ck.update(norm.state_arrays())
-                    ck.update({"rnorm." + k[5:]: a for k, a in rnorm.state_arrays().items()})
-                    ck.update({"generation": np.array(it + 1, np.int64), "history": prog.history,
-                               "env_steps": np.array(prog.env_steps, np.int64), "wall_seconds": np.array(row[9]),
-                               "best_det": np.array(prog.best),
+                    state = new
+                    ck = state.state_arrays()
+                    ck.update({"history": prog.history, "env_steps": np.array(prog.env_steps, np.int64),
+                               "wall_seconds": np.array(row[9]), "best_det": np.array(prog.best),
                                "config_json": np.array(json.dumps(to_dict(cfg), sort_keys=True))})
                     rd.save_checkpoint(ck)
                     _write_outputs(rd, cfg, prog)
-                    summary = {"method": cfg.method, "env": cfg.env,
-                               "final_deterministic_return": _finite_or_none(det_ret),
-                               "best_deterministic_return": _finite_or_none(prog.best),
-                               "final_mean_return": _finite_or_none(float(row[1])), "generations": it + 1,
-                               "env_steps": prog.env_steps, "wall_seconds": float(row[9]), "population": cfg.population,
-                               "eval_members": cfg.eval_members, "seed": cfg.seed, "neurons": cfg.neurons,
-                               "fitness_shift": None, "ppo": {k: float(val) for k, val in stats.items()}}
+                    info_s = {"det_return": float(row[3]), "mean_return": _finite_or_none(float(row[1])),
+                              "generation": it + 1}
+                    summary = {**_summary(cfg, info_s, row, prog, 0.0), "fitness_shift": None,
+                               "ppo": {k: float(val) for k, val in st.items()}}
                     rd.write_summary(summary)
                     if _budget_spent(cfg, prog, log):
                         break
@@ -417,19 +359,47 @@ def _run_sgppo(cfg: ECConfig, *, log, executor, chunks) -> dict:
     return summary
 
 
-def _merge_ppo_statistics(norm: RunningNorm, rnorm: RunningNorm, ro: dict, gamma: float) -> None:
-    """After an iteration: the rollout's raw observations into the observation normaliser and its
-    discounted returns (``G = gamma G + r``, restarted at each episode start) into the reward scale,
-    environment by environment."""
-    T, E = ro["raw_reward"].shape
-    for e in range(E):
-        x = ro["raw_obs"][:, e]
-        norm.merge(T, x.mean(0), ((x - x.mean(0)) ** 2).sum(0))
-        G, g = np.empty(T), 0.0
-        for t in range(T):
-            g = (0.0 if ro["reset"][t, e] else gamma * g) + ro["raw_reward"][t, e]
-            G[t] = g
-        rnorm.merge(T, np.array([G.mean()]), np.array([((G - G.mean()) ** 2).sum()]))
+def _ppo_start(rd: RunDir, cfg: ECConfig, net, obs_dim: int, act_dim: int, log):
+    """``(PPOState, progress)``: from the checkpoint when resuming, else iteration 0."""
+    prog = _Progress()
+    if not rd.resuming:
+        rd.file("best_deployed.npz").unlink(missing_ok=True)
+        return ppo.init_state(net, obs_dim, act_dim, cfg.seed), prog
+    z = rd.load_checkpoint(required=_PPO_CHECKPOINT_KEYS)
+    try:
+        state = ppo.state_from_arrays(net, obs_dim, act_dim, z)
+    except ValueError as e:
+        raise ValueError(f"{rd.checkpoint_path}: corrupt checkpoint ({e})") from None
+    prog.history = z["history"].astype(np.float64).reshape(-1, len(COLUMNS))
+    prog.env_steps, prog.wall_prev, prog.best = int(z["env_steps"]), float(z["wall_seconds"]), float(z["best_det"])
+    log(f"resuming {rd.path} at iteration {state.iteration}")
+    return state, prog
+
+
+def _ppo_deterministic(cfg: ECConfig, evaluator, state) -> dict:
+    """The deterministic policy's ``eval_members`` episodes (members ``0..E-1`` of the iteration)."""
+    if not cfg.eval_members:
+        return {"returns": np.zeros(0), "lengths": np.zeros(0, np.int64), "spikes": np.zeros(0, np.int64)}
+    return evaluator.evaluate(method="sg-ppo", cfg_kwargs={"n_neurons": cfg.neurons}, sigma=1.0, env_id=cfg.env,
+                              max_steps=cfg.max_steps, params=state.params, norm=state.obs_norm, seed=cfg.seed,
+                              generation=state.iteration, n_stochastic=0, n_eval=cfg.eval_members)
+
+
+def _ppo_row(cfg: ECConfig, net, it: int, info: dict, det: dict, prog: _Progress, det_s: float) -> np.ndarray:
+    """The ``metrics.csv`` row of an iteration (appended to ``prog.history``): the training episodes'
+    returns, the deterministic return, the firing rate of the deterministic episodes, env steps (both
+    kinds), steps/s, and in ``policy_over_env`` the ratio of rollout-and-update time to evaluation time."""
+    steps = info["steps"] + int(det["lengths"].sum())
+    prog.env_steps += steps
+    ep = np.array([r for r, _ in info["episodes"]])
+    det_ret = float(det["returns"].mean()) if det["returns"].size else float("nan")
+    n_det = int(det["lengths"].sum())
+    rate = float(det["spikes"].sum()) / max(1, n_det * cfg.neurons * net.n_substeps) / (net.dt * 1e-3)
+    dt_gen = prog.gen_times[-1]
+    row = np.array([it + 1, ep.mean() if ep.size else np.nan, ep.max() if ep.size else np.nan, det_ret, np.nan, rate,
+                    prog.env_steps, steps / max(dt_gen, 1e-9), (dt_gen - det_s) / max(det_s, 1e-9), prog.elapsed()])
+    prog.history = np.vstack([prog.history, row[None]])
+    return row
 
 
 def _budget_spent(cfg: ECConfig, prog: _Progress, log) -> bool:

@@ -49,12 +49,14 @@ import numpy as np
 
 from refsnn._checks import check_choice, check_float, check_int
 from refsnn.ec import nes
+from refsnn.ec.rollout import RunningNorm
 from refsnn.kernels import surrogate
 from refsnn.kernels.cuba import CubaConfig
 from refsnn.kernels.cuba_bptt import rsnn_backward, rsnn_forward
 
-__all__ = ["PPOSettings", "sg_config", "init_params", "heads", "gae", "loss_and_grads", "collect",
-           "make_windows", "update", "STREAM_ROLLOUT", "STREAM_SHUFFLE", "PARAM_KEYS"]
+__all__ = ["PPOSettings", "PPOState", "sg_config", "init_params", "init_state", "state_from_arrays", "iterate",
+           "heads", "gae", "loss_and_grads", "collect", "make_windows", "update", "STREAM_ROLLOUT", "STREAM_SHUFFLE",
+           "PARAM_KEYS"]
 
 #: member_rng streams of an iteration (``(seed, iteration, env index, stream)``)
 STREAM_ROLLOUT = 3   # env index e: episode seeds, initial membranes and action noise of environment e
@@ -299,3 +301,92 @@ def update(cfg: CubaConfig, obs_dim: int, params, opt, windows: dict, s: PPOSett
                 acc[k2] = acc.get(k2, 0.0) + val
             count += 1
     return params, (m, v, t), {k: val / count for k, val in acc.items()}
+
+
+@dataclass(frozen=True)
+class PPOState:
+    """Everything an iteration depends on besides the settings and the seed (all checkpointed):
+    the parameters, Adam's moments and step count, the iterations completed, and the observation and
+    reward normalisers (:class:`refsnn.ec.rollout.RunningNorm`; ``reward_norm`` holds the discounted
+    returns' statistics). Treat as immutable: :func:`iterate` returns a new one."""
+    params: dict
+    m: dict
+    v: dict
+    t: int
+    iteration: int
+    obs_norm: RunningNorm
+    reward_norm: RunningNorm
+
+    def reward_std(self) -> float:
+        """The reward scale: the running standard deviation of the discounted return (1 before data)."""
+        return float(self.reward_norm.std()[0]) if self.reward_norm.count >= 2 else 1.0
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Checkpoint arrays: ``param.<k>``, ``opt.*``, ``generation`` (iterations completed),
+        ``norm.*`` (observations), ``rnorm.*`` (discounted returns)."""
+        d = {f"param.{k}": self.params[k] for k in PARAM_KEYS}
+        d.update(nes.adam_state_arrays(self.m, self.v, self.t))
+        d.update(self.obs_norm.state_arrays())
+        d.update({"r" + k: a for k, a in self.reward_norm.state_arrays().items()})
+        d["generation"] = np.array(self.iteration, np.int64)
+        return d
+
+
+def init_state(cfg: CubaConfig, obs_dim: int, act_dim: int, seed: int) -> PPOState:
+    """Iteration 0: :func:`init_params`, zero Adam moments, empty normalisers."""
+    p = init_params(cfg, obs_dim, act_dim, seed)
+    zeros = {k: np.zeros(p[k].shape) for k in PARAM_KEYS}
+    return PPOState(p, zeros, dict(zeros), 0, 0, RunningNorm(obs_dim), RunningNorm(1))
+
+
+def state_from_arrays(cfg: CubaConfig, obs_dim: int, act_dim: int, d) -> PPOState:
+    """A :class:`PPOState` from :meth:`PPOState.state_arrays` keys (a loaded checkpoint);
+    ``ValueError`` naming the key of a missing or misshapen array."""
+    template = init_state(cfg, obs_dim, act_dim, 0)
+    params = {}
+    for k in PARAM_KEYS:
+        a = d.get(f"param.{k}")
+        want = template.params[k]
+        if a is None or a.shape != want.shape:
+            raise ValueError(f"param.{k}: missing or of the wrong shape (expected {want.shape})")
+        params[k] = np.asarray(a).astype(want.dtype)
+    m, v, t = nes.adam_load_state_arrays(d, {k: params[k].shape for k in PARAM_KEYS})
+    obs_norm, reward_norm = RunningNorm(obs_dim), RunningNorm(1)
+    obs_norm.load_state_arrays(d)
+    for k in ("rnorm.count", "rnorm.mean", "rnorm.m2"):
+        if k not in d:
+            raise ValueError(f"{k}: missing")
+    reward_norm.load_state_arrays({k[1:]: d[k] for k in ("rnorm.count", "rnorm.mean", "rnorm.m2")})
+    if d.get("generation") is None:
+        raise ValueError("generation: missing")
+    return PPOState(params, m, v, t, int(d["generation"]), obs_norm, reward_norm)
+
+
+def iterate(cfg: CubaConfig, obs_dim: int, state: PPOState, envs, s: PPOSettings, seed: int) -> tuple[PPOState, dict]:
+    """One PPO iteration: :func:`collect` with the frozen normalisers, :func:`gae`, :func:`update`, then
+    the rollout's observations and discounted returns merged into the normalisers (environment order).
+    Returns ``(new state, info)``: ``info`` holds the ``episodes`` that ended (return, length), the
+    update's averaged ``stats`` and the rollout's ``steps``."""
+    mean, std = state.obs_norm.frozen()
+    ro = collect(cfg, obs_dim, state.params, envs, mean, std, state.reward_std(), seed, state.iteration, s)
+    adv, ret = gae(ro["reward"], ro["value"], ro["done"], ro["last_value"], s.gamma, s.gae_lambda)
+    params, (m, v, t), stats = update(cfg, obs_dim, state.params, (state.m, state.v, state.t),
+                                      make_windows(ro, adv, ret, s), s, seed, state.iteration)
+    obs_norm, reward_norm = _copy_norm(state.obs_norm), _copy_norm(state.reward_norm)
+    T, E = ro["raw_reward"].shape
+    for e in range(E):
+        x = ro["raw_obs"][:, e]
+        obs_norm.merge(T, x.mean(0), ((x - x.mean(0)) ** 2).sum(0))
+        G, g = np.empty(T), 0.0
+        for k in range(T):       # the discounted return, restarted at each episode start
+            g = (0.0 if ro["reset"][k, e] else s.gamma * g) + ro["raw_reward"][k, e]
+            G[k] = g
+        reward_norm.merge(T, np.array([G.mean()]), np.array([((G - G.mean()) ** 2).sum()]))
+    new = PPOState(params, m, v, t, state.iteration + 1, obs_norm, reward_norm)
+    return new, {"episodes": ro["episodes"], "stats": stats, "steps": T * E}
+
+
+def _copy_norm(n: RunningNorm) -> RunningNorm:
+    c = RunningNorm(n.mean.size)
+    c.count, c.mean, c.m2 = n.count, n.mean.copy(), n.m2.copy()
+    return c
