@@ -61,6 +61,28 @@ def _blas() -> str | None:
         return None
 
 
+def blas_runtime() -> dict:
+    """NumPy's BLAS as loaded in this process (threadpoolctl, when installed): ``blas_library``
+    (e.g. ``openblas``), ``blas_version``, ``blas_kernel`` (the CPU kernel OpenBLAS chose, e.g.
+    ``Haswell`` or ``SkylakeX``), ``blas_threads``, ``blas_threading_layer``; and the environment
+    variables that steer it (``OPENBLAS_CORETYPE``, ``OPENBLAS_L2_SIZE``, ``OMP_NUM_THREADS``,
+    ``OPENBLAS_NUM_THREADS``) when set. Empty of the threadpoolctl keys without threadpoolctl."""
+    out: dict = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
+                                            "OPENBLAS_NUM_THREADS") if k in os.environ}
+    try:
+        import threadpoolctl  # optional (the test and bench extras have it)
+    except ImportError:
+        return out
+    infos = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
+    mine = [i for i in infos if "numpy" in str(i.get("filepath", ""))] or infos
+    if mine:
+        i = mine[0]
+        out.update({"blas_library": i.get("internal_api"), "blas_version": i.get("version"),
+                    "blas_kernel": i.get("architecture"), "blas_threads": i.get("num_threads"),
+                    "blas_threading_layer": i.get("threading_layer")})
+    return out
+
+
 def environment() -> dict:
     """A flat JSON-ready dict describing this process's software and machine."""
     env = {"format": FORMAT, "refsnn": __version__, "git_commit": _git_commit(),
@@ -73,6 +95,7 @@ def environment() -> dict:
             env[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             continue
+    env.update(blas_runtime())
     env["numba_threads"] = numba.get_num_threads()
     env["numba_threading_layer"] = str(numba.config.THREADING_LAYER)
     return env

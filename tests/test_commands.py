@@ -175,3 +175,18 @@ def test_line_plot_png_shared_and_own_x(tmp_path):
         assert (ys > 60).any(), f"no line of series {k} inside the plot area"
     near5 = np.abs(px[:54].astype(int) - np.array(COLORS[4])).sum(axis=-1) < 60   # antialiased legend text
     assert np.flatnonzero(near5.any(axis=1)).min() >= 30      # the fifth name is on the legend's second row
+
+
+def test_blas_runtime_is_recorded(monkeypatch):
+    """environment.json and refsnn bench --json record NumPy's BLAS as loaded: library, kernel, threads
+    (threadpoolctl) and the OpenBLAS variables that steer it."""
+    pytest.importorskip("threadpoolctl")
+    from refsnn.provenance import blas_runtime, environment
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    b = blas_runtime()
+    assert b["OPENBLAS_CORETYPE"] == "Haswell"
+    assert isinstance(b["blas_library"], str) and b["blas_library"]
+    assert isinstance(b["blas_threads"], int) and b["blas_threads"] >= 1
+    assert "blas_kernel" in b and "blas_version" in b
+    env = environment()
+    assert {k: env[k] for k in b} == b and env["numba_threads"] >= 1
