@@ -190,3 +190,27 @@ def test_blas_runtime_is_recorded(monkeypatch):
     assert "blas_kernel" in b and "blas_version" in b
     env = environment()
     assert {k: env[k] for k in b} == b and env["numba_threads"] >= 1
+
+
+def test_peer_benchmark_is_skipped_without_its_peer_and_runs_with_it(monkeypatch):
+    """refsnn bench's peer keys: left out (with the reason) when the peer framework is missing; with
+    torch installed the conv comparison runs (tiny shape here) and checks both sides agree."""
+    import builtins
+
+    from refsnn.bench import peers, run_benches
+    real_import = builtins.__import__
+
+    def no_torch(name, *a, **k):
+        if name == "torch":
+            raise ImportError("no torch")
+        return real_import(name, *a, **k)
+    lines = []
+    with monkeypatch.context() as m:
+        m.setattr(builtins, "__import__", no_torch)
+        out = run_benches(["conv_fwd_bwd_speedup_vs_torch"], say=lines.append)
+    assert out == {} and "skipped: torch is not installed" in lines[0]
+    pytest.importorskip("torch")
+    pytest.importorskip("threadpoolctl")
+    monkeypatch.setattr(peers, "CONV_SHAPES", ((4, 3, 6, 6, 5),))
+    r = peers.bench_conv_vs_torch()
+    assert r["conv_fwd_bwd_speedup_vs_torch"] > 0 and "conv_vs_torch_4x3x6x6_5" in r

@@ -10,12 +10,15 @@ populated) are measured in subprocesses.
 
 A benchmark is a function ``bench_xxx() -> dict`` returning at least ``{"key": ratio}``; register
 it in BENCHES as ``(key, "module:function", description)``. The benchmarks live in this package,
-one module per layer: :mod:`.kernels`, :mod:`.stbp`, :mod:`.ec`, :mod:`.nas`; nothing below imports it.
+one module per layer: :mod:`.kernels`, :mod:`.stbp`, :mod:`.ec`, :mod:`.nas`, and :mod:`.peers` for the
+comparisons with other frameworks (``refsnn[bench]``; a benchmark raises :class:`BenchSkipped` when its
+peer is missing and its keys are left out); nothing below imports it.
 """
 from __future__ import annotations
 
 import importlib
 
+from refsnn.bench.peers import BenchSkipped
 from refsnn.bench.timing import startup_seconds, time_side_by_side
 
 __all__ = ["BENCHES", "time_side_by_side", "startup_seconds", "run_benches"]
@@ -37,6 +40,9 @@ BENCHES: list[tuple[str, str, str]] = [
      "scoring it with the BIE fitness (target >= 50)"),
     ("stbp_step_speedup_vs_numpy", "refsnn.bench.stbp:bench_stbp_step",
      "one STBP training step of csnn (T=4, batch 32, AdamW) vs the same network in straightforward NumPy"),
+    # peers (refsnn[bench]); left out when the peer is not installed
+    ("conv_fwd_bwd_speedup_vs_torch", "refsnn.bench.peers:bench_conv_vs_torch",
+     "conv2d forward+backward on the 4 STBP shapes, 10 % spike inputs, float32, 1 thread each: torch / refsnn"),
 ]
 
 
@@ -52,7 +58,11 @@ def run_benches(keys=None, *, say=print) -> dict[str, float]:
         if keys and key not in keys:
             continue
         modname, fname = target.split(":")
-        out = getattr(importlib.import_module(modname), fname)()
+        try:
+            out = getattr(importlib.import_module(modname), fname)()
+        except BenchSkipped as e:
+            say(f"{key:<36} skipped: {e}")
+            continue
         results.update(out)
         extra = {k: v for k, v in out.items() if k != key}
         say(f"{key:<36} {out[key]:8.2f}x   {what}" + (f"  {extra}" if extra else ""))
