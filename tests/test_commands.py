@@ -214,3 +214,14 @@ def test_peer_benchmark_is_skipped_without_its_peer_and_runs_with_it(monkeypatch
     monkeypatch.setattr(peers, "CONV_SHAPES", ((4, 3, 6, 6, 5),))
     r = peers.bench_conv_vs_torch()
     assert r["conv_fwd_bwd_speedup_vs_torch"] > 0 and "conv_vs_torch_4x3x6x6_5" in r
+
+
+def test_onb_benchmark_runs_against_the_installed_peers():
+    """The Open Neuromorphic workload (tiny here): one ratio per installed peer, the min key."""
+    pytest.importorskip("torch")
+    pytest.importorskip("threadpoolctl")
+    from refsnn.bench import peers
+    r = peers.bench_onb(sizes=(32,), T=6, B=2, n_threads=1)
+    ratios = {k: v for k, v in r.items() if k.startswith("onb_") and k.endswith("_32_speedup")}
+    assert ratios and all(v > 0 for v in ratios.values())
+    assert r["onb_min_speedup"] == min(ratios.values()) and r["onb_threads"] == 1.0

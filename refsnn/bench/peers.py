@@ -12,18 +12,34 @@ then leaves its keys out.
   ``[128,1,28,28]x[32,1,3,3]``, ``[256,64,8,8]x[128,64,3,3]``, padding 1, float32), inputs 0/1 spikes
   at 10 % density (the input of a conv after a LIF layer), against ``torch.nn.functional.conv2d`` and
   autograd, one thread each; the key is the ratio of the summed times, with one key per shape.
+* ``onb_<peer>_<n>_speedup`` — the Open Neuromorphic SNN-library benchmark's workload: ``Linear(n, n)``
+  then a LIF layer, ``T = 500`` steps, batch 16, forward and backward (loss = the sum of the output
+  spikes), float32, for ``n`` in 512, 4096, 16384, against every installed peer: SpikingJelly
+  (``layer.Linear`` + ``neuron.LIFNode``, multi-step), snnTorch (``nn.Linear`` on the
+  whole sequence + ``Leaky(beta=0.5)`` stepped over time), Norse (``nn.Linear`` + ``norse.torch.LIF``
+  over the sequence). refsnn runs :class:`refsnn.snn.layers.Linear` + :class:`refsnn.snn.layers.LIF`
+  with the ``spikingjelly`` preset (the same equations as ``LIFNode``'s defaults). Both sides use the
+  same thread count (default: all of the machine's cores, ``os.cpu_count()``). The registered key
+  ``onb_min_speedup`` is the smallest of these ratios (above 1: refsnn ahead of every peer at every size).
 """
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
 
 import numba
 import numpy as np
 
 from refsnn.bench.timing import time_side_by_side
 from refsnn.kernels.conv import Conv2dWorkspace, conv2d_backward, conv2d_forward
+from refsnn.kernels.lif import PRESETS
+from refsnn.snn.layers import LIF, Linear
 
-__all__ = ["BenchSkipped", "threads", "bench_conv_vs_torch", "CONV_SHAPES"]
+__all__ = ["BenchSkipped", "threads", "bench_conv_vs_torch", "bench_onb", "CONV_SHAPES", "ONB_SIZES"]
+
+#: the Open Neuromorphic benchmark's layer sizes
+ONB_SIZES = (512, 4096, 16384)
 
 #: (N, C, H, W, O) of the STBP convolutions, 3x3, padding 1
 CONV_SHAPES = ((128, 32, 28, 28, 64), (64, 64, 16, 16, 64), (128, 1, 28, 28, 32), (256, 64, 8, 8, 128))
@@ -106,3 +122,86 @@ def _conv_pair(torch, x, w, dy):
         dx, dw, _ = conv2d_backward(dy, ctx, workspace=ws)
         return y, dx, dw
     return peer, refsnn_side
+
+
+def _onb_peers(torch, n: int, T: int, B: int):
+    """``{name: fn}`` of the installed peers, each running forward + backward of the ONB workload on
+    one fixed input and returning the number of output spikes."""
+    rng = np.random.default_rng(np.random.SeedSequence([516, n]))
+    x = torch.from_numpy(rng.normal(0.0, 1.0, (T, B, n)).astype(np.float32))
+    out = {}
+    if importlib.util.find_spec("spikingjelly") is not None:
+        from spikingjelly.activation_based import functional, layer, neuron
+        sj = torch.nn.Sequential(layer.Linear(n, n, step_mode="m"), neuron.LIFNode(step_mode="m"))
+
+        def run_sj():
+            functional.reset_net(sj)
+            s = sj(x)
+            s.sum().backward()
+            return float(s.detach().sum())
+        out["spikingjelly"] = run_sj
+    if importlib.util.find_spec("snntorch") is not None:
+        import snntorch
+        lin_st, leaky = torch.nn.Linear(n, n), snntorch.Leaky(beta=0.5)
+
+        def run_st():
+            cur = lin_st(x)
+            mem = leaky.init_leaky()
+            spikes = []
+            for t in range(T):
+                spk, mem = leaky(cur[t], mem)
+                spikes.append(spk)
+            s = torch.stack(spikes)
+            s.sum().backward()
+            return float(s.detach().sum())
+        out["snntorch"] = run_st
+    if importlib.util.find_spec("norse") is not None:
+        import norse.torch as nt
+        lin_no, lif_no = torch.nn.Linear(n, n), nt.LIF()
+
+        def run_no():
+            s, _ = lif_no(lin_no(x))
+            s.sum().backward()
+            return float(s.detach().sum())
+        out["norse"] = run_no
+    return out
+
+
+def bench_onb(sizes=ONB_SIZES, *, T: int = 500, B: int = 16, n_threads: int | None = None) -> dict:
+    """The Open Neuromorphic CPU column (module docstring): ``onb_<peer>_<n>_speedup`` per installed
+    peer and size, ``onb_refsnn_<n>_ms``, and ``onb_min_speedup``."""
+    torch = _torch()
+    n_threads = n_threads or os.cpu_count() or 1
+    out = {}
+    with threads(n_threads, torch):
+        for n in sizes:
+            peers = _onb_peers(torch, n, T, B)
+            if not peers:
+                raise BenchSkipped("none of spikingjelly, snntorch, norse is installed (pip install refsnn[bench])")
+            run_refsnn = _onb_refsnn(n, T, B)
+            repeats = 3 if n <= 4096 else 1
+            r_s = None
+            for name, fn in peers.items():
+                p_s, rs = time_side_by_side(fn, run_refsnn, repeats=repeats)
+                r_s = rs if r_s is None else min(r_s, rs)
+                out[f"onb_{name}_{n}_speedup"] = p_s / rs
+                out[f"onb_{name}_{n}_ms"] = p_s * 1e3
+            out[f"onb_refsnn_{n}_ms"] = r_s * 1e3
+    ratios = [v for k, v in out.items() if k.endswith("_speedup")]
+    out["onb_min_speedup"] = min(ratios)
+    out["onb_threads"] = float(n_threads)
+    return out
+
+
+def _onb_refsnn(n: int, T: int, B: int):
+    """refsnn's side of the ONB workload (the same input as the peers'); returns the spike count."""
+    rng = np.random.default_rng(np.random.SeedSequence([516, n]))
+    x = rng.normal(0.0, 1.0, (T, B, n)).astype(np.float32)
+    lin, lif = Linear(n, n, rng=np.random.default_rng(0)), LIF(PRESETS["spikingjelly"])
+
+    def run_refsnn():
+        s = lif.forward(lin.forward(x, T=T), T=T)
+        (g,) = lif.backward(np.ones_like(s))
+        lin.backward(g)
+        return float(s.sum())
+    return run_refsnn
