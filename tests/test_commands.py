@@ -225,3 +225,15 @@ def test_onb_benchmark_runs_against_the_installed_peers():
     ratios = {k: v for k, v in r.items() if k.startswith("onb_") and k.endswith("_32_speedup")}
     assert ratios and all(v > 0 for v in ratios.values())
     assert r["onb_min_speedup"] == min(ratios.values()) and r["onb_threads"] == 1.0
+
+
+def test_stbp_epoch_benchmark_against_spikingjelly_runs():
+    """The STBP-epoch peer benchmark on 64 training images at one thread: both sides run the same
+    recipe; the keys for the thread count and the best-of key are reported."""
+    pytest.importorskip("torch")
+    pytest.importorskip("spikingjelly")
+    pytest.importorskip("threadpoolctl")
+    from refsnn.bench import peers
+    r = peers.bench_stbp_vs_spikingjelly((1,), n_train=64)
+    assert r["stbp_epoch_speedup_vs_spikingjelly"] == r["stbp_epoch_speedup_vs_spikingjelly_1t"] > 0
+    assert r["stbp_epoch_refsnn_s_1t"] > 0 and r["stbp_epoch_spikingjelly_s_1t"] > 0

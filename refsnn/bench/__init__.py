@@ -43,6 +43,9 @@ BENCHES: list[tuple[str, str, str]] = [
     # peers (refsnn[bench]); left out when the peer is not installed
     ("conv_fwd_bwd_speedup_vs_torch", "refsnn.bench.peers:bench_conv_vs_torch",
      "conv2d forward+backward on the 4 STBP shapes, 10 % spike inputs, float32, 1 thread each: torch / refsnn"),
+    ("stbp_epoch_speedup_vs_spikingjelly", "refsnn.bench.peers:bench_stbp_vs_spikingjelly",
+     "one STBP epoch of mnist5k with refsnn train's recipe vs the same network in SpikingJelly 2.0, each side at "
+     "its best of 1 and 2 threads (both thread counts also reported)"),
     ("onb_min_speedup", "refsnn.bench.peers:bench_onb",
      "Open Neuromorphic workload Linear(n,n)->LIF, T=500, batch 16, fwd+bwd, n=512/4096/16384, all cores: "
      "the smallest peer / refsnn ratio (every peer and size in onb_<peer>_<n>_speedup)"),

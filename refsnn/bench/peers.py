@@ -12,6 +12,14 @@ then leaves its keys out.
   ``[128,1,28,28]x[32,1,3,3]``, ``[256,64,8,8]x[128,64,3,3]``, padding 1, float32), inputs 0/1 spikes
   at 10 % density (the input of a conv after a LIF layer), against ``torch.nn.functional.conv2d`` and
   autograd, one thread each; the key is the ratio of the summed times, with one key per shape.
+* ``stbp_epoch_speedup_vs_spikingjelly`` — one epoch of STBP training on mnist5k's training split with
+  ``refsnn train``'s default recipe (``csnn`` = conv3x3(32, no bias)-BN-LIF-avgpool2-conv3x3(64)-BN-LIF-
+  avgpool2-linear(10), the ``msenas`` neuron, T = 2 with the image at every step, batch 64,
+  cross-entropy of the mean logits, AdamW lr 4e-3 weight decay 0.01, same batches) against the same
+  network in SpikingJelly 2.0 (multi-step ``layer.*`` modules, ``LIFNode(tau=2, v_threshold=0.5,
+  detach_reset=True, surrogate PiecewiseQuadratic(2))``, PyTorch AdamW). Measured at 1 and 2 threads
+  (``..._1t``, ``..._2t`` keys, seconds per epoch of each side); the key itself compares each side at
+  its best thread count.
 * ``onb_<peer>_<n>_speedup`` — the Open Neuromorphic SNN-library benchmark's workload: ``Linear(n, n)``
   then a LIF layer, ``T = 500`` steps, batch 16, forward and backward (loss = the sum of the output
   spikes), float32, for ``n`` in 512, 4096, 16384, against every installed peer: SpikingJelly
@@ -32,11 +40,16 @@ import numba
 import numpy as np
 
 from refsnn.bench.timing import time_side_by_side
+from refsnn.datasets import iterate_batches, load
 from refsnn.kernels.conv import Conv2dWorkspace, conv2d_backward, conv2d_forward
 from refsnn.kernels.lif import PRESETS
+from refsnn.snn.archs import build_arch
 from refsnn.snn.layers import LIF, Linear
+from refsnn.snn.optim import make_optimizer
+from refsnn.snn.trainer import train_epoch
 
-__all__ = ["BenchSkipped", "threads", "bench_conv_vs_torch", "bench_onb", "CONV_SHAPES", "ONB_SIZES"]
+__all__ = ["BenchSkipped", "threads", "bench_conv_vs_torch", "bench_onb", "bench_stbp_vs_spikingjelly",
+           "CONV_SHAPES", "ONB_SIZES"]
 
 #: the Open Neuromorphic benchmark's layer sizes
 ONB_SIZES = (512, 4096, 16384)
@@ -205,3 +218,61 @@ def _onb_refsnn(n: int, T: int, B: int):
         lin.backward(g)
         return float(s.sum())
     return run_refsnn
+
+
+def _sj_csnn(torch, T: int):
+    """``csnn`` in SpikingJelly 2.0 (module docstring), multi-step."""
+    from spikingjelly.activation_based import layer, neuron, surrogate
+    nn = torch.nn
+
+    def lif():
+        return neuron.LIFNode(tau=2.0, v_threshold=0.5, v_reset=0.0, detach_reset=True,
+                              surrogate_function=surrogate.PiecewiseQuadratic(alpha=2.0), step_mode="m")
+    return nn.Sequential(
+        layer.Conv2d(1, 32, 3, padding=1, bias=False, step_mode="m"), layer.BatchNorm2d(32, step_mode="m"), lif(),
+        layer.AvgPool2d(2, step_mode="m"),
+        layer.Conv2d(32, 64, 3, padding=1, bias=False, step_mode="m"), layer.BatchNorm2d(64, step_mode="m"), lif(),
+        layer.AvgPool2d(2, step_mode="m"), layer.Flatten(step_mode="m"), layer.Linear(64 * 7 * 7, 10, step_mode="m"))
+
+
+def bench_stbp_vs_spikingjelly(thread_counts=(1, 2), *, n_train: int | None = None) -> dict:
+    """``stbp_epoch_speedup_vs_spikingjelly`` (module docstring); ``n_train`` limits the epoch (tests)."""
+    torch = _torch()
+    if importlib.util.find_spec("spikingjelly") is None:
+        raise BenchSkipped("spikingjelly is not installed (pip install refsnn[bench])")
+    from spikingjelly.activation_based import functional
+    T, B, lr, wd = 2, 64, 4e-3, 0.01
+    ds = load("mnist5k", timesteps=T, seed=0)
+    if n_train is not None:
+        ds = ds.take(n_train, None)
+    batches = list(iterate_batches(ds, "train", B, rng=np.random.default_rng(0), shuffle=True, contiguous=True))
+    tb = [(torch.from_numpy(np.ascontiguousarray(np.broadcast_to(x, (T,) + x.shape[1:]))), torch.from_numpy(y))
+          for x, y in batches]
+    out, best_sj, best_r = {}, float("inf"), float("inf")
+    for n in thread_counts:
+        with threads(n, torch):
+            net = build_arch("csnn", input_shape=ds.input_shape, num_classes=ds.num_classes, timesteps=T,
+                             rng=np.random.default_rng(0), neuron=PRESETS["msenas"], dtype=np.float32)
+            opt = make_optimizer("adamw", net.parameters(), weight_decay=wd)
+            sj = _sj_csnn(torch, T)
+            sj_opt = torch.optim.AdamW(sj.parameters(), lr=lr, weight_decay=wd)
+
+            def refsnn_epoch(net=net, opt=opt):
+                net.train()
+                return train_epoch(net, opt, batches, lr_at=lambda step: lr)["loss"]
+
+            def sj_epoch(sj=sj, sj_opt=sj_opt):
+                sj.train()
+                for x, y in tb:
+                    sj_opt.zero_grad()
+                    loss = torch.nn.functional.cross_entropy(sj(x).mean(0), y.long())
+                    loss.backward()
+                    sj_opt.step()
+                    functional.reset_net(sj)
+                return float(loss.detach())
+            sj_s, r_s = time_side_by_side(sj_epoch, refsnn_epoch, repeats=2, min_seconds=0.0)
+        out[f"stbp_epoch_spikingjelly_s_{n}t"], out[f"stbp_epoch_refsnn_s_{n}t"] = sj_s, r_s
+        out[f"stbp_epoch_speedup_vs_spikingjelly_{n}t"] = sj_s / r_s
+        best_sj, best_r = min(best_sj, sj_s), min(best_r, r_s)
+    out["stbp_epoch_speedup_vs_spikingjelly"] = best_sj / best_r
+    return out
