@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "reference vectors: generate (deterministic) or verify against the current code"),
     "check": ("refsnn.commands.check",
               "compare another backend's outputs (a directory of .npz) with the reference vectors"),
+    "nir": ("refsnn.commands.nir", "NIR exchange: export a train/ec run as a NIR graph, or simulate a NIR graph"),
 }
 
 

@@ -120,7 +120,8 @@ def test_every_registered_benchmark_resolves_to_a_function_of_the_bench_package(
 #: optional or slow-to-import dependencies a function may import on first use; everything else,
 #: refsnn's own modules above all, is imported at module top (so the import contract sees it)
 DEFERRABLE = {"gymnasium", "mujoco", "distributed", "torch", "scipy", "threadpoolctl", "snntorch", "spikingjelly",
-              "norse"}
+              "norse",
+              "nir"}  # nir: the optional NIR exchange (refsnn[nir]), imported by refsnn.nir only when used
 
 
 def test_function_local_imports_only_defer_optional_heavy_dependencies():

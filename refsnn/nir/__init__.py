@@ -1,0 +1,10 @@
+"""NIR (Neuromorphic Intermediate Representation) exchange: export refsnn networks as NIR graphs and
+simulate NIR graphs with refsnn's kernels (issue 24; optional extra ``refsnn[nir]``).
+
+* :mod:`refsnn.nir.mapping` -- NIR's continuous-time parameters <-> refsnn's discrete ones (equations);
+* :mod:`refsnn.nir.export` -- trained Conv-LIF networks and EC deployed RSNNs -> NIR graphs;
+* :mod:`refsnn.nir.simulate` -- NIR graph + input -> spikes and membrane traces per node.
+
+Only :func:`refsnn.nir.export.to_nir_graph` / :func:`refsnn.nir.export.write_nir` (and the command's
+file reading) import ``nir``; everything else works on NIR's dict form, so the core runs without it.
+"""
