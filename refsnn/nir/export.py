@@ -348,11 +348,13 @@ def ec_to_nir(config: dict, params: dict, *, extra_metadata: dict | None = None)
 # ---------------------------------------------------------------------------------------------
 # nir objects and files
 # ---------------------------------------------------------------------------------------------
-def to_nir_graph(desc: dict):
-    """``nir.NIRGraph`` of a dict form (NIR's own ``from_dict``, with its type check)."""
+def to_nir_graph(desc: dict, *, type_check: bool = True):
+    """``nir.NIRGraph`` of a dict form (NIR's own ``from_dict``, with its type check unless
+    ``type_check=False``)."""
     nir = require_nir()
     d = copy.deepcopy(desc)
     d["type"] = "NIRGraph"
+    d["type_check"] = bool(type_check)
     return nir.dict2NIRNode(d)
 
 
