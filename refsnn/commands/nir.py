@@ -4,7 +4,8 @@
 
 * a ``refsnn train`` run (``config.json`` + ``checkpoint.npz``): the last checkpoint's network with
   BatchNorm folded into the convolutions, time step ``--dt`` (default 1e-3 s) and the time constants
-  written for ``--discretisation`` (``auto`` = ``euler``, refsnn's LIF exactly);
+  written for ``--discretisation`` (``auto`` = ``euler``, refsnn's LIF exactly); the run is rebuilt with
+  :func:`refsnn.commands.train.load_run`, so its dataset must be available (for the input shape);
 * a ``refsnn ec`` run (``deployed.npz``, ``--best``: ``best_deployed.npz``): the deployed 1-bit RSNN,
   under EC's own ``exact`` discretisation (dt 0.5 ms).
 
