@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from refsnn.kernels.cuba import CubaConfig, cuba_env_step_ref, float_env_step_ref, initial_state
+from refsnn.kernels.cuba_bptt import effective_recurrent
 from refsnn.kernels.lif import PRESETS, LIFParams, lif_preset
 from refsnn.nir import mapping
 from refsnn.nir.export import NIR_EXTRA, ec_to_nir, fold_batchnorm, network_to_nir
@@ -279,12 +280,19 @@ def test_generic_neurons_follow_the_stated_equations():
 # EC / ES-RSNN deployed networks
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("method", ["ec", "es"])
+@pytest.mark.parametrize("method", ["ec", "es", "sg-ppo"])
 def test_ec_export_simulates_exactly_like_the_ec_kernels(method, dtype):
     rng = np.random.default_rng(7)
     d, N, E, B = 4, 32, 5, 3
-    params = _ec_params(method, rng, d, N)
-    desc = ec_to_nir({"method": method, "neurons": N, "norm_mean": np.zeros(d), "norm_std": np.ones(d)}, params)
+    params = _ec_params("ec" if method == "ec" else "es", rng, d, N)
+    stored = params
+    if method == "sg-ppo":   # its deployed keys; the reference is ES's step with the Dale-signed weights
+        stored = {"W_in": params["in"], "W_h": params["h"], "W_out": params["out"]}
+        params = {"in": params["in"], "h": effective_recurrent(CubaConfig(n_neurons=N, sparsity=1.0), params["h"]),
+                  "out": params["out"]}
+        method = "es"
+    desc = ec_to_nir({"method": "sg-ppo" if stored is not params else method, "neurons": N,
+                      "norm_mean": np.zeros(d), "norm_std": np.ones(d)}, stored)
     types = {k: v["type"] for k, v in desc["nodes"].items()}
     assert types["neurons"] == "LIF" and types["syn"] == "LI" and types["rate"] == "LI"
     assert ("split" in types) == (method == "ec")
@@ -303,7 +311,7 @@ def test_ec_export_simulates_exactly_like_the_ec_kernels(method, dtype):
 
 
 def test_ec_rejects_non_spiking_methods():
-    with pytest.raises(ValueError, match="method: only EC"):
+    with pytest.raises(ValueError, match="method: only EC .* SG-RSNN"):
         ec_to_nir({"method": "es-gru", "neurons": 4, "norm_mean": np.zeros(2), "norm_std": np.ones(2)}, {})
 
 

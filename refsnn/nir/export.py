@@ -76,6 +76,7 @@ import numpy as np
 from refsnn.ec.deploy import FORMAT as EC_FORMAT
 from refsnn.io import atomic_write_bytes
 from refsnn.kernels.cuba import CubaConfig
+from refsnn.kernels.cuba_bptt import effective_recurrent
 from refsnn.kernels.lif import LIFParams
 from refsnn.nir import mapping
 from refsnn.snn.layers import LIF, Add, AvgPool2d, BatchNorm2d, Concat, Conv2d, Flatten, GlobalAvgPool, Linear, Rectify
@@ -281,12 +282,19 @@ def network_to_nir(net: Network, input_shape, *, dt: float = 1e-3, method: str =
 def ec_to_nir(config: dict, params: dict, *, extra_metadata: dict | None = None) -> dict:
     """NIR dict form of a deployed EC (or ES-RSNN) network: ``(config, params)`` as returned by
     :func:`refsnn.ec.deploy.from_deployed_arrays` (module docstring). The network constants are
-    those ``refsnn play`` uses: ``CubaConfig(n_neurons=neurons)`` (``dale=False, sparsity=1`` for ES)."""
+    those ``refsnn play`` uses: ``CubaConfig(n_neurons=neurons)`` (``dale=False, sparsity=1`` for ES and for
+    the SG-RSNN, whose Dale signs are in its effective recurrent weights)."""
     method = config.get("method")
-    if method not in ("ec", "es"):
-        raise ValueError(f"method: only EC ('ec') and ES-RSNN ('es') deployed networks are spiking networks; "
-                         f"got {method!r}")
+    if method not in ("ec", "es", "sg-ppo"):
+        raise ValueError(f"method: only EC ('ec'), ES-RSNN ('es') and SG-RSNN ('sg-ppo') deployed networks are "
+                         f"spiking networks; got {method!r}")
     N = int(config["neurons"])
+    source_method = method
+    if method == "sg-ppo":
+        # the SG-RSNN is ES-RSNN's dense float network with Dale's signs inside the recurrent weights
+        # (refsnn.ec.policy.SGFamily): unsigned spikes, W = sign_j |W_h|, the same gains (sparsity 1)
+        W = effective_recurrent(CubaConfig(n_neurons=N, sparsity=1.0, dale=True), np.asarray(params["W_h"]))
+        params, method = {"in": params["W_in"], "h": W, "out": params["W_out"]}, "es"
     kw = {"n_neurons": N} if method == "ec" else {"n_neurons": N, "dale": False, "sparsity": 1.0}
     cfg = CubaConfig(**kw)
     obs = int(np.asarray(config["norm_mean"]).size)
@@ -325,7 +333,7 @@ def ec_to_nir(config: dict, params: dict, *, extra_metadata: dict | None = None)
               ["w_rec", "syn"], ["neurons", "rate"], ["rate", "w_out"], ["w_out", "g_out"], ["g_out", "output"]]
     K = cfg.n_substeps
     meta = {
-        "format": FORMAT, "source": f"refsnn ec deployed network ({EC_FORMAT}, method {method})",
+        "format": FORMAT, "source": f"refsnn ec deployed network ({EC_FORMAT}, method {source_method})",
         "dt": dt, "time_unit": "ms", "discretisation": "exact", "reset": "hard", "threshold": ">",
         "substeps": K, "n_exc": cfg.n_exc if method == "ec" else N,
         "initial_state": "neurons: v ~ U[v_reset, v_th) per episode (refsnn: from the member's generator); "
