@@ -87,6 +87,11 @@ def test_results_independent_of_workers_and_chunks(tmp_path):
     train(_tiny(tmp_path, "k3", generations=2, chunk_size=3), executor=Counting(), chunks=1)
     _same_run(tmp_path / "w0", tmp_path / "k3")
     assert calls == [3, 3, 2, 2] * 2
+    # whole rounds over the workers: no task left to run alone
+    from refsnn.ec.rollout import Evaluator
+    ev = Evaluator(executor=InlineExecutor(), chunks=2, chunk_size=256)
+    assert (ev.n_tasks(516), ev.n_tasks(132), ev.n_tasks(1)) == (4, 2, 1)
+    assert Evaluator(executor=InlineExecutor(), chunks=3, chunk_size=2).n_tasks(5) == 3
 
 
 @pytest.mark.parametrize("method", ["ec", "es"])

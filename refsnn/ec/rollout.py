@@ -22,7 +22,8 @@
 * Parallelism: members are split into interleaved chunks (member ``i`` goes to chunk
   ``i mod n_chunks``) and each chunk is one task of a ``concurrent.futures.Executor`` — by default a
   local ``ProcessPoolExecutor`` with ``--workers`` processes (``workers = 0`` evaluates in-process).
-  ``n_chunks = max(chunks, ceil(n / chunk_size))``: a task holds at most ``chunk_size`` members,
+  ``n_chunks = chunks * ceil(n / (chunk_size * chunks))`` (whole rounds over the ``chunks`` workers): a
+  task holds at most ``chunk_size`` members,
   each with its own network and environment instance, which bounds a worker's memory whatever the
   population (the paper's 10,240 members on a cluster; figures in docs/ec.md).
   A task carries the search parameters (once per generation), the frozen normaliser and integers,
@@ -311,8 +312,12 @@ class Evaluator:
         return out
 
     def n_tasks(self, n: int) -> int:
-        """How many tasks ``n`` members are split into."""
-        return max(1, min(max(self.chunks, math.ceil(n / self.chunk_size)), n))
+        """How many tasks ``n`` members are split into: ``chunks`` (the workers), or when a task would
+        hold more than ``chunk_size`` members, the next multiple of ``chunks`` that keeps them within
+        it (whole rounds over the workers: 516 members, 2 workers, chunk size 256 -> 4 tasks of 129, not
+        3 tasks of 172 of which the last runs alone); never more than ``n``."""
+        rounds = math.ceil(n / (self.chunk_size * self.chunks))
+        return max(1, min(self.chunks * rounds, n))
 
     def map(self, fn, iterable) -> list:
         """``fn`` over ``iterable`` on this evaluator's executor, results in order (e.g. the chunks of
