@@ -335,8 +335,9 @@ class PPOState:
 def init_state(cfg: CubaConfig, obs_dim: int, act_dim: int, seed: int) -> PPOState:
     """Iteration 0: :func:`init_params`, zero Adam moments, empty normalisers."""
     p = init_params(cfg, obs_dim, act_dim, seed)
-    zeros = {k: np.zeros(p[k].shape) for k in PARAM_KEYS}
-    return PPOState(p, zeros, dict(zeros), 0, 0, RunningNorm(obs_dim), RunningNorm(1))
+    m = {k: np.zeros(p[k].shape) for k in PARAM_KEYS}
+    v = {k: np.zeros(p[k].shape) for k in PARAM_KEYS}
+    return PPOState(p, m, v, 0, 0, RunningNorm(obs_dim), RunningNorm(1))
 
 
 def state_from_arrays(cfg: CubaConfig, obs_dim: int, act_dim: int, d) -> PPOState:
@@ -372,7 +373,7 @@ def iterate(cfg: CubaConfig, obs_dim: int, state: PPOState, envs, s: PPOSettings
     adv, ret = gae(ro["reward"], ro["value"], ro["done"], ro["last_value"], s.gamma, s.gae_lambda)
     params, (m, v, t), stats = update(cfg, obs_dim, state.params, (state.m, state.v, state.t),
                                       make_windows(ro, adv, ret, s), s, seed, state.iteration)
-    obs_norm, reward_norm = _copy_norm(state.obs_norm), _copy_norm(state.reward_norm)
+    obs_norm, reward_norm = state.obs_norm.copy(), state.reward_norm.copy()
     T, E = ro["raw_reward"].shape
     for e in range(E):
         x = ro["raw_obs"][:, e]
@@ -385,8 +386,3 @@ def iterate(cfg: CubaConfig, obs_dim: int, state: PPOState, envs, s: PPOSettings
     new = PPOState(params, m, v, t, state.iteration + 1, obs_norm, reward_norm)
     return new, {"episodes": ro["episodes"], "stats": stats, "steps": T * E}
 
-
-def _copy_norm(n: RunningNorm) -> RunningNorm:
-    c = RunningNorm(n.mean.size)
-    c.count, c.mean, c.m2 = n.count, n.mean.copy(), n.m2.copy()
-    return c

@@ -111,6 +111,12 @@ class RunningNorm:
             return np.ones_like(self.mean)
         return np.clip(np.sqrt(self.m2 / self.count), 1e-6, 1e6)
 
+    def copy(self) -> "RunningNorm":
+        """An independent copy (same statistics, own arrays)."""
+        c = RunningNorm(self.mean.size)
+        c.count, c.mean, c.m2 = self.count, self.mean.copy(), self.m2.copy()
+        return c
+
     def frozen(self) -> tuple[np.ndarray, np.ndarray]:
         return self.mean.copy(), self.std()
 
