@@ -10,7 +10,8 @@ surrogate gradient (the paper's Figure 4).
 Every run is a `refsnn ec` run directory `OUT/<method>-s<seed>` (SG sweep: `OUT/sg-<surrogate>-a<alpha>-s<seed>`),
 run with the command's defaults for its method, until it has used both budgets: first until
 `--minutes` of wall time, then (resumed, which is exact) until `--env-steps` env steps if it has not
-reached them. Existing run directories are resumed, so the script can be stopped and started again.
+reached them. Existing run directories are resumed, so the script can be stopped and started again;
+`--report` only reads them (e.g. after running the methods in separate invocations).
 It then prints one Markdown table (per method, mean over seeds: the deterministic return at the
 wall-clock cut and at the env-step cut, the best, env steps and minutes used) and the wall-time ratio
 ES-RSNN / EC-RSNN to first reach a common return (the paper's claim (c)), and writes one PNG with the
@@ -35,9 +36,14 @@ SWEEP_SURROGATES = ("atan", "sigmoid", "triangle")
 SWEEP_SCALES = (0.5, 2.0)       # times the surrogate's default alpha
 
 
-def run_to_budgets(name: str, out: Path, minutes: float, env_steps: int, log, **kw) -> Path:
-    """Run (or resume) until both budgets are used; returns the run directory."""
+def run_to_budgets(name: str, out: Path, minutes: float, env_steps: int, log, report: bool = False, **kw) -> Path:
+    """Run (or resume) until both budgets are used; returns the run directory (``report``: only check it
+    exists)."""
     d = out / name
+    if report:
+        if not (d / "metrics.csv").exists():
+            raise SystemExit(f"--report: {d} has no metrics.csv; run without --report first")
+        return d
     base = dict(env=kw.pop("env"), generations=10**6, out=str(d), **kw)
     resume = (d / "checkpoint.npz").exists()
     s = run(ECConfig(**base, max_minutes=minutes, resume=resume), log=log)
@@ -88,6 +94,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/paper"))
     p.add_argument("--png", type=Path, default=Path("ec_paper_comparison.png"))
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--report", action="store_true",
+                   help="only read the existing run directories and print the table and PNGs (no training)")
     a = p.parse_args(argv)
     warnings.filterwarnings("ignore", "Mean of empty slice")   # a cut before a run's first row: NaN
     log = (lambda *x: None) if a.quiet else print
@@ -99,14 +107,14 @@ def main(argv=None) -> int:
                 label = f"sg-ppo {sur}({alpha:g})"
                 for seed in a.seeds:
                     groups.setdefault(label, []).append(run_to_budgets(
-                        f"sg-{sur}-a{alpha:g}-s{seed}", a.out, a.minutes, a.env_steps, log, env=a.env,
+                        f"sg-{sur}-a{alpha:g}-s{seed}", a.out, a.minutes, a.env_steps, log, a.report, env=a.env,
                         method="sg-ppo", seed=seed, surrogate=sur, surrogate_alpha=alpha, workers=a.workers))
     else:
         for method in a.methods:
             for seed in a.seeds:
                 groups.setdefault(method, []).append(run_to_budgets(
-                    f"{method}-s{seed}", a.out, a.minutes, a.env_steps, log, env=a.env, method=method, seed=seed,
-                    workers=a.workers))
+                    f"{method}-s{seed}", a.out, a.minutes, a.env_steps, log, a.report, env=a.env, method=method,
+                    seed=seed, workers=a.workers))
     metrics = {g: [read_metrics(d) for d in ds] for g, ds in groups.items()}
 
     print(f"\n{a.env}: deterministic return, mean over seeds {a.seeds} (wall budget {a.minutes:g} min, env-step "
