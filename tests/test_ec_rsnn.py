@@ -152,6 +152,55 @@ def test_float_kernel_equals_oracle(n, dtype, seed, B, parallel):
         np.testing.assert_array_equal(act_a, act_b)
 
 
+@settings(max_examples=25, deadline=None)
+@given(size=rsnn_sizes, dtype=dtypes, seed=seeds, B=st.integers(1, 4), d=st.integers(1, 4),
+       probs=st.tuples(connection_probs, connection_probs, connection_probs), parallel=st.booleans())
+def test_prepared_stepper_equals_the_step_function(size, dtype, seed, B, d, probs, parallel):
+    """PackedRSNN (checks once per episode) gives bit for bit what cuba_env_step_packed gives at every
+    step, with members ending their episodes at random steps; it keeps no reference to ``u``."""
+    n, n_exc = size
+    cfg = _cfg(n, n_exc)
+    rng = rng_from(seed)
+    C_in, C_h, C_out = _random_net(rng, B, d, n, 2, *probs)
+    Chp = cuba.pack_hidden(C_h, cfg.n_exc)
+    v0 = rng.random((B, n))
+    ref = cuba.initial_state_packed(cfg, v0, dtype)
+    stepper = cuba.PackedRSNN(cfg, C_in, Chp, C_out, cuba.initial_state_packed(cfg, v0, dtype), parallel=parallel)
+    active = np.ones(B, bool)
+    for _ in range(4):
+        x = rng.uniform(-3, 3, size=(B, d)).astype(dtype)
+        u = np.concatenate([x, -x], axis=1)
+        a1, n1 = cuba.cuba_env_step_packed(cfg, u, C_in, Chp, C_out, ref, active=active)
+        a2, n2 = stepper(u, active)
+        u[...] = np.nan   # the stepper copied its input
+        np.testing.assert_array_equal(a2, a1)
+        np.testing.assert_array_equal(n2, n1)
+        for x1, x2 in zip(ref, stepper.state):
+            np.testing.assert_array_equal(x2, x1)
+        active &= rng.random(B) < 0.8
+
+
+def test_prepared_stepper_errors_name_the_argument():
+    cfg = _cfg(10, 5)
+    st_ = cuba.initial_state_packed(cfg, np.zeros((2, 10)), np.float32)
+    C_in, C_out = np.zeros((2, 4, 10), bool), np.zeros((2, 10, 1), bool)
+    Chp = cuba.pack_hidden(np.zeros((2, 10, 10), bool), 5)
+    with pytest.raises(ValueError, match="^Chp"):
+        cuba.PackedRSNN(cfg, C_in, Chp[:, :, :9], C_out, st_)
+    with pytest.raises(ValueError, match="^C_out"):
+        cuba.PackedRSNN(cfg, C_in, Chp, np.zeros((3, 10, 1), bool), st_)
+    C_out_f = np.zeros((2, 10, 1), np.float32)
+    with pytest.raises(ValueError, match="^state v: shares memory with the input C_out"):
+        cuba.PackedRSNN(cfg, C_in, Chp, C_out_f, (C_out_f[:, :, 0],) + st_[1:])
+    stepper = cuba.PackedRSNN(cfg, C_in, Chp, C_out, st_)
+    with pytest.raises(ValueError, match="^u"):
+        stepper(np.zeros((2, 5), np.float32))
+    with pytest.raises(TypeError, match="^u"):
+        stepper(np.zeros((2, 4), np.float64))
+    with pytest.raises(ValueError, match="^active"):
+        stepper(np.zeros((2, 4), np.float32), np.ones(3, bool))
+
+
 def test_bad_input_errors():
     cfg = _cfg(10, 5)
     st_ = cuba.initial_state_packed(cfg, np.zeros((1, 10)), np.float32)

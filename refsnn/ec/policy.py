@@ -46,6 +46,8 @@ class Batch:
     env_seeds: np.ndarray
     arrays: tuple
     state: tuple
+    #: the prepared per-step kernel call, when the family has one (:class:`refsnn.kernels.cuba.PackedRSNN`)
+    stepper: object = None
 
 
 class _Family:
@@ -111,15 +113,14 @@ class ECFamily(_Family):
             Chp[b] = cuba.pack_hidden(th["h"], n_exc)
             C_out[b] = th["out"]
         state = cuba.initial_state_packed(self.cfg, v0, self.dtype)
-        return Batch(np.asarray(indices), env_seeds, (C_in, Chp, C_out), state)
+        # the per-episode checks once, here (check_finite=False: 0/1 samples, checked above)
+        stepper = cuba.PackedRSNN(self.cfg, C_in, Chp, C_out, state, d_in=self.obs_dim, check_finite=False)
+        return Batch(np.asarray(indices), env_seeds, (C_in, Chp, C_out), state, stepper)
 
     def step(self, batch: Batch, x: np.ndarray, active: np.ndarray):
         """One env step for the batch; ``x`` (B, d_in) normalised observations. Returns (action, spikes)."""
         xd = x.astype(self.dtype)
-        u = np.concatenate([xd, -xd], axis=1)
-        C_in, Chp, C_out = batch.arrays
-        return cuba.cuba_env_step_packed(self.cfg, u, C_in, Chp, C_out, batch.state, d_in=self.obs_dim,
-                                         active=active, check_finite=False)  # checked in build
+        return batch.stepper(np.concatenate([xd, -xd], axis=1), active)
 
     @staticmethod
     def deployed(params) -> dict[str, np.ndarray]:

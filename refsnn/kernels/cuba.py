@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -75,7 +76,7 @@ from refsnn.kernels._args import check_bool, check_disjoint, check_out
 __all__ = [
     "CubaConfig", "n_words", "pack_hidden", "unpack_hidden", "pack_spikes", "unpack_spikes",
     "initial_state", "initial_state_packed", "input_current_ref", "readout_ref",
-    "cuba_env_step_ref", "cuba_env_step_packed", "float_env_step_ref", "float_env_step",
+    "cuba_env_step_ref", "cuba_env_step_packed", "PackedRSNN", "float_env_step_ref", "float_env_step",
     "popcount64_ref", "packed_matvec", "packed_matvec_ref",
 ]
 
@@ -636,14 +637,7 @@ def cuba_env_step_packed(cfg: CubaConfig, u, C_in, Chp, C_out, state, *, d_in=No
     v, i_syn, rate, sbits = _check_state(state, "(v, i_syn, rate, sbits)")
     dtype, B, d, active = _check_step_inputs(cfg, u, C_in, C_out, v, i_syn, rate, active, check_finite,
                                              in_place=True)
-    N = cfg.n_neurons
-    we, wi = n_words(cfg.n_exc, N)
-    check_array("Chp", Chp, shape=(B, we + wi, N), dtypes=(np.dtype(np.uint64),))
-    check_out("state sbits", sbits, (B, we + wi), np.uint64)
-    _check_spike_padding("state sbits", sbits, cfg.n_exc, N)
-    parallel = check_bool("parallel", parallel)
-    d_in = _check_d_in(d_in, d, cfg.dale)
-    c = cfg.constants(d_in, dtype)
+    k = _packed_kernel_args(cfg, dtype, B, d, Chp, state, d_in, parallel)
     act = _action_out(out, (B, C_out.shape[2]), dtype)
     state_arrays = {"state v": v, "state i_syn": i_syn, "state rate": rate, "state sbits": sbits}
     if out is not None:
@@ -653,10 +647,81 @@ def cuba_env_step_packed(cfg: CubaConfig, u, C_in, Chp, C_out, state, *, d_in=No
     C_out = C_out.astype(dtype) if C_out.dtype == bool else np.ascontiguousarray(C_out)
     act[...] = 0
     nsp = np.zeros(B, dtype=np.int64)
-    fn = _packed_batch_parallel if parallel else _packed_batch_serial
-    fn(np.ascontiguousarray(u), C_in, np.ascontiguousarray(Chp), C_out, v, i_syn, rate, sbits,
-       np.ascontiguousarray(active), c, cfg.n_exc, we, cfg.n_substeps, act, nsp)
+    k.fn(np.ascontiguousarray(u), C_in, k.Chp, C_out, v, i_syn, rate, sbits, np.ascontiguousarray(active), k.c,
+         cfg.n_exc, k.we, cfg.n_substeps, act, nsp)
     return act, nsp
+
+
+class _PackedArgs(NamedTuple):
+    fn: object
+    Chp: np.ndarray
+    c: np.ndarray
+    we: int
+
+
+def _packed_kernel_args(cfg, dtype, B, d, Chp, state, d_in, parallel) -> _PackedArgs:
+    """The checks of ``Chp``, the spike words and the options, and the kernel's derived arguments."""
+    sbits = state[3]
+    we, wi = n_words(cfg.n_exc, cfg.n_neurons)
+    check_array("Chp", Chp, shape=(B, we + wi, cfg.n_neurons), dtypes=(np.dtype(np.uint64),))
+    check_out("state sbits", sbits, (B, we + wi), np.uint64)
+    _check_spike_padding("state sbits", sbits, cfg.n_exc, cfg.n_neurons)
+    fn = _packed_batch_parallel if check_bool("parallel", parallel) else _packed_batch_serial
+    c = cfg.constants(_check_d_in(d_in, d, cfg.dale), dtype)
+    return _PackedArgs(fn, np.ascontiguousarray(Chp), c, we)
+
+
+class PackedRSNN:
+    """A batch of bit-packed EC networks stepped once per environment step, for a whole episode:
+    :func:`cuba_env_step_packed` with everything that stays fixed over the episode — the
+    connectivity, the state buffers (updated in place, as there), the constants — checked and
+    prepared once, here; each call then checks only its input ``u`` and mask ``active``. Same kernel,
+    so results are bit-identical to :func:`cuba_env_step_packed` (tested); the rollout uses it
+    because those per-step checks cost more than the kernel itself once most members have ended
+    their episodes.
+
+    ``u`` is copied into a buffer of the object's own (so it cannot alias the state it updates), and
+    ``active`` likewise. The connectivity arrays are kept by reference: do not change them between
+    calls. ``state`` is the same 4-tuple as for :func:`cuba_env_step_packed` and stays readable as
+    ``self.state``.
+    """
+
+    def __init__(self, cfg: CubaConfig, C_in, Chp, C_out, state, *, d_in=None, parallel: bool = False,
+                 check_finite: bool = True):
+        v, i_syn, rate, sbits = _check_state(state, "(v, i_syn, rate, sbits)")
+        C_in = check_array("C_in", C_in, ndim=3, dtypes=None, finite=False)   # the full checks follow
+        v = check_array("state v", v, ndim=2, dtypes=None, finite=False)
+        B, d = C_in.shape[0], C_in.shape[1]
+        self._u = np.zeros((B, d), dtype=v.dtype)
+        self._active = np.ones(B, dtype=bool)
+        dtype, _, _, _ = _check_step_inputs(cfg, self._u, C_in, C_out, v, i_syn, rate, self._active,
+                                            check_finite, in_place=True)
+        self._k = _packed_kernel_args(cfg, dtype, B, d, Chp, state, d_in, parallel)
+        check_disjoint({"state v": v, "state i_syn": i_syn, "state rate": rate, "state sbits": sbits},
+                       {"C_in": C_in, "Chp": Chp, "C_out": C_out})
+        self.cfg, self.dtype, self.state = cfg, dtype, (v, i_syn, rate, sbits)
+        self._C_in = C_in.astype(dtype) if C_in.dtype == bool else np.ascontiguousarray(C_in)
+        self._C_out = C_out.astype(dtype) if C_out.dtype == bool else np.ascontiguousarray(C_out)
+
+    def __call__(self, u, active=None) -> tuple[np.ndarray, np.ndarray]:
+        """One environment step: ``u`` (B, d_u) in the state's dtype, ``active`` (B,) bool or
+        ``None`` (all). Returns ``(action (B, d_out), n_spikes (B,) int64)`` like
+        :func:`cuba_env_step_packed`."""
+        check_array("u", u, shape=self._u.shape, dtypes=(self.dtype,))
+        np.copyto(self._u, u)
+        if active is None:
+            self._active[:] = True
+        else:
+            check_array("active", active, shape=self._active.shape, dtypes=(np.dtype(bool),))
+            np.copyto(self._active, active)
+        B = self._u.shape[0]
+        act = np.zeros((B, self._C_out.shape[2]), dtype=self.dtype)
+        nsp = np.zeros(B, dtype=np.int64)
+        v, i_syn, rate, sbits = self.state
+        k = self._k
+        k.fn(self._u, self._C_in, k.Chp, self._C_out, v, i_syn, rate, sbits, self._active, k.c, self.cfg.n_exc,
+             k.we, self.cfg.n_substeps, act, nsp)
+        return act, nsp
 
 
 def _action_out(out, shape, dtype) -> np.ndarray:
