@@ -324,7 +324,9 @@ def test_sigterm_stops_workers_releases_the_lock_and_keeps_the_checkpoint(tmp_pa
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert rc == 128 + signal.SIGTERM
+    err = proc.stderr.read().decode()
+    assert rc == 128 + signal.SIGTERM, err
+    assert "stopped by signal 15" in err and "--resume" in err
     assert not (out / ".lock").exists()
     g = int(load_npz(out / "checkpoint.npz")["generation"])
     assert g >= 1

@@ -44,6 +44,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -415,13 +416,26 @@ def _budget_spent(cfg: ECConfig, prog: _Progress, log) -> bool:
 
 def main(cfg: ECConfig) -> int:
     """``refsnn ec``: :func:`run` with a closing line; SIGTERM (from a scheduler or ``timeout``) unwinds
-    like Ctrl-C: the workers are stopped and the run lock released, and the last completed
-    generation's checkpoint stays valid for ``--resume``."""
-    previous = None
+    like Ctrl-C: the workers are stopped and the run lock released, the last completed generation's
+    checkpoint stays valid for ``--resume``, and the exit status is 128 + 15 = 143 — also when the
+    worker pool, stopped under a task, raises on the way out (that error is printed, not raised)."""
+    previous, stopped_by = None, []
+
+    def on_sigterm(signum, frame):
+        stopped_by.append(signum)
+        raise SystemExit(128 + signum)
+
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _sigterm_to_exit)
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         s = run(cfg)
+    except BaseException as e:
+        if not stopped_by:
+            raise
+        extra = "" if isinstance(e, SystemExit) else f" (while stopping: {type(e).__name__}: {e})"
+        print(f"refsnn ec: stopped by signal {stopped_by[0]}{extra}; {cfg.out} holds the last completed "
+              "generation: continue with --resume", file=sys.stderr)
+        raise SystemExit(128 + stopped_by[0]) from None
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -439,9 +453,6 @@ def _fmt_return(v) -> str:
 def _finite_or_none(v: float) -> float | None:
     return float(v) if math.isfinite(v) else None
 
-
-def _sigterm_to_exit(signum, frame):
-    raise SystemExit(128 + signum)
 
 
 # -- the run's files ----------------------------------------------------------------------------------
