@@ -90,6 +90,8 @@ def main(argv=None) -> int:
     p.add_argument("--env-steps", type=int, default=2_000_000, help="env-step budget per run")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--sweep", action="store_true", help="SG-RSNN surrogate sweep instead of the comparison")
+    p.add_argument("--surrogates", nargs="+", default=list(SWEEP_SURROGATES), choices=SWEEP_SURROGATES,
+                   help="--sweep: only these surrogates (e.g. to split the sweep over processes)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("runs/paper"))
     p.add_argument("--png", type=Path, default=Path("ec_paper_comparison.png"))
@@ -101,7 +103,7 @@ def main(argv=None) -> int:
     log = (lambda *x: None) if a.quiet else print
     groups: dict[str, list[Path]] = {}
     if a.sweep:
-        for sur in SWEEP_SURROGATES:
+        for sur in a.surrogates:
             for k in SWEEP_SCALES:
                 alpha = DEFAULT_ALPHA[sur] * k
                 label = f"sg-ppo {sur}({alpha:g})"
