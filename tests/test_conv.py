@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from strategies import central_diff, conv_cases_bounded, dtypes, rng_from, seeds
 
 from refsnn.kernels.conv import (
+    EVENTS_MAX_DENSITY,
     Conv2dWorkspace,
     conv2d_backward,
     conv2d_backward_ref,
@@ -79,6 +80,74 @@ def test_conv_backward_finite_differences(case, seed):
     dx, dw, db = conv2d_backward(dy, ctx)
     for analytic, arr in ((dx, x), (dw, w), (db, b)):
         np.testing.assert_allclose(analytic, central_diff(loss, arr), rtol=1e-6, atol=1e-7)
+
+
+def _make_sparse(case, dt, seed, density, binary, bias=True):
+    """Like :func:`_make`, with ``x`` nonzero at a fraction ``density`` (0/1 spikes if ``binary``)."""
+    x, w, b, stride, padding = _make(case, dt, seed, bias)
+    mask = rng_from(seed + 5).random(x.shape) < density
+    x = mask.astype(dt) if binary else (x * mask).astype(dt)
+    return x, w, b, stride, padding
+
+
+@settings(max_examples=60, deadline=None)
+@given(conv_cases_bounded(), dtypes, seeds, st.booleans(), st.floats(0.0, 1.0), st.booleans())
+def test_conv_event_path_matches_oracle(case, dt, seed, bias, density, binary):
+    """The event path (sums over the nonzeros of x only) against the direct-loop oracle, forward and
+    backward, at any density; the backward follows the forward's path; ``auto`` picks by density."""
+    x, w, b, stride, padding = _make_sparse(case, dt, seed, density, binary, bias)
+    y, ctx = conv2d_forward(x, w, b, stride=stride, padding=padding, algorithm="events")
+    assert ctx.colT is None and ctx.events is not None
+    _close(y, conv2d_forward_ref(x, w, b, stride=stride, padding=padding), dt)
+    dy = rng_from(seed + 1).uniform(-1, 1, y.shape).astype(dt)
+    got = conv2d_backward(dy, ctx)
+    want = conv2d_backward_ref(dy, x, w, stride=stride, padding=padding, has_bias=bias)
+    for g, e in zip(got, want):
+        assert (g is None) == (e is None)
+        if g is not None:
+            _close(g, e, dt)
+    _, ctx_auto = conv2d_forward(x, w, b, stride=stride, padding=padding)
+    assert (ctx_auto.events is not None) == (np.count_nonzero(x) <= EVENTS_MAX_DENSITY * x.size)
+
+
+@settings(max_examples=10, deadline=None)
+@given(conv_cases_bounded(), seeds, st.booleans())
+def test_conv_event_path_finite_differences(case, seed, binary):
+    x, w, b, stride, padding = _make_sparse(case, np.float64, seed, 0.3, binary)
+    y, ctx = conv2d_forward(x, w, b, stride=stride, padding=padding, algorithm="events")
+    dy = rng_from(seed + 2).uniform(-1, 1, y.shape)
+    loss = lambda: float((conv2d_forward(x, w, b, stride=stride, padding=padding, algorithm="events")[0]
+                          * dy).sum())
+    dx, dw, db = conv2d_backward(dy, ctx)
+    for analytic, arr in ((dx, x), (dw, w), (db, b)):
+        np.testing.assert_allclose(analytic, central_diff(loss, arr), rtol=1e-6, atol=1e-7)
+
+
+def test_conv_event_path_workspace_and_stale_context():
+    """With a workspace the event list is reused call after call (bit for bit what fresh arrays
+    give), a stale event context is refused, and a tampered one is rejected by name."""
+    rng = rng_from(9)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    xs = [(rng.random((4, 3, 8, 7)) < 0.1).astype(np.float32) for _ in range(3)]
+    dy = rng.standard_normal((4, 5, 8, 7)).astype(np.float32)
+    ws = Conv2dWorkspace()
+    ptrs = []
+    for x in xs:
+        y, ctx = conv2d_forward(x, w, padding=1, workspace=ws, algorithm="events")
+        y0, ctx0 = conv2d_forward(x, w, padding=1, algorithm="events")
+        _assert_same((y,) + conv2d_backward(dy, ctx, workspace=ws), (y0,) + conv2d_backward(dy, ctx0))
+        ptrs.append(ctx.events[0])
+    assert ptrs[0] is ptrs[1] is ptrs[2]
+    _, c1 = conv2d_forward(xs[0], w, padding=1, workspace=ws, algorithm="events")
+    conv2d_forward(xs[1], w, padding=1, workspace=ws, algorithm="events")
+    with pytest.raises(RuntimeError, match=r"^ctx\b.*stale"):
+        conv2d_backward(dy, c1, workspace=ws)
+    _, c = conv2d_forward(xs[0], w, padding=1, algorithm="events")
+    c.events[1][: c.events[0][-1]] = 7                                  # a channel that does not exist
+    with pytest.raises(ValueError, match=r"^ctx\b"):
+        conv2d_backward(dy, c)
+    with pytest.raises(ValueError, match=r"^algorithm\b"):
+        conv2d_forward(xs[0], w, algorithm="sparse")
 
 
 def _fresh(x, w, b, stride, padding, dy, need_dx=True):

@@ -247,11 +247,12 @@ def test_fuzz_surrogates(shape, dtype, seed, how, bad, name, alpha, kind):
 @FUZZ
 @given(case=conv_cases_bounded(), dtype=dtypes, seed=seeds, bias=st.booleans(),
        target=st.sampled_from(["x", "w", "b", "dy", "padding", "stride", "workspace", "check_finite"]),
-       how=spoils_in, bad=nonfinite_values, check_finite=st.booleans(), ws=st.booleans())
-def test_fuzz_conv(case, dtype, seed, bias, target, how, bad, check_finite, ws):
+       how=spoils_in, bad=nonfinite_values, check_finite=st.booleans(), ws=st.booleans(),
+       algorithm=st.sampled_from(conv.ALGORITHMS), density=st.sampled_from([0.05, 1.0]))
+def test_fuzz_conv(case, dtype, seed, bias, target, how, bad, check_finite, ws, algorithm, density):
     rng = rng_from(seed)
     xs, wsh, stride, padding = case
-    x = rng.uniform(-1, 1, xs).astype(dtype)
+    x = (rng.uniform(-1, 1, xs) * (rng.random(xs) < density)).astype(dtype)
     w = rng.uniform(-1, 1, wsh).astype(dtype)
     b = rng.uniform(-1, 1, wsh[0]).astype(dtype) if bias else None
     workspace = conv.Conv2dWorkspace() if ws else None
@@ -276,10 +277,12 @@ def test_fuzz_conv(case, dtype, seed, bias, target, how, bad, check_finite, ws):
         cf = "no"
     else:
         spoiled = None
-    got = run(lambda: conv.conv2d_forward(x, w, b, check_finite=cf, workspace=workspace, **kw))
+    got = run(lambda: conv.conv2d_forward(x, w, b, check_finite=cf, workspace=workspace, algorithm=algorithm, **kw))
     want = run(lambda: conv.conv2d_forward_ref(x, w, b, **kw))
     if got[0] == "ok" and want[0] == "err" and not check_finite and how == "nonfinite":
         return   # documented: check_finite=False lets NaN/inf through (the layers' contract)
+    if algorithm != "gemm" and target == "w" and how == "nonfinite" and not check_finite:
+        return   # documented: the event path skips zero inputs, so 0 * inf is not NaN there
     check_outcome((got[0], got[1][0] if got[0] == "ok" else got[1]), want,
                   ["x", "w", "b", "padding", "stride", "workspace", "check_finite"], spoiled, **tol(dtype))
     if got[0] != "ok" or want[0] != "ok":

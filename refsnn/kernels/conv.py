@@ -75,6 +75,31 @@ raises ``RuntimeError`` instead of returning gradients of the wrong input. The r
 workspace (``workspace=None``, the default) every array is freshly allocated: correct, just slower
 for repeated large shapes.
 
+Event-driven path for sparse inputs
+-----------------------------------
+A conv that follows a LIF layer reads spikes: 0/1 maps in which typically 2-20 % of the entries are
+nonzero. The GEMMs above multiply every zero. ``conv2d_forward(..., algorithm="events")`` instead
+lists the nonzeros of ``x`` once per pass, grouped by pixel (a CSR matrix: row ``(n, a, b)`` holds
+the channels ``c`` with ``x[n, c, a, b] != 0`` in ascending order, and their values), and evaluates
+the same sums over those only:
+
+* forward  ``yt[(n, p, q), :] = sum_{i, j} sum_{c in row (n, p*sh+i-ph, q*sw+j-pw)} x[n, c, .] * Wt[i, j, c, :]``
+* backward ``dWt[i, j, c, :] = sum_{n, p, q} x[n, c, p*sh+i-ph, q*sw+j-pw] * dY.T[(n, p, q), :]``
+
+with ``Wt = w.transpose(2, 3, 1, 0)`` of shape ``(kh, kw, C, O)`` (stored as ``(kh*kw*C, O)``):
+every term is a contiguous run of ``O`` products, which the compiler vectorises. The work is
+proportional to the number of nonzeros times ``kh*kw*O`` instead of ``N*Ho*Wo*K*O``, and the im2col
+matrix is never built (the context holds the event list instead, about a ninth of its size for a
+3x3 kernel). ``dX`` has no such
+structure (``dY`` is dense) and goes through the GEMM and ``col2im`` as above. The sums run serially
+in the fixed order ``(n, p, q)``, ``(i, j)``, ``c``, so the result is deterministic and independent of
+any thread count; it differs from the GEMM path by rounding only (a different summation order).
+``algorithm="auto"`` (the default, and what the network layers use) takes the event path when at
+most ``EVENTS_MAX_DENSITY`` of ``x`` is nonzero, measured by ``refsnn bench``
+(``conv_fwd_bwd_speedup_vs_torch``) on the STBP shapes; the choice depends only on ``x``, so it is
+deterministic too. One difference with non-finite weights and ``check_finite=False``: a zero input
+times an infinite weight is NaN through the GEMM, but is skipped (contributes 0) by the event path.
+
 Oracles: :func:`conv2d_forward_ref` / :func:`conv2d_backward_ref` are direct loops over the kernel
 offsets in plain NumPy; the tests also compare with ``scipy.signal.correlate``.
 
@@ -89,7 +114,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from refsnn._checks import FLOAT_DTYPES, check_array, check_int, check_same_dtype
+from refsnn._checks import FLOAT_DTYPES, check_array, check_choice, check_int, check_same_dtype
 from refsnn.kernels._args import check_bool
 
 __all__ = [
@@ -99,11 +124,18 @@ __all__ = [
     "conv2d_backward",
     "conv2d_forward_ref",
     "conv2d_backward_ref",
+    "EVENTS_MAX_DENSITY",
+    "ALGORITHMS",
 ]
 
 # Target size (bytes) of one chunk of W_col.T @ dY in the backward pass: small enough to stay in
 # the L2/L3 cache before col2im consumes it, large enough for BLAS to run at full speed.
 _DX_CHUNK_BYTES = 8 << 20
+
+#: ``algorithm="auto"`` takes the event path when at most this fraction of ``x`` is nonzero.
+EVENTS_MAX_DENSITY = 0.2
+#: the values of ``conv2d_forward``'s ``algorithm`` argument
+ALGORITHMS = ("auto", "gemm", "events")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,8 +276,13 @@ class Conv2dContext:
 
     Attributes
     ----------
-    colT : ndarray, shape ``(N*Ho*Wo, C*kh*kw)``
-        The transpose of the im2col matrix ``col`` of the forward input (see the module notes).
+    colT : ndarray, shape ``(N*Ho*Wo, C*kh*kw)``, or None
+        The transpose of the im2col matrix ``col`` of the forward input (see the module notes);
+        None after the event path.
+    events : tuple ``(ptr, chan, val)`` or None
+        The event path's list of the nonzeros of ``x`` by pixel: ``ptr`` (int64, ``N*H*W + 1``),
+        ``chan`` (int32) and ``val`` (dtype of ``x``) of at least ``ptr[-1]`` entries; None after
+        the GEMM path.
     w_col : ndarray, shape ``(O, C*kh*kw)``
         The weight as a matrix (a view of the forward ``w``, not a copy).
     x_shape, w_shape : tuple
@@ -260,7 +297,7 @@ class Conv2dContext:
         rewritten since.
     """
 
-    colT: np.ndarray
+    colT: np.ndarray | None
     w_col: np.ndarray
     x_shape: tuple
     w_shape: tuple
@@ -270,6 +307,7 @@ class Conv2dContext:
     has_bias: bool
     arrays: _Arrays | None = None
     generation: int = 0
+    events: tuple | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,10 +426,108 @@ def _nchw_to_nhwc(dy, dyt, db):
     return dyt
 
 
+@numba.njit(cache=True)
+def _events_by_pixel(x, ptr, chan, val):
+    """CSR of the nonzeros of ``x`` ``(N, C, H, W)`` by pixel: the entries of row ``r = (n*H + a)*W + b``
+    are ``ptr[r]:ptr[r+1]`` of ``chan`` (ascending channels ``c``) and ``val`` (``x[n, c, a, b]``).
+    ``chan`` and ``val`` need room for every nonzero; returns their number."""
+    N, C, H, W = x.shape
+    HW = H * W
+    ptr[:] = 0
+    for n in range(N):
+        for c in range(C):
+            for a in range(H):
+                for b in range(W):
+                    if x[n, c, a, b] != 0:
+                        ptr[n * HW + a * W + b + 1] += 1
+    for r in range(N * HW):
+        ptr[r + 1] += ptr[r]
+    fill = ptr[:-1].copy()
+    for n in range(N):
+        for c in range(C):
+            for a in range(H):
+                for b in range(W):
+                    v = x[n, c, a, b]
+                    if v != 0:
+                        r = n * HW + a * W + b
+                        k = fill[r]
+                        chan[k] = c
+                        val[k] = v
+                        fill[r] = k + 1
+    return ptr[N * HW]
+
+
+@numba.njit(cache=True)
+def _events_forward(ptr, chan, val, H, W, wt, kh, kw, sh, sw, ph, pw, Ho, Wo, yt):
+    """``yt[(n, p, q), :] = sum_{i, j, events c of pixel (p*sh+i-ph, q*sw+j-pw)} val * wt[(i, j, c), :]``
+    (module notes, "Event-driven path"); ``wt`` is ``(kh*kw*C, O)``, ``yt`` is ``(N*Ho*Wo, O)``. One
+    output row is accumulated in a local buffer (which the compiler keeps apart from ``wt``)."""
+    C = wt.shape[0] // (kh * kw)
+    O = wt.shape[1]  # noqa: E741 (O = output channels, as in the notes)
+    N = yt.shape[0] // (Ho * Wo)
+    acc = np.empty(O, yt.dtype)
+    for n in range(N):
+        for p in range(Ho):
+            for q in range(Wo):
+                acc[:] = 0.0
+                for i in range(kh):
+                    a = p * sh + i - ph
+                    if a < 0 or a >= H:
+                        continue
+                    for j in range(kw):
+                        b = q * sw + j - pw
+                        if b < 0 or b >= W:
+                            continue
+                        r = (n * H + a) * W + b
+                        k0 = (i * kw + j) * C
+                        for e in range(ptr[r], ptr[r + 1]):
+                            v = val[e]
+                            kk = k0 + chan[e]
+                            for o in range(O):
+                                acc[o] += v * wt[kk, o]
+                pos = (n * Ho + p) * Wo + q
+                for o in range(O):
+                    yt[pos, o] = acc[o]
+    return yt
+
+
+@numba.njit(cache=True)
+def _events_dw(ptr, chan, val, H, W, dyt, kh, kw, sh, sw, ph, pw, Ho, Wo, dwt):
+    """``dwt[(i, j, c), :] = sum over (n, p, q) whose pixel (p*sh+i-ph, q*sw+j-pw) has event c of
+    val * dyt[(n, p, q), :]``; ``dwt`` is ``(kh*kw*C, O)``, ``dyt`` is ``(N*Ho*Wo, O)``."""
+    C = dwt.shape[0] // (kh * kw)
+    O = dwt.shape[1]  # noqa: E741 (O = output channels, as in the notes)
+    N = dyt.shape[0] // (Ho * Wo)
+    g = np.empty(O, dyt.dtype)
+    dwt[:] = 0.0
+    for n in range(N):
+        for p in range(Ho):
+            for q in range(Wo):
+                pos = (n * Ho + p) * Wo + q
+                for o in range(O):
+                    g[o] = dyt[pos, o]
+                for i in range(kh):
+                    a = p * sh + i - ph
+                    if a < 0 or a >= H:
+                        continue
+                    for j in range(kw):
+                        b = q * sw + j - pw
+                        if b < 0 or b >= W:
+                            continue
+                        r = (n * H + a) * W + b
+                        k0 = (i * kw + j) * C
+                        for e in range(ptr[r], ptr[r + 1]):
+                            v = val[e]
+                            kk = k0 + chan[e]
+                            for o in range(O):
+                                dwt[kk, o] += v * g[o]
+    return dwt
+
+
 # ---------------------------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------------------------
-def conv2d_forward(x, w, b=None, *, stride=1, padding=0, check_finite=True, workspace=None):
+def conv2d_forward(x, w, b=None, *, stride=1, padding=0, check_finite=True, workspace=None, algorithm="auto"):
     """2-D cross-correlation with zero padding, PyTorch ``conv2d`` semantics (SPEC §3).
 
     ``y[n, o, p, q] = b[o] + sum_{c,i,j} w[o, c, i, j] * xpad[n, c, p*sh + i, q*sw + j]``,
@@ -415,14 +551,18 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, check_finite=True, work
         Work arrays to reuse, owned by the caller (module notes, "Work arrays and their
         ownership"). The returned context is valid until the next call with this workspace and the
         same shapes. None (default): fresh arrays.
+    algorithm : {"auto", "gemm", "events"}
+        ``"gemm"``: im2col and a GEMM; ``"events"``: sums over the nonzeros of ``x`` only (module
+        notes, "Event-driven path"); ``"auto"`` (default): ``"events"`` when at most
+        :data:`EVENTS_MAX_DENSITY` of ``x`` is nonzero. The backward pass follows the forward's choice.
 
     Returns
     -------
     y : ndarray, shape ``(N, O, Ho, Wo)``, dtype of ``x``
         ``Ho = (H + 2 ph - kh) // sh + 1``, ``Wo = (W + 2 pw - kw) // sw + 1``.
     ctx : Conv2dContext
-        Opaque; pass to :func:`conv2d_backward`. Holds the im2col matrix (as ``colT``, ``N*Ho*Wo x C*kh*kw``;
-        an array of ``workspace`` if one was given).
+        Opaque; pass to :func:`conv2d_backward`. Holds the im2col matrix (as ``colT``, ``N*Ho*Wo x C*kh*kw``)
+        or the event list (arrays of ``workspace`` if one was given).
 
     Raises
     ------
@@ -431,9 +571,10 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, check_finite=True, work
         (names the argument).
     ValueError
         Wrong rank, channel mismatch, NaN/inf, bad stride/padding, kernel larger than the padded
-        input (names the argument).
+        input, unknown algorithm (names the argument).
     """
     check_finite = check_bool("check_finite", check_finite)
+    algorithm = check_choice("algorithm", algorithm, ALGORITHMS)
     x, w, b, (sh, sw), (ph, pw) = _check_forward_args(x, w, b, stride, padding, check_finite)
     workspace = _check_workspace(workspace)
     N, C, H, W = x.shape
@@ -446,19 +587,29 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, check_finite=True, work
     if workspace is not None:
         arrays = workspace._arrays(_geometry(x.shape, w.shape, (sh, sw), (ph, pw), x.dtype))
         arrays.generation += 1             # before colT is rewritten: older contexts become stale
-    xp = _work(arrays, "xp", (N, H + 2 * ph, W + 2 * pw, C), x.dtype)
-    _pad_to_nhwc(x, ph, pw, xp)
-    colT = _work(arrays, "colT", (N * Ho * Wo, C * kh * kw), x.dtype)
-    _im2col(xp, kh, kw, sh, sw, Ho, Wo, colT)
-    del xp
+    if algorithm == "auto":
+        algorithm = "events" if np.count_nonzero(x) <= EVENTS_MAX_DENSITY * x.size else "gemm"
     yt = _work(arrays, "yt", (N * Ho * Wo, O), x.dtype)
-    np.dot(colT, w_col.T, out=yt)                            # Y.T, (N*Ho*Wo, O): NHWC output
+    colT = events = None
+    if algorithm == "gemm":
+        xp = _work(arrays, "xp", (N, H + 2 * ph, W + 2 * pw, C), x.dtype)
+        _pad_to_nhwc(x, ph, pw, xp)
+        colT = _work(arrays, "colT", (N * Ho * Wo, C * kh * kw), x.dtype)
+        _im2col(xp, kh, kw, sh, sw, Ho, Wo, colT)
+        del xp
+        np.dot(colT, w_col.T, out=yt)                        # Y.T, (N*Ho*Wo, O): NHWC output
+    else:
+        events = (_work(arrays, "ptr", (N * H * W + 1,), np.int64), _work(arrays, "chan", (x.size,), np.int32),
+                  _work(arrays, "val", (x.size,), x.dtype))
+        _events_by_pixel(x, *events)
+        wt = np.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(kh * kw * C, O)   # rows (i, j, c)
+        _events_forward(*events, H, W, wt, kh, kw, sh, sw, ph, pw, Ho, Wo, yt)
     y = np.empty((N, O, Ho * Wo), x.dtype)                   # the caller's: never a work array
     bb = b if b is not None else np.zeros(1, dtype=x.dtype)
     bad = _nhwc_to_nchw(yt.reshape(N, Ho * Wo, O), np.ascontiguousarray(bb), b is not None, y, check_finite)
     ctx = Conv2dContext(colT=colT, w_col=w_col, x_shape=x.shape, w_shape=w.shape, out_hw=(Ho, Wo),
                         stride=(sh, sw), padding=(ph, pw), has_bias=b is not None, arrays=arrays,
-                        generation=0 if arrays is None else arrays.generation)
+                        generation=0 if arrays is None else arrays.generation, events=events)
     if bad:
         raise ValueError(f"x: the convolution overflowed {x.dtype} (x, w or b too large)")
     return y.reshape(N, O, Ho, Wo), ctx
@@ -484,10 +635,19 @@ def _check_context(ctx) -> None:
         raise ValueError(f"ctx: not a context made by conv2d_forward ({e})") from None
     ok = (C2 == C and ph < kh and pw < kw and H + 2 * ph >= kh and W + 2 * pw >= kw
           and (Ho, Wo) == ((H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1)
-          and isinstance(ctx.colT, np.ndarray) and isinstance(ctx.w_col, np.ndarray)
-          and ctx.colT.dtype in FLOAT_DTYPES and ctx.w_col.dtype == ctx.colT.dtype
-          and ctx.colT.shape == (N * Ho * Wo, C * kh * kw) and ctx.w_col.shape == (O, C * kh * kw)
-          and ctx.colT.flags.c_contiguous and isinstance(ctx.has_bias, (bool, np.bool_)))
+          and isinstance(ctx.w_col, np.ndarray) and ctx.w_col.dtype in FLOAT_DTYPES
+          and ctx.w_col.shape == (O, C * kh * kw) and isinstance(ctx.has_bias, (bool, np.bool_))
+          and (ctx.colT is None) != (ctx.events is None))
+    if ok and ctx.colT is not None:
+        ok = (isinstance(ctx.colT, np.ndarray) and ctx.w_col.dtype == ctx.colT.dtype
+              and ctx.colT.shape == (N * Ho * Wo, C * kh * kw) and ctx.colT.flags.c_contiguous)
+    elif ok:
+        ptr, chan, val = ctx.events if isinstance(ctx.events, tuple) and len(ctx.events) == 3 else (None,) * 3
+        ok = (all(isinstance(a, np.ndarray) and a.ndim == 1 for a in (ptr, chan, val))
+              and ptr.dtype == np.int64 and chan.dtype == np.int32 and val.dtype == ctx.w_col.dtype
+              and ptr.shape == (N * H * W + 1,) and ptr[0] == 0 and bool(np.all(np.diff(ptr) >= 0))
+              and chan.size >= ptr[-1] and val.size >= ptr[-1]
+              and (ptr[-1] == 0 or (0 <= chan[:ptr[-1]].min() and chan[:ptr[-1]].max() < C)))
     if not ok:
         raise ValueError("ctx: not a context made by conv2d_forward (its arrays and shapes disagree)")
 
@@ -538,7 +698,7 @@ def conv2d_backward(dy, ctx, *, need_dx=True, check_finite=True, workspace=None)
     O, _, kh, kw = ctx.w_shape  # noqa: E741 (O = output channels, as in the notes)
     Ho, Wo = ctx.out_hw
     dy = check_array("dy", dy, ndim=4, dtypes=FLOAT_DTYPES, shape=(N, O, Ho, Wo), finite=check_finite)
-    check_same_dtype("x (forward input)", ctx.colT, "dy", dy)
+    check_same_dtype("x (forward input)", ctx.w_col, "dy", dy)
     sh, sw = ctx.stride
     ph, pw = ctx.padding
     HoWo = Ho * Wo
@@ -548,8 +708,12 @@ def conv2d_backward(dy, ctx, *, need_dx=True, check_finite=True, workspace=None)
     dyt = _work(arrays, "dyt", (N * HoWo, O), dy.dtype)     # dY.T, (N*Ho*Wo, O)
     db64 = np.empty(O, dtype=np.float64)
     _nchw_to_nhwc(np.ascontiguousarray(dy).reshape(N, O, HoWo), dyt.reshape(N, HoWo, O), db64)
-    dw = np.dot(dyt.T, ctx.colT)                             # dW = dY @ col.T, K = (i, j, c)
-    dw = np.ascontiguousarray(dw.reshape(O, kh, kw, C).transpose(0, 3, 1, 2))
+    if ctx.colT is not None:
+        dw = np.dot(dyt.T, ctx.colT)                         # dW = dY @ col.T, K = (i, j, c)
+        dw = np.ascontiguousarray(dw.reshape(O, kh, kw, C).transpose(0, 3, 1, 2))
+    else:
+        dwt = _events_dw(*ctx.events, H, W, dyt, kh, kw, sh, sw, ph, pw, Ho, Wo, np.empty((kh * kw * C, O), dy.dtype))
+        dw = np.ascontiguousarray(dwt.reshape(kh, kw, C, O).transpose(3, 2, 0, 1))
     db = db64.astype(dy.dtype) if ctx.has_bias else None
     dx = None
     if need_dx:
@@ -643,3 +807,5 @@ def _warmup() -> None:
         conv2d_backward(np.ones_like(y), ctx)
         y, ctx = conv2d_forward(x, w)
         conv2d_backward(np.ones_like(y), ctx, need_dx=False)
+        y, ctx = conv2d_forward(x, w, b, stride=(1, 2), padding=1, algorithm="events")
+        conv2d_backward(np.ones_like(y), ctx)
