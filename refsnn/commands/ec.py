@@ -241,6 +241,18 @@ class _Progress:
     def elapsed(self) -> float:
         return self.wall_prev + (time.perf_counter() - self.t_session)
 
+    def eta(self, cfg: ECConfig, done: int) -> float:
+        """Seconds left after ``done`` generations: the rest of ``cfg.generations`` at the pace of the
+        last 10, or less when ``--max-minutes`` / ``--max-env-steps`` end the run first."""
+        per_gen = float(np.mean(self.gen_times[-10:]))
+        left = per_gen * (cfg.generations - done)
+        if cfg.max_minutes:
+            left = min(left, max(0.0, 60.0 * cfg.max_minutes - self.elapsed()))
+        if cfg.max_env_steps and len(self.history):
+            steps_per_gen = self.env_steps / len(self.history)
+            left = min(left, per_gen * math.ceil(max(0, cfg.max_env_steps - self.env_steps) / steps_per_gen))
+        return left
+
 
 def run(cfg: ECConfig, *, log=print, executor=None, chunks: int | None = None) -> dict:
     """Run (or with ``cfg.resume`` continue) an EC / ES-RSNN run in ``cfg.out``; returns the summary.
@@ -280,8 +292,7 @@ def run(cfg: ECConfig, *, log=print, executor=None, chunks: int | None = None) -
                 prog.history = np.vstack([prog.history, row[None]])
                 improved = cfg.eval_members > 0 and info["det_return"] > prog.best
                 prog.best = info["det_return"] if improved else prog.best
-                eta = float(np.mean(prog.gen_times[-10:])) * (cfg.generations - g - 1)
-                log(_log_line(cfg, row, info, eta))
+                log(_log_line(cfg, row, info, prog.eta(cfg, g + 1)))
                 # outputs, every generation, each file atomically
                 dep = deployed_arrays(to_dict(cfg), pop.params, norm_mean, norm_std,
                                       generation=info["generation"], det_return=info["det_return"])
@@ -331,7 +342,7 @@ def _run_sgppo(cfg: ECConfig, *, log, executor, chunks) -> dict:
                     row = _ppo_row(cfg, net, it, info, det, prog, t1 - t0)
                     improved = cfg.eval_members > 0 and row[3] > prog.best
                     prog.best = float(row[3]) if improved else prog.best
-                    eta = float(np.mean(prog.gen_times[-10:])) * (cfg.generations - it - 1)
+                    eta = prog.eta(cfg, it + 1)
                     st = info["stats"]
                     log(f"iter {it + 1:4d}/{cfg.generations}  episodes {len(info['episodes']):3d} return mean "
                         f"{row[1]:8.1f} max {row[2]:8.1f}  det {row[3]:8.1f}  kl {st['approx_kl']:.4f} clip "

@@ -430,31 +430,22 @@ def _nchw_to_nhwc(dy, dyt, db):
 def _events_by_pixel(x, ptr, chan, val):
     """CSR of the nonzeros of ``x`` ``(N, C, H, W)`` by pixel: the entries of row ``r = (n*H + a)*W + b``
     are ``ptr[r]:ptr[r+1]`` of ``chan`` (ascending channels ``c``) and ``val`` (``x[n, c, a, b]``).
-    ``chan`` and ``val`` need room for every nonzero; returns their number."""
+    One pass, pixel by pixel (an image's channels stay in cache); ``chan`` and ``val`` need room for
+    every nonzero. Returns their number."""
     N, C, H, W = x.shape
-    HW = H * W
-    ptr[:] = 0
+    k = 0
+    ptr[0] = 0
     for n in range(N):
-        for c in range(C):
-            for a in range(H):
-                for b in range(W):
-                    if x[n, c, a, b] != 0:
-                        ptr[n * HW + a * W + b + 1] += 1
-    for r in range(N * HW):
-        ptr[r + 1] += ptr[r]
-    fill = ptr[:-1].copy()
-    for n in range(N):
-        for c in range(C):
-            for a in range(H):
-                for b in range(W):
+        for a in range(H):
+            for b in range(W):
+                for c in range(C):
                     v = x[n, c, a, b]
                     if v != 0:
-                        r = n * HW + a * W + b
-                        k = fill[r]
                         chan[k] = c
                         val[k] = v
-                        fill[r] = k + 1
-    return ptr[N * HW]
+                        k += 1
+                ptr[(n * H + a) * W + b + 1] = k
+    return k
 
 
 @numba.njit(cache=True)
