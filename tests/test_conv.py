@@ -97,7 +97,7 @@ def test_conv_event_path_matches_oracle(case, dt, seed, bias, density, binary):
     backward, at any density; the backward follows the forward's path; ``auto`` picks by density."""
     x, w, b, stride, padding = _make_sparse(case, dt, seed, density, binary, bias)
     y, ctx = conv2d_forward(x, w, b, stride=stride, padding=padding, algorithm="events")
-    assert ctx.colT is None and ctx.events is not None
+    assert ctx.colT is None and ctx.col_sparse is not None
     _close(y, conv2d_forward_ref(x, w, b, stride=stride, padding=padding), dt)
     dy = rng_from(seed + 1).uniform(-1, 1, y.shape).astype(dt)
     got = conv2d_backward(dy, ctx)
@@ -107,7 +107,7 @@ def test_conv_event_path_matches_oracle(case, dt, seed, bias, density, binary):
         if g is not None:
             _close(g, e, dt)
     _, ctx_auto = conv2d_forward(x, w, b, stride=stride, padding=padding)
-    assert (ctx_auto.events is not None) == (np.count_nonzero(x) <= EVENTS_MAX_DENSITY * x.size)
+    assert (ctx_auto.col_sparse is not None) == (np.count_nonzero(x) <= EVENTS_MAX_DENSITY * x.size)
 
 
 @settings(max_examples=10, deadline=None)
@@ -124,7 +124,7 @@ def test_conv_event_path_finite_differences(case, seed, binary):
 
 
 def test_conv_event_path_workspace_and_stale_context():
-    """With a workspace the event list is reused call after call (bit for bit what fresh arrays
+    """With a workspace the sparse im2col is reused call after call (bit for bit what fresh arrays
     give), a stale event context is refused, and a tampered one is rejected by name."""
     rng = rng_from(9)
     w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
@@ -136,14 +136,14 @@ def test_conv_event_path_workspace_and_stale_context():
         y, ctx = conv2d_forward(x, w, padding=1, workspace=ws, algorithm="events")
         y0, ctx0 = conv2d_forward(x, w, padding=1, algorithm="events")
         _assert_same((y,) + conv2d_backward(dy, ctx, workspace=ws), (y0,) + conv2d_backward(dy, ctx0))
-        ptrs.append(ctx.events[0])
+        ptrs.append(ctx.col_sparse[0])
     assert ptrs[0] is ptrs[1] is ptrs[2]
     _, c1 = conv2d_forward(xs[0], w, padding=1, workspace=ws, algorithm="events")
     conv2d_forward(xs[1], w, padding=1, workspace=ws, algorithm="events")
     with pytest.raises(RuntimeError, match=r"^ctx\b.*stale"):
         conv2d_backward(dy, c1, workspace=ws)
     _, c = conv2d_forward(xs[0], w, padding=1, algorithm="events")
-    c.events[1][: c.events[0][-1]] = 7                                  # a channel that does not exist
+    c.col_sparse[1][:] = 3 * 3 * 3                                      # a column that does not exist
     with pytest.raises(ValueError, match=r"^ctx\b"):
         conv2d_backward(dy, c)
     with pytest.raises(ValueError, match=r"^algorithm\b"):

@@ -75,30 +75,28 @@ raises ``RuntimeError`` instead of returning gradients of the wrong input. The r
 workspace (``workspace=None``, the default) every array is freshly allocated: correct, just slower
 for repeated large shapes.
 
-Event-driven path for sparse inputs
------------------------------------
+Event-driven path for sparse inputs: a sparse im2col
+----------------------------------------------------
 A conv that follows a LIF layer reads spikes: 0/1 maps in which typically 2-20 % of the entries are
-nonzero. The GEMMs above multiply every zero. ``conv2d_forward(..., algorithm="events")`` instead
-lists the nonzeros of ``x`` once per pass, grouped by pixel (a CSR matrix: row ``(n, a, b)`` holds
-the channels ``c`` with ``x[n, c, a, b] != 0`` in ascending order, and their values), and evaluates
-the same sums over those only:
+nonzero, so most of ``colT`` is zeros that the GEMMs multiply. ``conv2d_forward(...,
+algorithm="events")`` stores only the nonzeros of ``colT``, as a CSR matrix (row ``(n, p, q)``, its
+columns ``k = (i, j, c)`` ascending, their values), and evaluates the same two products over them:
 
-* forward  ``yt[(n, p, q), :] = sum_{i, j} sum_{c in row (n, p*sh+i-ph, q*sw+j-pw)} x[n, c, .] * Wt[i, j, c, :]``
-* backward ``dWt[i, j, c, :] = sum_{n, p, q} x[n, c, p*sh+i-ph, q*sw+j-pw] * dY.T[(n, p, q), :]``
+* forward  ``Y.T[(n, p, q), :] = sum_{k in row (n, p, q)} colT[(n, p, q), k] * W_col.T[k, :]``
+* backward ``dW.T[k, :] = sum_{(n, p, q) whose row holds k} colT[(n, p, q), k] * dY.T[(n, p, q), :]``
 
-with ``Wt = w.transpose(2, 3, 1, 0)`` of shape ``(kh, kw, C, O)`` (stored as ``(kh*kw*C, O)``):
-every term is a contiguous run of ``O`` products, which the compiler vectorises. The work is
-proportional to the number of nonzeros times ``kh*kw*O`` instead of ``N*Ho*Wo*K*O``, and the im2col
-matrix is never built (the context holds the event list instead, about a ninth of its size for a
-3x3 kernel). ``dX`` has no such
-structure (``dY`` is dense) and goes through the GEMM and ``col2im`` as above. The sums run serially
-in the fixed order ``(n, p, q)``, ``(i, j)``, ``c``, so the result is deterministic and independent of
-any thread count; it differs from the GEMM path by rounding only (a different summation order).
-``algorithm="auto"`` (the default, and what the network layers use) takes the event path when at
-most ``EVENTS_MAX_DENSITY`` of ``x`` is nonzero, measured by ``refsnn bench``
-(``conv_fwd_bwd_speedup_vs_torch``) on the STBP shapes; the choice depends only on ``x``, so it is
-deterministic too. One difference with non-finite weights and ``check_finite=False``: a zero input
-times an infinite weight is NaN through the GEMM, but is skipped (contributes 0) by the event path.
+Each term is a contiguous run of ``O`` products, which the compiler vectorises; the work is the
+number of nonzeros of ``colT`` (about ``kh*kw`` times those of ``x``) times ``O`` instead of
+``N*Ho*Wo*K*O``. The CSR matrix is built in three passes: the nonzeros of ``x`` grouped by pixel
+(one pass over ``x``, pixel by pixel), then per output position the number of entries of its
+receptive field, then the entries themselves. ``dX`` has no such structure (``dY`` is dense) and goes
+through the GEMM and ``col2im`` as above. The sums run serially in a fixed order (output position,
+then ``k``), so the result is deterministic and independent of any thread count; it differs from the
+GEMM path by rounding only. ``algorithm="auto"`` (the default, and what the network layers use) takes
+this path when at most ``EVENTS_MAX_DENSITY`` of ``x`` is nonzero, a threshold measured on the STBP
+shapes (``refsnn bench``, ``conv_fwd_bwd_speedup_vs_torch``); the choice depends only on ``x``, so
+it is deterministic too. One difference with non-finite weights and ``check_finite=False``: a zero
+input times an infinite weight is NaN through the GEMM, but is skipped (contributes 0) here.
 
 Oracles: :func:`conv2d_forward_ref` / :func:`conv2d_backward_ref` are direct loops over the kernel
 offsets in plain NumPy; the tests also compare with ``scipy.signal.correlate``.
@@ -162,6 +160,18 @@ def _work(arrays: _Arrays | None, role: str, shape, dtype) -> np.ndarray:
     if arrays is None:
         return np.empty(shape, dtype=dtype)
     return arrays.get(role, shape, dtype)
+
+
+def _work_capacity(arrays: _Arrays | None, role: str, n: int, dtype) -> np.ndarray:
+    """A 1-D work array of ``n`` elements whose size varies from call to call (the sparse im2col's
+    entries): a view of the first ``n`` of ``arrays``' array ``role``, grown by a quarter when it is
+    too small; a fresh array without a workspace."""
+    if arrays is None:
+        return np.empty(n, dtype=dtype)
+    a = arrays.arrays.get(role)
+    if a is None or a.size < n:
+        a = arrays.arrays[role] = np.empty(n + n // 4, dtype=dtype)
+    return a[:n]
 
 
 class Conv2dWorkspace:
@@ -279,10 +289,10 @@ class Conv2dContext:
     colT : ndarray, shape ``(N*Ho*Wo, C*kh*kw)``, or None
         The transpose of the im2col matrix ``col`` of the forward input (see the module notes);
         None after the event path.
-    events : tuple ``(ptr, chan, val)`` or None
-        The event path's list of the nonzeros of ``x`` by pixel: ``ptr`` (int64, ``N*H*W + 1``),
-        ``chan`` (int32) and ``val`` (dtype of ``x``) of at least ``ptr[-1]`` entries; None after
-        the GEMM path.
+    col_sparse : tuple ``(ptr, col, val)`` or None
+        The event path's ``colT`` as a CSR matrix: row pointers ``ptr`` (int64, ``N*Ho*Wo + 1``),
+        column indices ``col`` (int32, ``(i, j, c)`` order) and values ``val`` (dtype of ``x``), each
+        of ``ptr[-1]`` entries; None after the GEMM path.
     w_col : ndarray, shape ``(O, C*kh*kw)``
         The weight as a matrix (a view of the forward ``w``, not a copy).
     x_shape, w_shape : tuple
@@ -307,7 +317,7 @@ class Conv2dContext:
     has_bias: bool
     arrays: _Arrays | None = None
     generation: int = 0
-    events: tuple | None = None
+    col_sparse: tuple | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,70 +459,87 @@ def _events_by_pixel(x, ptr, chan, val):
 
 
 @numba.njit(cache=True)
-def _events_forward(ptr, chan, val, H, W, wt, kh, kw, sh, sw, ph, pw, Ho, Wo, yt):
-    """``yt[(n, p, q), :] = sum_{i, j, events c of pixel (p*sh+i-ph, q*sw+j-pw)} val * wt[(i, j, c), :]``
-    (module notes, "Event-driven path"); ``wt`` is ``(kh*kw*C, O)``, ``yt`` is ``(N*Ho*Wo, O)``. One
-    output row is accumulated in a local buffer (which the compiler keeps apart from ``wt``)."""
-    C = wt.shape[0] // (kh * kw)
-    O = wt.shape[1]  # noqa: E741 (O = output channels, as in the notes)
-    N = yt.shape[0] // (Ho * Wo)
-    acc = np.empty(O, yt.dtype)
+def _sparse_im2col_rows(ptr, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, cptr):
+    """Row pointers ``cptr`` (``N*Ho*Wo + 1``) of the sparse ``colT``: the entries of row ``(n, p, q)``
+    are the events of the pixels of its receptive field. ``ptr`` is :func:`_events_by_pixel`'s.
+    Returns the number of entries."""
+    N = (ptr.shape[0] - 1) // (H * W)
+    cptr[0] = 0
     for n in range(N):
         for p in range(Ho):
             for q in range(Wo):
-                acc[:] = 0.0
+                count = 0
                 for i in range(kh):
                     a = p * sh + i - ph
-                    if a < 0 or a >= H:
-                        continue
-                    for j in range(kw):
-                        b = q * sw + j - pw
-                        if b < 0 or b >= W:
-                            continue
-                        r = (n * H + a) * W + b
-                        k0 = (i * kw + j) * C
-                        for e in range(ptr[r], ptr[r + 1]):
-                            v = val[e]
-                            kk = k0 + chan[e]
-                            for o in range(O):
-                                acc[o] += v * wt[kk, o]
+                    if 0 <= a < H:
+                        for j in range(kw):
+                            b = q * sw + j - pw
+                            if 0 <= b < W:
+                                r = (n * H + a) * W + b
+                                count += ptr[r + 1] - ptr[r]
                 pos = (n * Ho + p) * Wo + q
-                for o in range(O):
-                    yt[pos, o] = acc[o]
-    return yt
+                cptr[pos + 1] = cptr[pos] + count
+    return cptr[-1]
 
 
 @numba.njit(cache=True)
-def _events_dw(ptr, chan, val, H, W, dyt, kh, kw, sh, sw, ph, pw, Ho, Wo, dwt):
-    """``dwt[(i, j, c), :] = sum over (n, p, q) whose pixel (p*sh+i-ph, q*sw+j-pw) has event c of
-    val * dyt[(n, p, q), :]``; ``dwt`` is ``(kh*kw*C, O)``, ``dyt`` is ``(N*Ho*Wo, O)``."""
-    C = dwt.shape[0] // (kh * kw)
-    O = dwt.shape[1]  # noqa: E741 (O = output channels, as in the notes)
-    N = dyt.shape[0] // (Ho * Wo)
-    g = np.empty(O, dyt.dtype)
-    dwt[:] = 0.0
+def _sparse_im2col(ptr, chan, val, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, ccol, cval):
+    """The entries of the sparse ``colT`` (rows as counted by :func:`_sparse_im2col_rows`):
+    ``ccol = (i*kw + j)*C + c`` ascending within a row, ``cval = x[n, c, p*sh+i-ph, q*sw+j-pw]``."""
+    N = (ptr.shape[0] - 1) // (H * W)
+    k = 0
     for n in range(N):
         for p in range(Ho):
             for q in range(Wo):
-                pos = (n * Ho + p) * Wo + q
-                for o in range(O):
-                    g[o] = dyt[pos, o]
                 for i in range(kh):
                     a = p * sh + i - ph
-                    if a < 0 or a >= H:
-                        continue
-                    for j in range(kw):
-                        b = q * sw + j - pw
-                        if b < 0 or b >= W:
-                            continue
-                        r = (n * H + a) * W + b
-                        k0 = (i * kw + j) * C
-                        for e in range(ptr[r], ptr[r + 1]):
-                            v = val[e]
-                            kk = k0 + chan[e]
-                            for o in range(O):
-                                dwt[kk, o] += v * g[o]
-    return dwt
+                    if 0 <= a < H:
+                        for j in range(kw):
+                            b = q * sw + j - pw
+                            if 0 <= b < W:
+                                r = (n * H + a) * W + b
+                                k0 = (i * kw + j) * C
+                                for e in range(ptr[r], ptr[r + 1]):
+                                    ccol[k] = k0 + chan[e]
+                                    cval[k] = val[e]
+                                    k += 1
+    return k
+
+
+@numba.njit(cache=True)
+def _spmm(cptr, ccol, cval, b, out):
+    """``out = A @ b`` for the CSR matrix ``A`` and a dense ``b`` (``(K, O)``); ``out`` is ``(rows, O)``.
+    One output row is accumulated in a local buffer, its entries in column order."""
+    O = b.shape[1]  # noqa: E741 (O = output channels, as in the notes)
+    acc = np.empty(O, out.dtype)
+    for r in range(out.shape[0]):
+        acc[:] = 0.0
+        for e in range(cptr[r], cptr[r + 1]):
+            v = cval[e]
+            k = ccol[e]
+            for o in range(O):
+                acc[o] += v * b[k, o]
+        for o in range(O):
+            out[r, o] = acc[o]
+    return out
+
+
+@numba.njit(cache=True)
+def _spmm_t(cptr, ccol, cval, g, out):
+    """``out = A.T @ g`` for the CSR matrix ``A`` (``(rows, K)``) and a dense ``g`` (``(rows, O)``);
+    ``out`` is ``(K, O)``, each row accumulated in the order of ``A``'s rows."""
+    O = g.shape[1]  # noqa: E741 (O = output channels, as in the notes)
+    grow = np.empty(O, g.dtype)
+    out[:] = 0.0
+    for r in range(g.shape[0]):
+        for o in range(O):
+            grow[o] = g[r, o]
+        for e in range(cptr[r], cptr[r + 1]):
+            v = cval[e]
+            k = ccol[e]
+            for o in range(O):
+                out[k, o] += v * grow[o]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -543,8 +570,8 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, check_finite=True, work
         ownership"). The returned context is valid until the next call with this workspace and the
         same shapes. None (default): fresh arrays.
     algorithm : {"auto", "gemm", "events"}
-        ``"gemm"``: im2col and a GEMM; ``"events"``: sums over the nonzeros of ``x`` only (module
-        notes, "Event-driven path"); ``"auto"`` (default): ``"events"`` when at most
+        ``"gemm"``: im2col and a GEMM; ``"events"``: a sparse im2col, sums over the nonzeros of ``x``
+        only (module notes, "Event-driven path"); ``"auto"`` (default): ``"events"`` when at most
         :data:`EVENTS_MAX_DENSITY` of ``x`` is nonzero. The backward pass follows the forward's choice.
 
     Returns
@@ -553,7 +580,7 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, check_finite=True, work
         ``Ho = (H + 2 ph - kh) // sh + 1``, ``Wo = (W + 2 pw - kw) // sw + 1``.
     ctx : Conv2dContext
         Opaque; pass to :func:`conv2d_backward`. Holds the im2col matrix (as ``colT``, ``N*Ho*Wo x C*kh*kw``)
-        or the event list (arrays of ``workspace`` if one was given).
+        or its sparse form (arrays of ``workspace`` if one was given).
 
     Raises
     ------
@@ -581,7 +608,7 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, check_finite=True, work
     if algorithm == "auto":
         algorithm = "events" if np.count_nonzero(x) <= EVENTS_MAX_DENSITY * x.size else "gemm"
     yt = _work(arrays, "yt", (N * Ho * Wo, O), x.dtype)
-    colT = events = None
+    colT = col_sparse = None
     if algorithm == "gemm":
         xp = _work(arrays, "xp", (N, H + 2 * ph, W + 2 * pw, C), x.dtype)
         _pad_to_nhwc(x, ph, pw, xp)
@@ -590,17 +617,22 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, check_finite=True, work
         del xp
         np.dot(colT, w_col.T, out=yt)                        # Y.T, (N*Ho*Wo, O): NHWC output
     else:
-        events = (_work(arrays, "ptr", (N * H * W + 1,), np.int64), _work(arrays, "chan", (x.size,), np.int32),
-                  _work(arrays, "val", (x.size,), x.dtype))
-        _events_by_pixel(x, *events)
-        wt = np.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(kh * kw * C, O)   # rows (i, j, c)
-        _events_forward(*events, H, W, wt, kh, kw, sh, sw, ph, pw, Ho, Wo, yt)
+        ptr, chan, val = (_work(arrays, "ptr", (N * H * W + 1,), np.int64),
+                          _work(arrays, "chan", (x.size,), np.int32), _work(arrays, "val", (x.size,), x.dtype))
+        _events_by_pixel(x, ptr, chan, val)
+        cptr = _work(arrays, "cptr", (N * Ho * Wo + 1,), np.int64)
+        nnz = int(_sparse_im2col_rows(ptr, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, cptr))
+        ccol, cval = _work_capacity(arrays, "ccol", nnz, np.int32), _work_capacity(arrays, "cval", nnz, x.dtype)
+        _sparse_im2col(ptr, chan, val, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, ccol, cval)
+        col_sparse = (cptr, ccol, cval)
+        wt = np.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(kh * kw * C, O)   # W_col.T, rows (i, j, c)
+        _spmm(cptr, ccol, cval, wt, yt)                      # Y.T = colT @ W_col.T
     y = np.empty((N, O, Ho * Wo), x.dtype)                   # the caller's: never a work array
     bb = b if b is not None else np.zeros(1, dtype=x.dtype)
     bad = _nhwc_to_nchw(yt.reshape(N, Ho * Wo, O), np.ascontiguousarray(bb), b is not None, y, check_finite)
     ctx = Conv2dContext(colT=colT, w_col=w_col, x_shape=x.shape, w_shape=w.shape, out_hw=(Ho, Wo),
                         stride=(sh, sw), padding=(ph, pw), has_bias=b is not None, arrays=arrays,
-                        generation=0 if arrays is None else arrays.generation, events=events)
+                        generation=0 if arrays is None else arrays.generation, col_sparse=col_sparse)
     if bad:
         raise ValueError(f"x: the convolution overflowed {x.dtype} (x, w or b too large)")
     return y.reshape(N, O, Ho, Wo), ctx
@@ -628,17 +660,18 @@ def _check_context(ctx) -> None:
           and (Ho, Wo) == ((H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1)
           and isinstance(ctx.w_col, np.ndarray) and ctx.w_col.dtype in FLOAT_DTYPES
           and ctx.w_col.shape == (O, C * kh * kw) and isinstance(ctx.has_bias, (bool, np.bool_))
-          and (ctx.colT is None) != (ctx.events is None))
+          and (ctx.colT is None) != (ctx.col_sparse is None))
     if ok and ctx.colT is not None:
         ok = (isinstance(ctx.colT, np.ndarray) and ctx.w_col.dtype == ctx.colT.dtype
               and ctx.colT.shape == (N * Ho * Wo, C * kh * kw) and ctx.colT.flags.c_contiguous)
     elif ok:
-        ptr, chan, val = ctx.events if isinstance(ctx.events, tuple) and len(ctx.events) == 3 else (None,) * 3
-        ok = (all(isinstance(a, np.ndarray) and a.ndim == 1 for a in (ptr, chan, val))
-              and ptr.dtype == np.int64 and chan.dtype == np.int32 and val.dtype == ctx.w_col.dtype
-              and ptr.shape == (N * H * W + 1,) and ptr[0] == 0 and bool(np.all(np.diff(ptr) >= 0))
-              and chan.size >= ptr[-1] and val.size >= ptr[-1]
-              and (ptr[-1] == 0 or (0 <= chan[:ptr[-1]].min() and chan[:ptr[-1]].max() < C)))
+        cs = ctx.col_sparse
+        ptr, col, val = cs if isinstance(cs, tuple) and len(cs) == 3 else (None,) * 3
+        ok = (all(isinstance(a, np.ndarray) and a.ndim == 1 for a in (ptr, col, val))
+              and ptr.dtype == np.int64 and col.dtype == np.int32 and val.dtype == ctx.w_col.dtype
+              and ptr.shape == (N * Ho * Wo + 1,) and ptr[0] == 0 and bool(np.all(np.diff(ptr) >= 0))
+              and col.size == ptr[-1] == val.size
+              and (col.size == 0 or (0 <= col.min() and col.max() < C * kh * kw)))
     if not ok:
         raise ValueError("ctx: not a context made by conv2d_forward (its arrays and shapes disagree)")
 
@@ -680,11 +713,11 @@ def conv2d_backward(dy, ctx, *, need_dx=True, check_finite=True, workspace=None)
     workspace = _check_workspace(workspace)
     need_dx = check_bool("need_dx", need_dx)
     check_finite = check_bool("check_finite", check_finite)
-    _check_context(ctx)
-    if ctx.arrays is not None and ctx.arrays.generation != ctx.generation:
+    if isinstance(ctx.arrays, _Arrays) and ctx.arrays.generation != ctx.generation:
         raise RuntimeError("ctx: stale Conv2dContext: a later conv2d_forward with the same workspace and "
                            "the same shapes has rewritten its im2col matrix; run backward before the next "
                            "forward, or give each pending forward its own workspace")
+    _check_context(ctx)
     N, C, H, W = ctx.x_shape
     O, _, kh, kw = ctx.w_shape  # noqa: E741 (O = output channels, as in the notes)
     Ho, Wo = ctx.out_hw
@@ -703,7 +736,7 @@ def conv2d_backward(dy, ctx, *, need_dx=True, check_finite=True, workspace=None)
         dw = np.dot(dyt.T, ctx.colT)                         # dW = dY @ col.T, K = (i, j, c)
         dw = np.ascontiguousarray(dw.reshape(O, kh, kw, C).transpose(0, 3, 1, 2))
     else:
-        dwt = _events_dw(*ctx.events, H, W, dyt, kh, kw, sh, sw, ph, pw, Ho, Wo, np.empty((kh * kw * C, O), dy.dtype))
+        dwt = _spmm_t(*ctx.col_sparse, dyt, np.empty((kh * kw * C, O), dy.dtype))   # dW.T = colT.T @ dY.T
         dw = np.ascontiguousarray(dwt.reshape(kh, kw, C, O).transpose(3, 2, 0, 1))
     db = db64.astype(dy.dtype) if ctx.has_bias else None
     dx = None
