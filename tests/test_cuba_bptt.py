@@ -1,6 +1,6 @@
 """Surrogate-gradient BPTT through the CuBa-LIF RSNN (refsnn.kernels.cuba_bptt; SPEC §2.3, §4.1):
-spiking forward = the ES-RSNN oracle; backward = finite differences of the relaxed network, with
-the reset detached or not; = PyTorch autograd when installed."""
+the Numba kernels = their NumPy oracles; spiking forward = the ES-RSNN oracle; backward = finite
+differences of the relaxed network, with the reset detached or not; = PyTorch autograd when installed."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 from strategies import central_diff, seeds
 
 from refsnn.kernels import cuba, surrogate
-from refsnn.kernels.cuba_bptt import effective_recurrent, rsnn_backward, rsnn_forward
+from refsnn.kernels.cuba_bptt import (
+    effective_recurrent,
+    rsnn_backward,
+    rsnn_backward_ref,
+    rsnn_forward,
+    rsnn_forward_ref,
+)
 
 SMALL = dict(n_neurons=6, dt=0.5, sim_time=2.0)      # K = 4 substeps
 
@@ -47,6 +53,36 @@ def test_spiking_forward_is_the_es_rsnn_step(seed, dale):
     for a, b in zip(final, ref_state):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
     assert rates.shape == (B, T, cfg.n_neurons) and final[3].max() <= 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=seeds, dale=st.booleans(), relaxed=st.booleans(), detach=st.booleans(),
+       name=st.sampled_from(surrogate.NAMES), with_resets=st.booleans(),
+       dtype=st.sampled_from([np.float64, np.float32]))
+def test_kernels_match_the_numpy_oracles(seed, dale, relaxed, detach, name, with_resets, dtype):
+    """rsnn_forward / rsnn_backward (Numba, event-driven sums) against rsnn_forward_ref /
+    rsnn_backward_ref (NumPy, dense products): the same spikes, bit for bit, in spiking mode; rates,
+    final state and gradients to the rounding of another summation order."""
+    cfg, u, W_in, W_h, state, d_in = _setup(seed, dale, N=9, B=3, T=4, dtype=dtype, scale=2.0)
+    B, T, N = u.shape[0], u.shape[1], cfg.n_neurons
+    rng = np.random.default_rng(seed + 1)
+    resets = None
+    if with_resets:
+        resets = (rng.uniform(size=(B, T)) < 0.3, rng.uniform(0, 1, (B, T, N)).astype(dtype))
+    kw = dict(d_in=d_in, relaxed=relaxed, detach_reset=detach, surrogate_name=name, resets=resets)
+    got = rsnn_forward(cfg, u, W_in, W_h, state, **kw)
+    want = rsnn_forward_ref(cfg, u, W_in, W_h, state, **kw)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-5)
+    if not relaxed:
+        np.testing.assert_array_equal(got[2].s, want[2].s)
+    np.testing.assert_allclose(got[0], want[0], **tol)
+    for a, b in zip(got[1], want[1]):
+        np.testing.assert_allclose(a, b, **tol)
+    G = rng.normal(size=(B, T, N)).astype(dtype)
+    g, h = rsnn_backward(got[2], G), rsnn_backward_ref(want[2], G)
+    for key in ("W_in", "W_h"):
+        scale = max(1.0, float(np.abs(h[key]).max()))
+        np.testing.assert_allclose(g[key], h[key], rtol=0, atol=tol["atol"] * scale * 10, err_msg=key)
 
 
 def _loss_and_grads(cfg, u, W_in, W_h, state, d_in, G, **kw):

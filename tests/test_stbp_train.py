@@ -184,6 +184,27 @@ def test_set_threads():
         set_threads(0)
 
 
+def test_blas_threads_reach_every_openblas_in_the_process():
+    """``threads(n)`` sets NumPy's OpenBLAS and SciPy's (which Numba's ``np.dot`` runs on) and
+    restores both (threadpoolctl reports every BLAS loaded)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import numba
+    import scipy.linalg  # noqa: F401  (loads SciPy's OpenBLAS, as Numba's np.dot does)
+
+    from refsnn.snn.threads import threads
+
+    def counts():
+        return {i["filepath"]: i["num_threads"] for i in threadpoolctl.threadpool_info()
+                if i.get("internal_api") == "openblas"}
+
+    before = counts()
+    assert before, "no OpenBLAS found by threadpoolctl"
+    with threads(1):
+        assert set(counts().values()) == {1}
+        assert numba.get_num_threads() == 1
+    assert counts() == before
+
+
 def test_train_on_user_datasets(tmp_path):
     """cifar10:DIR (python batches) and events:DIR run end to end (tiny files, one epoch)."""
     import pickle

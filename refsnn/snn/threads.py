@@ -31,45 +31,50 @@ _GET_SYMBOLS = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_thr
 
 
 def _blas_libs():
+    """NumPy's OpenBLAS first, then SciPy's (a second copy: Numba's ``np.dot`` calls BLAS through
+    SciPy, so a kernel's GEMM runs on SciPy's OpenBLAS and its own thread pool)."""
     here = os.path.dirname(np.__file__)
     pats = [os.path.join(here, "..", "numpy.libs", "*openblas*"), os.path.join(here, ".libs", "*openblas*"),
-            os.path.join(here, "..", "scipy_openblas*", "lib", "*openblas*")]
+            os.path.join(here, "..", "scipy_openblas*", "lib", "*openblas*"),
+            os.path.join(here, "..", "scipy.libs", "*openblas*"),
+            os.path.join(here, "..", "scipy", ".libs", "*openblas*")]
     for pat in pats:
         for path in sorted(glob.glob(pat)):
             if ".so" in path or path.endswith((".dylib", ".dll")):
                 yield path
 
 
-def _blas_fn(symbols):
+def _blas_fns(symbols):
+    """The first of ``symbols`` in each OpenBLAS library found (NumPy's first)."""
+    fns = []
     for path in _blas_libs():
         try:
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for sym in symbols:
-            fn = getattr(lib, sym, None)
-            if fn is not None:
-                return fn
-    return None
+        fn = next((getattr(lib, sym) for sym in symbols if getattr(lib, sym, None) is not None), None)
+        if fn is not None:
+            fns.append(fn)
+    return fns
 
 
 def set_blas_threads(n: int) -> bool:
-    """Set OpenBLAS's thread count in this process; True if an entry point was found."""
+    """Set the thread count of every OpenBLAS in this process (NumPy's and SciPy's); True if an
+    entry point was found."""
     n = check_int("threads", n, lo=1)
-    fn = _blas_fn(_SYMBOLS)
-    if fn is None:
-        return False
-    fn(ctypes.c_int(n))
-    return True
+    fns = _blas_fns(_SYMBOLS)
+    for fn in fns:
+        fn(ctypes.c_int(n))
+    return bool(fns)
 
 
 def get_blas_threads() -> int | None:
-    """OpenBLAS's current thread count, or None if it cannot be queried."""
-    fn = _blas_fn(_GET_SYMBOLS)
-    if fn is None:
+    """NumPy's OpenBLAS's current thread count, or None if it cannot be queried."""
+    fns = _blas_fns(_GET_SYMBOLS)
+    if not fns:
         return None
-    fn.restype = ctypes.c_int
-    return int(fn())
+    fns[0].restype = ctypes.c_int
+    return int(fns[0]())
 
 
 def set_threads(n: int) -> bool:
