@@ -364,3 +364,16 @@ def rsnn_backward(cache: RSNNCache, grad_rates: np.ndarray) -> dict[str, np.ndar
                  surrogate.CODES[cache.surrogate], a, surrogate.constants(dtype), gW, gW_in)
     return {"W_in": gW_in, "W_h": _dale_grad(cache, gW)}
 
+
+def _warmup() -> None:
+    """Compile (or load from cache) both kernels, float32 and float64, spiking and relaxed, with and
+    without resets."""
+    cfg = CubaConfig(n_neurons=4, dt=0.5, sim_time=1.0)
+    for dt in (np.float32, np.float64):
+        state = tuple(np.zeros((1, 4), dt) for _ in range(4))
+        u, W_in, W_h = np.ones((1, 2, 2), dt), np.ones((2, 4), dt), np.ones((4, 4), dt)
+        resets = (np.array([[False, True]]), np.zeros((1, 2, 4), dt))
+        for relaxed in (False, True):
+            for rs in (None, resets):
+                rates, _, cache = rsnn_forward(cfg, u, W_in, W_h, state, d_in=1, relaxed=relaxed, resets=rs)
+                rsnn_backward(cache, np.ones_like(rates))

@@ -16,6 +16,7 @@ WARMUPS = [
     "refsnn.kernels.batchnorm:_warmup",
     "refsnn.kernels.rectify:_warmup",
     "refsnn.kernels.cuba:_warmup",
+    "refsnn.kernels.cuba_bptt:_warmup",
     "refsnn.nas.bie:_warmup",
     "refsnn.datasets.events:_warmup",
     "refsnn.datasets.saccades:_warmup",
