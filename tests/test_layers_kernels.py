@@ -91,6 +91,12 @@ def test_linear_matches_oracle(n, fin, fout, dt, seed, bias):
         assert (a is None) == (r is None)
         if a is not None:
             _close(a, r, dt)
+    no_dx = linear_backward(dy, x, w, bias, need_dx=False)
+    assert no_dx[0] is None
+    for a, r in zip(no_dx[1:], got[1:]):
+        assert (a is None) == (r is None)
+        if a is not None:
+            np.testing.assert_array_equal(a, r)
 
 
 def test_linear_finite_differences():
@@ -112,6 +118,8 @@ def test_linear_bad_input():
         linear_forward(x, w, np.zeros(3))
     with pytest.raises(ValueError, match=r"^dy\b"):
         linear_backward(np.zeros((2, 3)), x, w, True)
+    with pytest.raises(TypeError, match=r"^need_dx\b"):
+        linear_backward(np.zeros((2, 4)), x, w, True, need_dx="no")
 
 
 # ---- BatchNorm ----

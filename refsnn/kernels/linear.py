@@ -48,16 +48,18 @@ def _check_result(name: str, what: str, *arrays) -> None:
             raise ValueError(f"{name}: {what} overflowed {a.dtype} (inputs too large)")
 
 
-def linear_backward(dy, x, w, has_bias):
+def linear_backward(dy, x, w, has_bias, need_dx=True):
     """Gradients of :func:`linear_forward`: ``(dx, dw, db)`` = ``(dy @ w, dy.T @ x, dy.sum(0))``.
 
-    ``db`` is None when ``has_bias`` is False.
+    ``db`` is None when ``has_bias`` is False, ``dx`` when ``need_dx`` is False (an input that needs
+    no gradient: one GEMM fewer).
     """
     x, w, _ = _check(x, w, None)
     dy = check_array("dy", dy, ndim=2, dtypes=FLOAT_DTYPES, shape=(x.shape[0], w.shape[0]))
     check_same_dtype("x", x, "dy", dy)
     has_bias = check_bool("has_bias", has_bias)
-    dx = dy @ w
+    need_dx = check_bool("need_dx", need_dx)
+    dx = dy @ w if need_dx else None
     dw = dy.T @ x
     with np.errstate(over="ignore"):
         db = dy.sum(axis=0, dtype=np.float64).astype(dy.dtype) if has_bias else None

@@ -463,12 +463,12 @@ class Linear(Layer):
 
     def backward(self, dy, need_dx=(True,)):
         dx, dw, db = linear_backward(np.ascontiguousarray(_fold(dy)), self._c_x, self.params["w"],
-                                     "b" in self.params)
+                                     "b" in self.params, need_dx=bool(need_dx[0]))
         self.grads["w"] = dw
         if db is not None:
             self.grads["b"] = db
         self._c_x = None
-        return (dx.reshape(dy.shape[:2] + (self.fin,)),)
+        return (None if dx is None else dx.reshape(dy.shape[:2] + (self.fin,)),)
 
 
 # ------------------------------------------------------------------------------------------------
