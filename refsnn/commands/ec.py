@@ -241,6 +241,15 @@ class _Progress:
     def elapsed(self) -> float:
         return self.wall_prev + (time.perf_counter() - self.t_session)
 
+    def restore(self, z: dict, generation: int, path) -> None:
+        """History, env steps, wall time and best return from checkpoint ``z`` (at ``generation``)."""
+        self.history = z["history"].astype(np.float64).reshape(-1, len(COLUMNS))
+        if self.history.shape[0] != generation:
+            raise ValueError(f"{path}: corrupt checkpoint (history has {self.history.shape[0]} rows, generation "
+                             f"{generation})")
+        self.env_steps, self.wall_prev = int(z["env_steps"]), float(z["wall_seconds"])
+        self.best = float(z["best_det"])
+
     def eta(self, cfg: ECConfig, done: int) -> float:
         """Seconds left after ``done`` generations: the rest of ``cfg.generations`` at the pace of the
         last 10, or less when ``--max-minutes`` / ``--max-env-steps`` end the run first."""
@@ -339,7 +348,9 @@ def _run_sgppo(cfg: ECConfig, *, log, executor, chunks) -> dict:
                     with threads(1):   # small GEMMs (batch 4 per step, 32 windows per minibatch): one BLAS
                         new, info = ppo.iterate(net, obs_dim, state, envs, s, cfg.seed)   # thread is 3-6x faster
                     prog.gen_times.append(time.perf_counter() - t0)
+                    prog.env_steps += info["steps"] + int(det["lengths"].sum())
                     row = _ppo_row(cfg, net, it, info, det, prog, t1 - t0)
+                    prog.history = np.vstack([prog.history, row[None]])
                     improved = cfg.eval_members > 0 and row[3] > prog.best
                     prog.best = float(row[3]) if improved else prog.best
                     eta = prog.eta(cfg, it + 1)
@@ -385,8 +396,7 @@ def _ppo_start(rd: RunDir, cfg: ECConfig, net, obs_dim: int, act_dim: int, log):
         state = ppo.state_from_arrays(net, obs_dim, act_dim, z)
     except ValueError as e:
         raise ValueError(f"{rd.checkpoint_path}: corrupt checkpoint ({e})") from None
-    prog.history = z["history"].astype(np.float64).reshape(-1, len(COLUMNS))
-    prog.env_steps, prog.wall_prev, prog.best = int(z["env_steps"]), float(z["wall_seconds"]), float(z["best_det"])
+    prog.restore(z, state.iteration, rd.checkpoint_path)
     log(f"resuming {rd.path} at iteration {state.iteration}")
     return state, prog
 
@@ -401,11 +411,11 @@ def _ppo_deterministic(cfg: ECConfig, evaluator, state) -> dict:
 
 
 def _ppo_row(cfg: ECConfig, net, it: int, info: dict, det: dict, prog: _Progress, det_s: float) -> np.ndarray:
-    """The ``metrics.csv`` row of an iteration (appended to ``prog.history``): the training episodes'
-    returns, the deterministic return, the firing rate of the deterministic episodes, env steps (both
-    kinds), steps/s, and in ``policy_over_env`` the ratio of rollout-and-update time to evaluation time."""
+    """The ``metrics.csv`` row (:data:`COLUMNS`) of an iteration: the training episodes' returns, the
+    deterministic return, the firing rate of the deterministic episodes, env steps (both kinds, as
+    counted in ``prog.env_steps`` by the caller), steps/s, and in ``policy_over_env`` the ratio of
+    rollout-and-update time to evaluation time."""
     steps = info["steps"] + int(det["lengths"].sum())
-    prog.env_steps += steps
     ep = np.array([r for r, _ in info["episodes"]])
     det_ret = float(det["returns"].mean()) if det["returns"].size else float("nan")
     n_det = int(det["lengths"].sum())
@@ -413,7 +423,6 @@ def _ppo_row(cfg: ECConfig, net, it: int, info: dict, det: dict, prog: _Progress
     dt_gen = prog.gen_times[-1]
     row = np.array([it + 1, ep.mean() if ep.size else np.nan, ep.max() if ep.size else np.nan, det_ret, np.nan, rate,
                     prog.env_steps, steps / max(dt_gen, 1e-9), (dt_gen - det_s) / max(det_s, 1e-9), prog.elapsed()])
-    prog.history = np.vstack([prog.history, row[None]])
     return row
 
 
@@ -497,12 +506,7 @@ def _start(rd: RunDir, cfg: ECConfig, strategy, obs_dim: int, log):
         norm.load_state_arrays(z)
     except ValueError as e:
         raise ValueError(f"{ck}: corrupt checkpoint ({e})") from None
-    prog.history = z["history"].astype(np.float64).reshape(-1, len(COLUMNS))
-    if prog.history.shape[0] != state.generation:
-        raise ValueError(f"{ck}: corrupt checkpoint (history has {prog.history.shape[0]} rows, generation "
-                         f"{state.generation})")
-    prog.env_steps, prog.wall_prev = int(z["env_steps"]), float(z["wall_seconds"])
-    prog.best = float(z["best_det"])
+    prog.restore(z, state.generation, ck)
     log(f"resuming {rd.path} at generation {state.generation}")
     return state, norm, prog
 
