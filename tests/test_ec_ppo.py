@@ -140,7 +140,7 @@ def test_sgppo_command_resumes_exactly_plays_and_ignores_workers(tmp_path):
     rep = play_cmd.run(PlayConfig(str(tmp_path / "full"), replay=True))
     assert rep["mean_return"] == rep["recorded_det_return"] == full["final_deterministic_return"]
     conf = json.loads((tmp_path / "full" / "config.json").read_text())
-    assert (conf["lr"], conf["surrogate"], conf["detach_reset"]) == (3e-4, "atan", True)
+    assert (conf["lr"], conf["surrogate"], conf["detach_reset"]) == (3e-4, "atan", False)
     with pytest.raises(ValueError, match=r"different settings for \['surrogate'\]"):
         _train(_tiny(tmp_path, "full", generations=4, resume=True, surrogate="sigmoid"))
 

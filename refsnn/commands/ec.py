@@ -135,7 +135,8 @@ class ECConfig:
                             choices=SURROGATES)
     surrogate_alpha: float | None = option(None, "sg-ppo: surrogate scale alpha (default: the surrogate's, "
                                            "SPEC §2.2)")
-    detach_reset: bool = option(True, "sg-ppo: no gradient through the reset's spike")
+    detach_reset: bool = option(False, "sg-ppo: no gradient through the reset's spike (detached, the BPTT through "
+                                       "a 16-step window explodes: gradient norms 1e9 at the start, 1e25 later)")
 
     def __post_init__(self):
         check_choice("method", self.method, METHODS)
