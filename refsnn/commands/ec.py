@@ -264,6 +264,11 @@ class _Progress:
         return left
 
 
+def _method_name(cfg: ECConfig) -> str:
+    """The paper's name of the method: EC-RSNN, ES-RSNN, ES-GRU, ES-LSTM, SG-RSNN."""
+    return {"ec": "EC-RSNN", "es": "ES-RSNN", "es-gru": "ES-GRU", "es-lstm": "ES-LSTM", "sg-ppo": "SG-RSNN"}[cfg.method]
+
+
 def run(cfg: ECConfig, *, log=print, executor=None, chunks: int | None = None) -> dict:
     """Run (or with ``cfg.resume`` continue) an EC / ES-RSNN run in ``cfg.out``; returns the summary.
 
@@ -283,7 +288,7 @@ def run(cfg: ECConfig, *, log=print, executor=None, chunks: int | None = None) -
                 columns=COLUMNS, stored_config=_stored_config, added_keys=_ADDED_KEYS) as rd:
         state, norm, prog = _start(rd, cfg, strategy, obs_dim, log)
         summary = rd.read_summary()
-        log(f"refsnn ec: {cfg.method.upper()}-RSNN on {cfg.env} (obs {obs_dim}, act {act_dim}), N={cfg.neurons}, "
+        log(f"refsnn ec: {_method_name(cfg)} on {cfg.env} (obs {obs_dim}, act {act_dim}), N={cfg.neurons}, "
             f"P={cfg.population}+{cfg.eval_members} deterministic, {cfg.generations} generations, fitness = "
             f"return - {shift:g} x length, workers={cfg.workers}, seed={cfg.seed} -> {rd.path}")
         with _evaluator(cfg, executor, chunks) as evaluator:
@@ -554,7 +559,7 @@ def _write_outputs(rd: RunDir, cfg: ECConfig, prog: _Progress) -> None:
     rd.plot("learning_curve.png", h["generation"],
             {"mean sampled return": h["mean_return"], "max sampled return": h["max_return"],
              "deterministic return": h["det_return"]},
-            title=f"refsnn {cfg.method.upper()}-RSNN on {cfg.env} (P={cfg.population}, seed {cfg.seed})",
+            title=f"refsnn {_method_name(cfg)} on {cfg.env} (P={cfg.population}, seed {cfg.seed})",
             xlabel="generation", ylabel="return")
 
 
