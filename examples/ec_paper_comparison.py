@@ -10,8 +10,9 @@ surrogate gradient (the paper's Figure 4).
 Every run is a `refsnn ec` run directory `OUT/<method>-s<seed>` (SG sweep: `OUT/sg-<surrogate>-a<alpha>-s<seed>`),
 run with the command's defaults for its method, until it has used both budgets: first until
 `--minutes` of wall time, then (resumed, which is exact) until `--env-steps` env steps if it has not
-reached them. Existing run directories are resumed, so the script can be stopped and started again;
-`--report` only reads them (e.g. after running the methods in separate invocations).
+reached them; an SG run whose BPTT diverges (a non-finite gradient) stops there. Existing run
+directories are resumed, and finished ones left alone, so the script can be stopped and started
+again; `--report` only reads them (e.g. after running the methods in separate invocations).
 It then prints one Markdown table (per method, mean over seeds: the deterministic return at the
 wall-clock cut and at the env-step cut, the best, env steps and minutes used) and the wall-time ratio
 ES-RSNN / EC-RSNN of the median minutes to first reach a common return (the paper's claim (c)): 90 %
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import warnings
 from pathlib import Path
@@ -47,9 +49,12 @@ def run_to_budgets(name: str, out: Path, minutes: float, env_steps: int, log, re
             raise SystemExit(f"--report: {d} has no metrics.csv; run without --report first")
         return d
     base = dict(env=kw.pop("env"), generations=10**6, out=str(d), **kw)
+    done = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}
+    if done.get("diverged") or (done.get("wall_seconds", 0) >= 60 * minutes and done.get("env_steps", 0) >= env_steps):
+        return d                                     # finished (or diverged: resuming would diverge again)
     resume = (d / "checkpoint.npz").exists()
     s = run(ECConfig(**base, max_minutes=minutes, resume=resume), log=log)
-    if s["env_steps"] < env_steps:
+    if s["env_steps"] < env_steps and not s.get("diverged"):
         run(ECConfig(**base, max_env_steps=env_steps, resume=True), log=log)
     return d
 

@@ -145,6 +145,29 @@ def test_sgppo_command_resumes_exactly_plays_and_ignores_workers(tmp_path):
         _train(_tiny(tmp_path, "full", generations=4, resume=True, surrogate="sigmoid"))
 
 
+def test_sgppo_stops_cleanly_when_the_bptt_diverges(tmp_path, monkeypatch):
+    """A non-finite gradient stops the run after the last completed iteration (checkpoint, metrics and
+    summary intact, ``diverged`` recorded) instead of failing later on NaN weights."""
+    import json
+
+    from refsnn.ec import ppo
+
+    real = ppo.iterate
+
+    def iterate(cfg, obs_dim, state, envs, s, seed):
+        if state.iteration == 2:
+            raise ppo.Diverged("iteration 2: the gradient is not finite (norm inf)")
+        return real(cfg, obs_dim, state, envs, s, seed)
+    monkeypatch.setattr(ppo, "iterate", iterate)
+    lines = []
+    from refsnn.commands.ec import run
+    summary = run(_tiny(tmp_path, "d", generations=5), log=lines.append)
+    assert summary["diverged"] and summary["diverged_at_iteration"] == 3 and summary["generations"] == 2
+    assert json.loads((tmp_path / "d" / "summary.json").read_text())["diverged"]
+    assert any(line.startswith("stopping: diverged at iteration 2") for line in lines)
+    assert len((tmp_path / "d" / "metrics.csv").read_text().strip().splitlines()) == 1 + 2
+
+
 def test_sgppo_options_errors_name_the_option():
     from refsnn.commands.ec import ECConfig
     with pytest.raises(ValueError, match="^ppo_window"):

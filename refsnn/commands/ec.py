@@ -351,8 +351,14 @@ def _run_sgppo(cfg: ECConfig, *, log, executor, chunks) -> dict:
                     t0 = time.perf_counter()
                     det = _ppo_deterministic(cfg, evaluator, state)
                     t1 = time.perf_counter()
-                    with threads(1):   # small GEMMs (batch 4 per step, 32 windows per minibatch): one BLAS
-                        new, info = ppo.iterate(net, obs_dim, state, envs, s, cfg.seed)   # thread is 3-6x faster
+                    try:
+                        with threads(1):   # small GEMMs (batch 4 per step, 32 windows per minibatch): one BLAS
+                            new, info = ppo.iterate(net, obs_dim, state, envs, s, cfg.seed)   # thread: 3-6x faster
+                    except ppo.Diverged as e:
+                        log(f"stopping: diverged at {e} (the last completed iteration stays in {rd.path})")
+                        summary = {**summary, "diverged": True, "diverged_at_iteration": it + 1}
+                        rd.write_summary(summary)
+                        break
                     prog.gen_times.append(time.perf_counter() - t0)
                     prog.env_steps += info["steps"] + int(det["lengths"].sum())
                     row = _ppo_row(cfg, net, it, info, det, prog, t1 - t0)

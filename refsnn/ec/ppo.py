@@ -65,6 +65,10 @@ PARAM_KEYS = ("W_h", "W_in", "W_out", "b_v", "log_std", "w_v")
 _LOG_2PI_E = 0.5 * math.log(2 * math.pi * math.e)
 
 
+class Diverged(FloatingPointError):
+    """The surrogate-gradient BPTT overflowed to a non-finite gradient: training cannot continue."""
+
+
 @dataclass(frozen=True)
 class PPOSettings:
     """PPO hyperparameters (CleanRL's ``ppo_continuous_action.py`` defaults where they apply: lr 3e-4,
@@ -295,6 +299,9 @@ def update(cfg: CubaConfig, obs_dim: int, params, opt, windows: dict, s: PPOSett
                   for k, val in windows.items()}
             _, g, st = loss_and_grads(cfg, obs_dim, params, mb, s)
             norm = math.sqrt(sum(float(np.sum(np.square(gk, dtype=np.float64))) for gk in g.values()))
+            if not math.isfinite(norm):
+                raise Diverged(f"iteration {iteration}: the gradient is not finite (norm {norm}); the BPTT "
+                               f"exploded (surrogate {s.surrogate}, alpha {s.alpha})")
             scale = min(1.0, s.max_grad_norm / (norm + 1e-6))
             neg = {k: -scale * g[k].astype(np.float64) for k in PARAM_KEYS}    # adam_update ascends
             new, m, v, t = nes.adam_update({k: params[k].astype(np.float64) for k in PARAM_KEYS}, neg, m, v, t,
