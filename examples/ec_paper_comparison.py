@@ -45,7 +45,7 @@ def run_to_budgets(name: str, out: Path, minutes: float, env_steps: int, log, re
     exists)."""
     d = out / name
     if report:
-        if not (d / "metrics.csv").exists():
+        if not (d / "metrics.csv").exists() and not (d / "summary.json").exists():
             raise SystemExit(f"--report: {d} has no metrics.csv; run without --report first")
         return d
     base = dict(env=kw.pop("env"), generations=10**6, out=str(d), **kw)
@@ -54,14 +54,19 @@ def run_to_budgets(name: str, out: Path, minutes: float, env_steps: int, log, re
         return d                                     # finished (or diverged: resuming would diverge again)
     resume = (d / "checkpoint.npz").exists()
     s = run(ECConfig(**base, max_minutes=minutes, resume=resume), log=log)
-    if s["env_steps"] < env_steps and not s.get("diverged"):
+    if s.get("env_steps", 0) < env_steps and not s.get("diverged"):
         run(ECConfig(**base, max_env_steps=env_steps, resume=True), log=log)
     return d
 
 
 def read_metrics(d: Path) -> dict[str, np.ndarray]:
-    rows = list(csv.DictReader((d / "metrics.csv").open()))
-    return {k: np.array([float(r[k]) for r in rows]) for k in ("generation", "det_return", "env_steps", "elapsed_s")}
+    """The run's metrics columns (empty for a run that diverged in its first iteration) and, under
+    ``"diverged"``, the iteration at which it diverged (0: it did not)."""
+    rows = list(csv.DictReader((d / "metrics.csv").open())) if (d / "metrics.csv").exists() else []
+    m = {k: np.array([float(r[k]) for r in rows]) for k in ("generation", "det_return", "env_steps", "elapsed_s")}
+    done = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}
+    m["diverged"] = int(done.get("diverged_at_iteration", 0)) if done.get("diverged") else 0
+    return m
 
 
 def at_cut(m: dict, key: str, cut: float) -> tuple[float, float]:
@@ -83,7 +88,7 @@ def time_to(m: dict, threshold: float) -> float:
 def mean_curve(runs: list[dict], key: str, grid: np.ndarray, scale: float) -> np.ndarray:
     """Mean over runs of the deterministic return at each grid point (last value at or before it)."""
     ys = []
-    for m in runs:
+    for m in (m for m in runs if m["det_return"].size):   # (a run that diverged at once has no rows)
         x = m[key] / scale
         idx = np.searchsorted(x, grid, side="right") - 1
         ys.append(np.where(idx >= 0, m["det_return"][np.maximum(idx, 0)], np.nan))
@@ -132,10 +137,16 @@ def main(argv=None) -> int:
     print("| method | at the wall cut | at the env-step cut | best | env steps used | minutes used |")
     print("|---|---|---|---|---|---|")
     for g, ms in metrics.items():
+        div = [m["diverged"] for m in ms if m["diverged"]]
+        note = f" (diverged at iteration {', '.join(map(str, div))})" if div else ""
+        ms = [m for m in ms if m["det_return"].size]
+        if not ms:
+            print(f"| {g}{note} | - | - | - | - | - |")
+            continue
         wall = [at_cut(m, "elapsed_s", 60 * a.minutes) for m in ms]
         steps = [at_cut(m, "env_steps", a.env_steps) for m in ms]
         best = [float(np.nanmax(m["det_return"])) for m in ms]
-        print(f"| {g} | {np.nanmean([w[0] for w in wall]):.0f} | {np.nanmean([s[0] for s in steps]):.0f} | "
+        print(f"| {g}{note} | {np.nanmean([w[0] for w in wall]):.0f} | {np.nanmean([s[0] for s in steps]):.0f} | "
               f"{np.mean(best):.0f} | {np.mean([m['env_steps'][-1] for m in ms]):,.0f} | "
               f"{np.mean([m['elapsed_s'][-1] / 60 for m in ms]):.1f} |")
     if not a.sweep and "ec" in metrics and "es" in metrics:
