@@ -22,7 +22,7 @@ import numpy as np
 
 from refsnn._checks import check_int
 
-__all__ = ["set_threads", "set_blas_threads", "get_blas_threads", "threads"]
+__all__ = ["set_threads", "set_blas_threads", "get_blas_threads", "threads", "prefer_sleeping_numba_threads"]
 
 _SYMBOLS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
             "openblas_set_num_threads64_", "openblas_set_num_threads")
@@ -77,7 +77,7 @@ def get_blas_threads() -> int | None:
     return int(fns[0]())
 
 
-def _prefer_sleeping_numba_threads() -> None:
+def prefer_sleeping_numba_threads() -> None:
     """Choose Numba's ``workqueue`` threading layer, whose idle threads sleep, before its first parallel
     launch. With the default OpenMP layer, Numba's threads spin after every parallel region and take
     the cores from OpenBLAS's threads in the GEMM that follows: ``refsnn train --epochs 3 --threads 2``
@@ -92,10 +92,10 @@ def _prefer_sleeping_numba_threads() -> None:
 
 def set_threads(n: int) -> bool:
     """Use ``n`` threads for BLAS and for Numba's parallel kernels (``n`` capped at Numba's maximum);
-    for ``n > 1`` Numba's threads sleep between kernels (:func:`_prefer_sleeping_numba_threads`)."""
+    for ``n > 1`` Numba's threads sleep between kernels (:func:`prefer_sleeping_numba_threads`)."""
     n = check_int("threads", n, lo=1)
     if n > 1:
-        _prefer_sleeping_numba_threads()
+        prefer_sleeping_numba_threads()
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     return set_blas_threads(n)
 
