@@ -19,6 +19,7 @@ import os
 
 import numba
 import numpy as np
+from numba.np.ufunc import parallel as _numba_parallel
 
 from refsnn._checks import check_int
 
@@ -85,8 +86,7 @@ def prefer_sleeping_numba_threads() -> None:
     17.5 s; 2026-12-05, 2 cores, idle). Left alone when the user chose a layer
     (``NUMBA_THREADING_LAYER``) or Numba has already started its threads. The workqueue layer must not
     be entered from two Python threads at once, which refsnn's commands never do."""
-    from numba.np.ufunc import parallel
-    if "NUMBA_THREADING_LAYER" not in os.environ and not parallel._is_initialized:
+    if "NUMBA_THREADING_LAYER" not in os.environ and not _numba_parallel._is_initialized:
         numba.config.THREADING_LAYER = "workqueue"
 
 
