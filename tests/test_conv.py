@@ -150,6 +150,29 @@ def test_conv_event_path_workspace_and_stale_context():
         conv2d_forward(xs[0], w, algorithm="sparse")
 
 
+def test_conv_event_path_threads_do_not_change_the_forward():
+    """The forward's sparse product on blocks of rows over Numba's threads equals the serial one bit for
+    bit (each row's sum keeps its order), so the event path does not depend on the thread count."""
+    import numba
+
+    from refsnn.kernels.conv import _spmm, _spmm_parallel
+    rng = rng_from(4)
+    x = (rng.random((6, 5, 9, 9)) < 0.15).astype(np.float32)
+    w = rng.standard_normal((7, 5, 3, 3)).astype(np.float32)
+    _, ctx = conv2d_forward(x, w, padding=1, algorithm="events")
+    b = rng.standard_normal((5 * 9, 7)).astype(np.float32)
+    rows = ctx.col_sparse[0].size - 1
+    serial = _spmm(*ctx.col_sparse, b, np.empty((rows, 7), np.float32))
+    before = numba.get_num_threads()
+    try:
+        for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(n)
+            np.testing.assert_array_equal(_spmm_parallel(*ctx.col_sparse, b, np.empty((rows, 7), np.float32)),
+                                          serial)
+    finally:
+        numba.set_num_threads(before)
+
+
 def _fresh(x, w, b, stride, padding, dy, need_dx=True):
     """Forward + backward without a workspace (fresh arrays), copied out."""
     y, ctx = conv2d_forward(x, w, b, stride=stride, padding=padding)

@@ -90,12 +90,13 @@ number of nonzeros of ``colT`` (about ``kh*kw`` times those of ``x``) times ``O`
 ``N*Ho*Wo*K*O``. The CSR matrix is built in three passes: the nonzeros of ``x`` grouped by pixel
 (one pass over ``x``, pixel by pixel), then per output position the number of entries of its
 receptive field, then the entries themselves. ``dX`` has no such structure (``dY`` is dense) and goes
-through the GEMM and ``col2im`` as above. The sums run serially in a fixed order (output position,
-then ``k``), so the result is deterministic and independent of any thread count; it differs from the
-GEMM path by rounding only. ``algorithm="auto"`` (the default, and what the network layers use) takes
-this path when at most ``EVENTS_MAX_DENSITY`` of ``x`` is nonzero, a threshold measured on the STBP
-shapes (``refsnn bench``, ``conv_fwd_bwd_speedup_vs_torch``); the choice depends only on ``x``, so
-it is deterministic too. One difference with non-finite weights and ``check_finite=False``: a zero
+through the GEMM and ``col2im`` as above. Every sum runs in a fixed order (output position, then
+``k``), so the result is deterministic and independent of any thread count (the forward product runs
+blocks of rows on Numba's threads when there are several; each row's sum is unchanged); it differs
+from the GEMM path by rounding only. ``algorithm="auto"`` (the default, and what the network layers
+use) takes this path when at most ``EVENTS_MAX_DENSITY`` of ``x`` is nonzero, a threshold measured on
+the STBP shapes (``refsnn bench``, ``conv_fwd_bwd_speedup_vs_torch``); the choice depends only on
+``x``, so it is deterministic too. One difference with non-finite weights and ``check_finite=False``: a zero
 input times an infinite weight is NaN through the GEMM, but is skipped (contributes 0) here.
 
 Oracles: :func:`conv2d_forward_ref` / :func:`conv2d_backward_ref` are direct loops over the kernel
@@ -524,6 +525,27 @@ def _spmm(cptr, ccol, cval, b, out):
     return out
 
 
+@numba.njit(cache=True, parallel=True)
+def _spmm_parallel(cptr, ccol, cval, b, out):
+    """:func:`_spmm` with blocks of rows on Numba's threads: every row is still one serial sum in
+    column order, so the result is the same bit for bit (used when Numba has more than one thread)."""
+    O = b.shape[1]  # noqa: E741 (O = output channels, as in the notes)
+    R = out.shape[0]
+    n_blocks = 64
+    for blk in numba.prange(n_blocks):
+        acc = np.empty(O, out.dtype)
+        for r in range(blk * R // n_blocks, (blk + 1) * R // n_blocks):
+            acc[:] = 0.0
+            for e in range(cptr[r], cptr[r + 1]):
+                v = cval[e]
+                k = ccol[e]
+                for o in range(O):
+                    acc[o] += v * b[k, o]
+            for o in range(O):
+                out[r, o] = acc[o]
+    return out
+
+
 @numba.njit(cache=True)
 def _spmm_t(cptr, ccol, cval, g, out):
     """``out = A.T @ g`` for the CSR matrix ``A`` (``(rows, K)``) and a dense ``g`` (``(rows, O)``);
@@ -626,7 +648,8 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, check_finite=True, work
         _sparse_im2col(ptr, chan, val, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, ccol, cval)
         col_sparse = (cptr, ccol, cval)
         wt = np.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(kh * kw * C, O)   # W_col.T, rows (i, j, c)
-        _spmm(cptr, ccol, cval, wt, yt)                      # Y.T = colT @ W_col.T
+        spmm = _spmm_parallel if numba.get_num_threads() > 1 else _spmm
+        spmm(cptr, ccol, cval, wt, yt)                       # Y.T = colT @ W_col.T
     y = np.empty((N, O, Ho * Wo), x.dtype)                   # the caller's: never a work array
     bb = b if b is not None else np.zeros(1, dtype=x.dtype)
     bad = _nhwc_to_nchw(yt.reshape(N, Ho * Wo, O), np.ascontiguousarray(bb), b is not None, y, check_finite)
@@ -833,3 +856,4 @@ def _warmup() -> None:
         conv2d_backward(np.ones_like(y), ctx, need_dx=False)
         y, ctx = conv2d_forward(x, w, b, stride=(1, 2), padding=1, algorithm="events")
         conv2d_backward(np.ones_like(y), ctx)
+        _spmm_parallel(*ctx.col_sparse, np.ones((3 * 2 * 2, 3), dt), np.empty((y.size // 3, 3), dt))
