@@ -507,13 +507,11 @@ def _sparse_im2col(ptr, chan, val, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, ccol
     return k
 
 
-@numba.njit(cache=True)
-def _spmm(cptr, ccol, cval, b, out):
-    """``out = A @ b`` for the CSR matrix ``A`` and a dense ``b`` (``(K, O)``); ``out`` is ``(rows, O)``.
-    One output row is accumulated in a local buffer, its entries in column order."""
+@numba.njit(cache=True, inline="always")
+def _spmm_rows(cptr, ccol, cval, b, out, r0, r1, acc):
+    """Rows ``r0:r1`` of ``out = A @ b``, each accumulated in ``acc`` (``(O,)``), entries in column order."""
     O = b.shape[1]  # noqa: E741 (O = output channels, as in the notes)
-    acc = np.empty(O, out.dtype)
-    for r in range(out.shape[0]):
+    for r in range(r0, r1):
         acc[:] = 0.0
         for e in range(cptr[r], cptr[r + 1]):
             v = cval[e]
@@ -522,6 +520,13 @@ def _spmm(cptr, ccol, cval, b, out):
                 acc[o] += v * b[k, o]
         for o in range(O):
             out[r, o] = acc[o]
+
+
+@numba.njit(cache=True)
+def _spmm(cptr, ccol, cval, b, out):
+    """``out = A @ b`` for the CSR matrix ``A`` and a dense ``b`` (``(K, O)``); ``out`` is ``(rows, O)``.
+    One output row is accumulated in a local buffer, its entries in column order."""
+    _spmm_rows(cptr, ccol, cval, b, out, 0, out.shape[0], np.empty(b.shape[1], out.dtype))
     return out
 
 
@@ -529,20 +534,11 @@ def _spmm(cptr, ccol, cval, b, out):
 def _spmm_parallel(cptr, ccol, cval, b, out):
     """:func:`_spmm` with blocks of rows on Numba's threads: every row is still one serial sum in
     column order, so the result is the same bit for bit (used when Numba has more than one thread)."""
-    O = b.shape[1]  # noqa: E741 (O = output channels, as in the notes)
     R = out.shape[0]
     n_blocks = 64
     for blk in numba.prange(n_blocks):
-        acc = np.empty(O, out.dtype)
-        for r in range(blk * R // n_blocks, (blk + 1) * R // n_blocks):
-            acc[:] = 0.0
-            for e in range(cptr[r], cptr[r + 1]):
-                v = cval[e]
-                k = ccol[e]
-                for o in range(O):
-                    acc[o] += v * b[k, o]
-            for o in range(O):
-                out[r, o] = acc[o]
+        _spmm_rows(cptr, ccol, cval, b, out, blk * R // n_blocks, (blk + 1) * R // n_blocks,
+                   np.empty(b.shape[1], out.dtype))
     return out
 
 
