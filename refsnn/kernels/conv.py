@@ -89,15 +89,16 @@ Each term is a contiguous run of ``O`` products, which the compiler vectorises; 
 number of nonzeros of ``colT`` (about ``kh*kw`` times those of ``x``) times ``O`` instead of
 ``N*Ho*Wo*K*O``. The CSR matrix is built in three passes: the nonzeros of ``x`` grouped by pixel
 (one pass over ``x``, pixel by pixel), then per output position the number of entries of its
-receptive field, then the entries themselves. ``dX`` has no such structure (``dY`` is dense) and goes
-through the GEMM and ``col2im`` as above. Every sum runs in a fixed order (output position, then
-``k``), so the result is deterministic and independent of any thread count (the forward product runs
-blocks of rows on Numba's threads when there are several; each row's sum is unchanged); it differs
-from the GEMM path by rounding only. ``algorithm="auto"`` (the default, and what the network layers
-use) takes this path when at most ``EVENTS_MAX_DENSITY`` of ``x`` is nonzero, a threshold measured on
-the STBP shapes (``refsnn bench``, ``conv_fwd_bwd_speedup_vs_torch``); the choice depends only on
-``x``, so it is deterministic too. One difference with non-finite weights and ``check_finite=False``: a zero
-input times an infinite weight is NaN through the GEMM, but is skipped (contributes 0) here.
+receptive field (to size the arrays), then the entries themselves (the same loop, filling). ``dX``
+has no such structure (``dY`` is dense) and goes through the GEMM and ``col2im`` as above. Every sum
+runs in a fixed order (output position, then ``k``), so the result is deterministic and independent
+of any thread count (the forward product runs blocks of rows on Numba's threads when there are
+several; each row's sum is unchanged); it differs from the GEMM path by rounding only.
+``algorithm="auto"`` (the default, and what the network layers use) takes this path when at most
+``EVENTS_MAX_DENSITY`` of ``x`` is nonzero: timing both paths on the STBP shapes at 5-40 % density,
+the GEMM caught up between 15 and 30 % (2026-12-05); the choice depends only on ``x``, so it is
+deterministic too. One difference with non-finite weights and ``check_finite=False``: a zero input
+times an infinite weight is NaN through the GEMM, but is skipped (contributes 0) here.
 
 Oracles: :func:`conv2d_forward_ref` / :func:`conv2d_backward_ref` are direct loops over the kernel
 offsets in plain NumPy; the tests also compare with ``scipy.signal.correlate``.
@@ -460,16 +461,18 @@ def _events_by_pixel(x, ptr, chan, val):
 
 
 @numba.njit(cache=True)
-def _sparse_im2col_rows(ptr, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, cptr):
-    """Row pointers ``cptr`` (``N*Ho*Wo + 1``) of the sparse ``colT``: the entries of row ``(n, p, q)``
-    are the events of the pixels of its receptive field. ``ptr`` is :func:`_events_by_pixel`'s.
-    Returns the number of entries."""
+def _sparse_im2col(ptr, chan, val, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, fill, cptr, ccol, cval):
+    """The sparse ``colT`` from :func:`_events_by_pixel`'s CSR ``ptr, chan, val``: row ``(n, p, q)``
+    holds the events of the pixels of its receptive field. Writes the row pointers ``cptr``
+    (``N*Ho*Wo + 1``) and, with ``fill``, the entries ``ccol = (i*kw + j)*C + c`` (ascending within a
+    row) and ``cval = x[n, c, p*sh+i-ph, q*sw+j-pw]``; without, only counts them (to size ``ccol`` and
+    ``cval``, which may then be empty). Returns the number of entries."""
     N = (ptr.shape[0] - 1) // (H * W)
+    k = 0
     cptr[0] = 0
     for n in range(N):
         for p in range(Ho):
             for q in range(Wo):
-                count = 0
                 for i in range(kh):
                     a = p * sh + i - ph
                     if 0 <= a < H:
@@ -477,33 +480,15 @@ def _sparse_im2col_rows(ptr, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, cptr):
                             b = q * sw + j - pw
                             if 0 <= b < W:
                                 r = (n * H + a) * W + b
-                                count += ptr[r + 1] - ptr[r]
-                pos = (n * Ho + p) * Wo + q
-                cptr[pos + 1] = cptr[pos] + count
-    return cptr[-1]
-
-
-@numba.njit(cache=True)
-def _sparse_im2col(ptr, chan, val, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, ccol, cval):
-    """The entries of the sparse ``colT`` (rows as counted by :func:`_sparse_im2col_rows`):
-    ``ccol = (i*kw + j)*C + c`` ascending within a row, ``cval = x[n, c, p*sh+i-ph, q*sw+j-pw]``."""
-    N = (ptr.shape[0] - 1) // (H * W)
-    k = 0
-    for n in range(N):
-        for p in range(Ho):
-            for q in range(Wo):
-                for i in range(kh):
-                    a = p * sh + i - ph
-                    if 0 <= a < H:
-                        for j in range(kw):
-                            b = q * sw + j - pw
-                            if 0 <= b < W:
-                                r = (n * H + a) * W + b
-                                k0 = (i * kw + j) * C
-                                for e in range(ptr[r], ptr[r + 1]):
-                                    ccol[k] = k0 + chan[e]
-                                    cval[k] = val[e]
-                                    k += 1
+                                if fill:
+                                    k0 = (i * kw + j) * C
+                                    for e in range(ptr[r], ptr[r + 1]):
+                                        ccol[k] = k0 + chan[e]
+                                        cval[k] = val[e]
+                                        k += 1
+                                else:
+                                    k += ptr[r + 1] - ptr[r]
+                cptr[(n * Ho + p) * Wo + q + 1] = k
     return k
 
 
@@ -639,9 +624,10 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, check_finite=True, work
                           _work(arrays, "chan", (x.size,), np.int32), _work(arrays, "val", (x.size,), x.dtype))
         _events_by_pixel(x, ptr, chan, val)
         cptr = _work(arrays, "cptr", (N * Ho * Wo + 1,), np.int64)
-        nnz = int(_sparse_im2col_rows(ptr, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo, cptr))
+        geom = (H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo)
+        nnz = int(_sparse_im2col(ptr, chan, val, *geom, False, cptr, np.empty(0, np.int32), np.empty(0, x.dtype)))
         ccol, cval = _work_capacity(arrays, "ccol", nnz, np.int32), _work_capacity(arrays, "cval", nnz, x.dtype)
-        _sparse_im2col(ptr, chan, val, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, ccol, cval)
+        _sparse_im2col(ptr, chan, val, *geom, True, cptr, ccol, cval)
         col_sparse = (cptr, ccol, cval)
         wt = np.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(kh * kw * C, O)   # W_col.T, rows (i, j, c)
         spmm = _spmm_parallel if numba.get_num_threads() > 1 else _spmm
