@@ -77,9 +77,14 @@ def effective_recurrent(cfg: CubaConfig, W_h: np.ndarray) -> np.ndarray:
     Dale's law, ``W_h`` itself without."""
     if not cfg.dale:
         return W_h
-    sign = np.ones(cfg.n_neurons, dtype=W_h.dtype)
+    return _dale_sign(cfg, W_h.dtype)[:, None] * np.abs(W_h)
+
+
+def _dale_sign(cfg: CubaConfig, dtype) -> np.ndarray:
+    """``sign_j``: ``+1`` for presynaptic excitatory neurons ``j < n_exc``, ``-1`` after."""
+    sign = np.ones(cfg.n_neurons, dtype=dtype)
     sign[cfg.n_exc:] = -1
-    return sign[:, None] * np.abs(W_h)
+    return sign
 
 
 @dataclass
@@ -200,9 +205,13 @@ def _dale_grad(cache: RSNNCache, gW: np.ndarray) -> np.ndarray:
     """``dL/dW_h`` from ``dL/dW`` of the effective weights: ``gW sign_j sign(W_h)`` with Dale's law."""
     if not cache.cfg.dale:
         return gW
-    sign = np.ones(cache.cfg.n_neurons, dtype=gW.dtype)
-    sign[cache.cfg.n_exc:] = -1
-    return gW * sign[:, None] * np.sign(cache.W_h)
+    return gW * _dale_sign(cache.cfg, gW.dtype)[:, None] * np.sign(cache.W_h)
+
+
+def _kernel_surrogate(name: str, alpha, dtype) -> tuple:
+    """What the Numba kernels take for surrogate ``name``: ``(code, alpha in dtype, constants)``."""
+    a = surrogate._args(name, np.zeros(1, dtype), alpha)[1]
+    return surrogate.CODES[name], a, surrogate.constants(dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,7 +343,6 @@ def rsnn_forward(cfg: CubaConfig, u: np.ndarray, W_in: np.ndarray, W_h: np.ndarr
     N, K = cfg.n_neurons, cfg.n_substeps
     c = cfg.constants(d_in, dtype)
     W = np.ascontiguousarray(effective_recurrent(cfg, W_h))
-    a = surrogate._args(surrogate_name, np.zeros(1, dtype), alpha)[1]
     P = np.empty((B, T, K, N), dtype)
     S = np.empty((B, T, K, N), dtype)
     s_enter = np.empty((B, T, N), dtype)
@@ -342,7 +350,7 @@ def rsnn_forward(cfg: CubaConfig, u: np.ndarray, W_in: np.ndarray, W_h: np.ndarr
     m = mask if mask is not None else np.zeros((B, 0), bool)
     v0a = v0 if v0 is not None else np.zeros((B, 0, N), dtype)
     _forward_nb(np.ascontiguousarray(u), np.ascontiguousarray(W_in), W, v, i_syn, rate, s, c, K, m, v0a,
-                bool(relaxed), surrogate.CODES[surrogate_name], a, surrogate.constants(dtype), P, S, s_enter, rates)
+                bool(relaxed), *_kernel_surrogate(surrogate_name, alpha, dtype), P, S, s_enter, rates)
     cache = RSNNCache(cfg, u, W_in, W_h, W, P, S, s_enter, mask, c, surrogate_name, alpha, bool(detach_reset))
     return rates, (v, i_syn, rate, s), cache
 
@@ -354,14 +362,13 @@ def rsnn_backward(cache: RSNNCache, grad_rates: np.ndarray) -> dict[str, np.ndar
     B, T, K, N = P.shape
     dtype = P.dtype
     grad_rates = check_array("grad_rates", grad_rates, dtypes=(dtype,), shape=(B, T, N))
-    a = surrogate._args(cache.surrogate, np.zeros(1, dtype), cache.alpha)[1]
     W = np.ascontiguousarray(cache.W)
     gW = np.empty_like(W)
     gW_in = np.empty(cache.W_in.shape, dtype)
     mask = cache.mask if cache.mask is not None else np.zeros((B, 0), bool)
     _backward_nb(P, cache.s, cache.s_enter, np.ascontiguousarray(cache.u), W, np.ascontiguousarray(W.T),
                  np.ascontiguousarray(grad_rates), cache.consts, mask, cache.detach_reset,
-                 surrogate.CODES[cache.surrogate], a, surrogate.constants(dtype), gW, gW_in)
+                 *_kernel_surrogate(cache.surrogate, cache.alpha, dtype), gW, gW_in)
     return {"W_in": gW_in, "W_h": _dale_grad(cache, gW)}
 
 
