@@ -1,4 +1,5 @@
 """SPEC §3: conv2d im2col kernels vs direct-loop oracle, scipy.signal.correlate and finite differences."""
+import numba
 import numpy as np
 import pytest
 import scipy.signal
@@ -150,27 +151,31 @@ def test_conv_event_path_workspace_and_stale_context():
         conv2d_forward(xs[0], w, algorithm="sparse")
 
 
-def test_conv_event_path_threads_do_not_change_the_forward():
-    """The forward's sparse product on blocks of rows over Numba's threads equals the serial one bit for
-    bit (each row's sum keeps its order), so the event path does not depend on the thread count."""
-    import numba
-
-    from refsnn.kernels.conv import _spmm, _spmm_parallel
+@pytest.mark.parametrize("algorithm", ["gemm", "events"])
+def test_conv_numba_threads_do_not_change_results(algorithm):
+    """Every Numba loop of both paths (im2col, col2im, layouts, the sparse im2col and both sparse
+    products) gives each image (or each row of dW) to one thread, so forward and backward are equal
+    bit for bit at 1 thread and at Numba's maximum (the BLAS thread count is left alone)."""
     rng = rng_from(4)
     x = (rng.random((6, 5, 9, 9)) < 0.15).astype(np.float32)
     w = rng.standard_normal((7, 5, 3, 3)).astype(np.float32)
-    _, ctx = conv2d_forward(x, w, padding=1, algorithm="events")
-    b = rng.standard_normal((5 * 9, 7)).astype(np.float32)
-    rows = ctx.col_sparse[0].size - 1
-    serial = _spmm(*ctx.col_sparse, b, np.empty((rows, 7), np.float32))
+    b = rng.standard_normal(7).astype(np.float32)
+    dy = rng.standard_normal((6, 7, 5, 9)).astype(np.float32)
+
+    def run():
+        y, ctx = conv2d_forward(x, w, b, stride=(2, 1), padding=1, algorithm=algorithm)
+        return (y,) + conv2d_backward(dy, ctx)
     before = numba.get_num_threads()
     try:
+        results = []
         for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
             numba.set_num_threads(n)
-            np.testing.assert_array_equal(_spmm_parallel(*ctx.col_sparse, b, np.empty((rows, 7), np.float32)),
-                                          serial)
+            results.append(run())
     finally:
         numba.set_num_threads(before)
+    for got in results[1:]:
+        for a, e in zip(got, results[0]):
+            np.testing.assert_array_equal(a, e)
 
 
 def _fresh(x, w, b, stride, padding, dy, need_dx=True):

@@ -1,4 +1,5 @@
 """SPEC §3: average/global pooling, linear and BatchNorm2d kernels vs oracles and finite differences."""
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -154,6 +155,30 @@ def test_bn_matches_oracle(shape, dt, seed, training):
     ref = batchnorm2d_backward_ref(dy, x, gamma, rm0, rv0, training=training)
     for a, r in zip(got, ref):
         _close(a, r, dt, k=1000)
+
+
+def test_bn_and_pooling_numba_threads_do_not_change_results():
+    """The BN and pooling kernels give each channel (statistics, backward) or image (normalise,
+    pooling) to one thread: results at 1 thread and at Numba's maximum are equal bit for bit."""
+    x, gamma, beta, rm, rv = _bn_inputs((6, 5, 8, 8), np.float32, 3)
+    dy = rng_from(4).uniform(-1, 1, x.shape).astype(np.float32)
+
+    def run():
+        y, ctx = batchnorm2d_forward(x, gamma, beta, rm.copy(), rv.copy(), training=True)
+        p = avgpool2d_forward(y, 2)
+        g = global_avgpool_forward(y)
+        return (y, p, g, avgpool2d_backward(p, 2), global_avgpool_backward(g, (8, 8))) + batchnorm2d_backward(dy, ctx)
+    before = numba.get_num_threads()
+    try:
+        results = []
+        for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(n)
+            results.append(run())
+    finally:
+        numba.set_num_threads(before)
+    for got in results[1:]:
+        for a, e in zip(got, results[0]):
+            np.testing.assert_array_equal(a, e)
 
 
 def test_bn_running_stats_by_hand():

@@ -35,14 +35,17 @@ Memory layout (an implementation choice; the mathematics above is unchanged):
   ``dW = dY @ colT`` and ``dcol.T = dY.T @ W_col``: with OpenBLAS these ``(P, K) x (K, O)`` GEMMs
   ran faster than the ``(O, K) x (K, P)`` ones.
 
-The GEMMs go through ``np.dot`` (BLAS, multithreaded); ``im2col``, ``col2im`` and the NCHW <-> NHWC
-layout changes are *serial* Numba kernels. They are memory-bound and alternate with BLAS calls;
-with ``parallel=True`` the OpenMP workers spinning between parallel regions competed with the BLAS
-threads for the cores on a 2-core machine, so all the threads go to BLAS. ``col2im`` accumulates
-each element of ``dx`` in a fixed order (output position ``(p, q)`` outer, kernel offset ``(i, j)``
-inner); the bias gradient sums each channel in float64 in a fixed order. Results are therefore
-deterministic for a given BLAS build and BLAS thread count; the GEMMs may round differently with
-another BLAS thread count (OpenBLAS splits the sums by thread), the refsnn loops never do.
+The GEMMs go through ``np.dot`` (BLAS, multithreaded); ``im2col``, ``col2im``, the NCHW <-> NHWC
+layout changes and the sparse path's kernels run on Numba's threads (``prange``), each thread
+owning whole images (or, in the sparse ``dW``, whole rows of ``dW``), so no sum is ever split
+between threads: ``col2im`` accumulates each element of ``dx`` in a fixed order (output position
+``(p, q)`` outer, kernel offset ``(i, j)`` inner); the bias gradient sums each image's channel in
+float64, then the images in order. The refsnn loops are therefore bit-identical for any Numba
+thread count; the GEMMs may round differently with another BLAS thread count (OpenBLAS splits the
+sums by thread), so results are deterministic for a given BLAS build and BLAS thread count. With
+more than one thread, run Numba's ``workqueue`` threading layer
+(:func:`refsnn.snn.threads.set_threads` picks it): the OpenMP layer's workers spin after each
+parallel region and took the cores from the BLAS threads of the GEMM that follows.
 
 ``dX`` is computed in chunks of images (``dY.T[chunk] @ W_col`` then ``col2im`` of that chunk)
 so the ``(chunk, K)`` intermediate stays in cache. Mathematically each element of ``W_col.T @ dY``
@@ -87,13 +90,14 @@ columns ``k = (i, j, c)`` ascending, their values), and evaluates the same two p
 
 Each term is a contiguous run of ``O`` products, which the compiler vectorises; the work is the
 number of nonzeros of ``colT`` (about ``kh*kw`` times those of ``x``) times ``O`` instead of
-``N*Ho*Wo*K*O``. The CSR matrix is built in three passes: the nonzeros of ``x`` grouped by pixel
-(one pass over ``x``, pixel by pixel), then per output position the number of entries of its
-receptive field (to size the arrays), then the entries themselves (the same loop, filling). ``dX``
-has no such structure (``dY`` is dense) and goes through the GEMM and ``col2im`` as above. Every sum
-runs in a fixed order (output position, then ``k``), so the result is deterministic and independent
-of any thread count (the forward product runs blocks of rows on Numba's threads when there are
-several; each row's sum is unchanged); it differs from the GEMM path by rounding only.
+``N*Ho*Wo*K*O``. The CSR matrix is built in four passes, each over images in parallel: the
+nonzeros of ``x`` grouped by pixel (count, then fill), then per output position the number of
+entries of its receptive field (to size the arrays), then the entries themselves (the same loop,
+filling). ``dX`` has no such structure (``dY`` is dense) and goes through the GEMM and ``col2im`` as
+above. Every sum runs in a fixed order (output position, then ``k``; the forward product runs blocks
+of rows on Numba's threads, ``dW`` blocks of its rows ``k``, each scanning all output positions), so
+the result is deterministic and independent of any thread count; it differs from the GEMM path by
+rounding only.
 ``algorithm="auto"`` (the default, and what the network layers use) takes this path when at most
 ``EVENTS_MAX_DENSITY`` of ``x`` is nonzero: timing both paths on the STBP shapes at 5-40 % density,
 the GEMM caught up between 15 and 30 % (2026-12-05); the choice depends only on ``x``, so it is
@@ -325,12 +329,12 @@ class Conv2dContext:
 # ---------------------------------------------------------------------------------------------
 # Numba kernels
 # ---------------------------------------------------------------------------------------------
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _pad_to_nhwc(x, ph, pw, xp):
     """``xp[n, ph + a, pw + b, c] = x[n, c, a, b]``, zero elsewhere; ``xp`` is ``(N, H+2ph, W+2pw, C)``."""
     N, C, H, W = x.shape
-    xp[:] = 0.0
-    for n in range(N):
+    for n in numba.prange(N):
+        xp[n] = 0.0
         for a in range(H):
             for b in range(W):
                 row = xp[n, ph + a, pw + b]
@@ -339,12 +343,12 @@ def _pad_to_nhwc(x, ph, pw, xp):
     return xp
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _im2col(xp, kh, kw, sh, sw, Ho, Wo, colT):
     """``colT[(n, p, q), (i, j, c)] = xp[n, p*sh + i, q*sw + j, c]`` (``xp`` padded NHWC)."""
     N = xp.shape[0]
     C = xp.shape[3]
-    for n in range(N):
+    for n in numba.prange(N):
         for p in range(Ho):
             for q in range(Wo):
                 dst = colT[(n * Ho + p) * Wo + q]
@@ -357,16 +361,17 @@ def _im2col(xp, kh, kw, sh, sw, Ho, Wo, colT):
     return colT
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _col2im(dcolT, n0, kh, kw, sh, sw, Ho, Wo, dxp):
     """``dxp[n0 + m]`` (padded NHWC) = scatter-add of the rows ``(m, p, q)`` of ``dcolT``.
 
-    Images one at a time; within an image each element of ``dxp`` is accumulated in the fixed order
-    ``(p, q)`` outer, ``(i, j)`` inner, so the result does not depend on any thread count.
+    Images in parallel (each writes only its own ``dxp[n]``); within an image each element of ``dxp``
+    is accumulated in the fixed order ``(p, q)`` outer, ``(i, j)`` inner, so the result does not
+    depend on any thread count.
     """
     C = dxp.shape[3]
     nb = dcolT.shape[0] // (Ho * Wo)
-    for m in range(nb):
+    for m in numba.prange(nb):
         n = n0 + m
         dxp[n] = 0.0
         for p in range(Ho):
@@ -381,30 +386,32 @@ def _col2im(dcolT, n0, kh, kw, sh, sw, Ho, Wo, dxp):
     return dxp
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _unpad_from_nhwc(dxp, ph, pw, dx, check):
     """``dx[n, c, a, b] = dxp[n, ph + a, pw + b, c]`` (drops the padding entries). Returns the
     number of non-finite values written if ``check`` (else 0)."""
     N, C, H, W = dx.shape
-    bad = 0
-    for n in range(N):
+    bad = np.zeros(N, np.int64)                  # per image (a scalar += in a prange body was lost)
+    for n in numba.prange(N):
+        m = 0
         for c in range(C):
             for a in range(H):
                 for b in range(W):
                     v = dxp[n, ph + a, pw + b, c]
                     dx[n, c, a, b] = v
                     if check and not np.isfinite(v):
-                        bad += 1
-    return bad
+                        m += 1
+        bad[n] = m
+    return bad.sum()
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _nhwc_to_nchw(yt, b, has_bias, y, check):
     """``y[n, o, s] = yt[n, s, o] (+ b[o])``; ``yt`` is ``(N, Ho*Wo, O)``, ``y`` is ``(N, O, Ho*Wo)``.
     Returns the number of non-finite outputs if ``check`` (else 0), counted in the bias pass."""
     N, S, O = yt.shape  # noqa: E741 (O = output channels, as in the notes)
-    bad = 0
-    for n in range(N):
+    bad = np.zeros(N, np.int64)                  # per image (a scalar += in a prange body was lost)
+    for n in numba.prange(N):
         for s in range(S):
             for o in range(O):
                 y[n, o, s] = yt[n, s, o]
@@ -414,82 +421,113 @@ def _nhwc_to_nchw(yt, b, has_bias, y, check):
                 for s in range(S):
                     y[n, o, s] += bo
         if check:
+            m = 0
             for o in range(O):
                 for s in range(S):
                     if not np.isfinite(y[n, o, s]):
-                        bad += 1
-    return bad
+                        m += 1
+            bad[n] = m
+    return bad.sum()
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _nchw_to_nhwc(dy, dyt, db):
-    """``dyt[n, s, o] = dy[n, o, s]`` and ``db[o] = sum_{n, s} dy[n, o, s]`` (float64, fixed order)."""
+    """``dyt[n, s, o] = dy[n, o, s]`` and ``db[o] = sum_n (sum_s dy[n, o, s])`` (float64; each image's
+    sum in ``s`` order, then the images in ``n`` order, whatever the thread count)."""
     N, O, S = dy.shape  # noqa: E741 (O = output channels, as in the notes)
-    for o in range(O):
-        db[o] = 0.0
-    for n in range(N):
+    part = np.empty((N, O), np.float64)
+    for n in numba.prange(N):
         for o in range(O):
             acc = 0.0
             for s in range(S):
                 v = dy[n, o, s]
                 dyt[n, s, o] = v
                 acc += np.float64(v)
-            db[o] += acc
+            part[n, o] = acc
+    for o in range(O):
+        db[o] = 0.0
+    for n in range(N):
+        for o in range(O):
+            db[o] += part[n, o]
     return dyt
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _events_by_pixel(x, ptr, chan, val):
     """CSR of the nonzeros of ``x`` ``(N, C, H, W)`` by pixel: the entries of row ``r = (n*H + a)*W + b``
     are ``ptr[r]:ptr[r+1]`` of ``chan`` (ascending channels ``c``) and ``val`` (``x[n, c, a, b]``).
-    One pass, pixel by pixel (an image's channels stay in cache); ``chan`` and ``val`` need room for
-    every nonzero. Returns their number."""
+    Images in parallel: one pass counts each pixel's nonzeros, a running sum makes the row pointers,
+    a second pass writes the entries (pixel by pixel: an image's channels stay in cache); ``chan`` and
+    ``val`` need room for every nonzero. Returns their number."""
     N, C, H, W = x.shape
-    k = 0
+    HW = H * W
     ptr[0] = 0
-    for n in range(N):
+    for n in numba.prange(N):
         for a in range(H):
             for b in range(W):
+                m = 0
+                for c in range(C):
+                    if x[n, c, a, b] != 0:
+                        m += 1
+                ptr[(n * H + a) * W + b + 1] = m
+    for r in range(N * HW):
+        ptr[r + 1] += ptr[r]
+    for n in numba.prange(N):
+        for a in range(H):
+            for b in range(W):
+                k = ptr[(n * H + a) * W + b]
                 for c in range(C):
                     v = x[n, c, a, b]
                     if v != 0:
                         chan[k] = c
                         val[k] = v
                         k += 1
-                ptr[(n * H + a) * W + b + 1] = k
-    return k
+    return ptr[N * HW]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
+def _receptive_rows(ptr, chan, val, n, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, fill, cptr, ccol, cval):
+    """Image ``n``'s rows of the sparse ``colT`` (see :func:`_sparse_im2col`): with ``fill`` their
+    entries from ``cptr[row]`` on, without, ``cptr[row + 1]`` = the row's number of entries."""
+    for p in range(Ho):
+        for q in range(Wo):
+            row = (n * Ho + p) * Wo + q
+            k = cptr[row] if fill else 0
+            for i in range(kh):
+                a = p * sh + i - ph
+                if 0 <= a < H:
+                    for j in range(kw):
+                        b = q * sw + j - pw
+                        if 0 <= b < W:
+                            r = (n * H + a) * W + b
+                            if fill:
+                                k0 = (i * kw + j) * C
+                                for e in range(ptr[r], ptr[r + 1]):
+                                    ccol[k] = k0 + chan[e]
+                                    cval[k] = val[e]
+                                    k += 1
+                            else:
+                                k += ptr[r + 1] - ptr[r]
+            if not fill:
+                cptr[row + 1] = k
+
+
+@numba.njit(cache=True, parallel=True)
 def _sparse_im2col(ptr, chan, val, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, fill, cptr, ccol, cval):
     """The sparse ``colT`` from :func:`_events_by_pixel`'s CSR ``ptr, chan, val``: row ``(n, p, q)``
-    holds the events of the pixels of its receptive field. Writes the row pointers ``cptr``
-    (``N*Ho*Wo + 1``) and, with ``fill``, the entries ``ccol = (i*kw + j)*C + c`` (ascending within a
-    row) and ``cval = x[n, c, p*sh+i-ph, q*sw+j-pw]``; without, only counts them (to size ``ccol`` and
-    ``cval``, which may then be empty). Returns the number of entries."""
+    holds the events of the pixels of its receptive field. Without ``fill``: writes the row pointers
+    ``cptr`` (``N*Ho*Wo + 1``; each row's count, then a running sum) and returns the number of
+    entries (to size ``ccol`` and ``cval``, which may then be empty). With ``fill`` (``cptr`` from
+    the counting call): writes the entries ``ccol = (i*kw + j)*C + c`` (ascending within a row) and
+    ``cval = x[n, c, p*sh+i-ph, q*sw+j-pw]``. Images in parallel; each row is written by one thread."""
     N = (ptr.shape[0] - 1) // (H * W)
-    k = 0
-    cptr[0] = 0
-    for n in range(N):
-        for p in range(Ho):
-            for q in range(Wo):
-                for i in range(kh):
-                    a = p * sh + i - ph
-                    if 0 <= a < H:
-                        for j in range(kw):
-                            b = q * sw + j - pw
-                            if 0 <= b < W:
-                                r = (n * H + a) * W + b
-                                if fill:
-                                    k0 = (i * kw + j) * C
-                                    for e in range(ptr[r], ptr[r + 1]):
-                                        ccol[k] = k0 + chan[e]
-                                        cval[k] = val[e]
-                                        k += 1
-                                else:
-                                    k += ptr[r + 1] - ptr[r]
-                cptr[(n * Ho + p) * Wo + q + 1] = k
-    return k
+    for n in numba.prange(N):
+        _receptive_rows(ptr, chan, val, n, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, fill, cptr, ccol, cval)
+    if not fill:
+        cptr[0] = 0
+        for r in range(N * Ho * Wo):
+            cptr[r + 1] += cptr[r]
+    return cptr[N * Ho * Wo]
 
 
 @numba.njit(cache=True, inline="always")
@@ -507,18 +545,11 @@ def _spmm_rows(cptr, ccol, cval, b, out, r0, r1, acc):
             out[r, o] = acc[o]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _spmm(cptr, ccol, cval, b, out):
     """``out = A @ b`` for the CSR matrix ``A`` and a dense ``b`` (``(K, O)``); ``out`` is ``(rows, O)``.
-    One output row is accumulated in a local buffer, its entries in column order."""
-    _spmm_rows(cptr, ccol, cval, b, out, 0, out.shape[0], np.empty(b.shape[1], out.dtype))
-    return out
-
-
-@numba.njit(cache=True, parallel=True)
-def _spmm_parallel(cptr, ccol, cval, b, out):
-    """:func:`_spmm` with blocks of rows on Numba's threads: every row is still one serial sum in
-    column order, so the result is the same bit for bit (used when Numba has more than one thread)."""
+    Blocks of rows on Numba's threads; every row is one serial sum (in a local buffer, entries in
+    column order), so the result does not depend on the thread count."""
     R = out.shape[0]
     n_blocks = 64
     for blk in numba.prange(n_blocks):
@@ -527,21 +558,30 @@ def _spmm_parallel(cptr, ccol, cval, b, out):
     return out
 
 
-@numba.njit(cache=True)
-def _spmm_t(cptr, ccol, cval, g, out):
+@numba.njit(cache=True, parallel=True)
+def _spmm_t(cptr, ccol, cval, g, out, n_blocks):
     """``out = A.T @ g`` for the CSR matrix ``A`` (``(rows, K)``) and a dense ``g`` (``(rows, O)``);
-    ``out`` is ``(K, O)``, each row accumulated in the order of ``A``'s rows."""
+    ``out`` is ``(K, O)``, each row accumulated in the order of ``A``'s rows. ``n_blocks`` blocks of
+    ``k`` in parallel (one per Numba thread): every block scans all of ``A``'s rows and keeps the
+    entries in its range (a row's columns ascend), so each ``out[k]`` is summed in the same order
+    whatever the number of blocks."""
     O = g.shape[1]  # noqa: E741 (O = output channels, as in the notes)
-    grow = np.empty(O, g.dtype)
-    out[:] = 0.0
-    for r in range(g.shape[0]):
-        for o in range(O):
-            grow[o] = g[r, o]
-        for e in range(cptr[r], cptr[r + 1]):
-            v = cval[e]
-            k = ccol[e]
-            for o in range(O):
-                out[k, o] += v * grow[o]
+    K = out.shape[0]
+    for blk in numba.prange(n_blocks):
+        k_lo = blk * K // n_blocks
+        k_hi = (blk + 1) * K // n_blocks
+        out[k_lo:k_hi] = 0.0
+        for r in range(g.shape[0]):
+            e = cptr[r]
+            e_end = cptr[r + 1]
+            while e < e_end and ccol[e] < k_lo:
+                e += 1
+            while e < e_end and ccol[e] < k_hi:
+                v = cval[e]
+                k = ccol[e]
+                for o in range(O):
+                    out[k, o] += v * g[r, o]
+                e += 1
     return out
 
 
@@ -630,8 +670,7 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, check_finite=True, work
         _sparse_im2col(ptr, chan, val, *geom, True, cptr, ccol, cval)
         col_sparse = (cptr, ccol, cval)
         wt = np.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(kh * kw * C, O)   # W_col.T, rows (i, j, c)
-        spmm = _spmm_parallel if numba.get_num_threads() > 1 else _spmm
-        spmm(cptr, ccol, cval, wt, yt)                       # Y.T = colT @ W_col.T
+        _spmm(cptr, ccol, cval, wt, yt)                      # Y.T = colT @ W_col.T
     y = np.empty((N, O, Ho * Wo), x.dtype)                   # the caller's: never a work array
     bb = b if b is not None else np.zeros(1, dtype=x.dtype)
     bad = _nhwc_to_nchw(yt.reshape(N, Ho * Wo, O), np.ascontiguousarray(bb), b is not None, y, check_finite)
@@ -741,7 +780,8 @@ def conv2d_backward(dy, ctx, *, need_dx=True, check_finite=True, workspace=None)
         dw = np.dot(dyt.T, ctx.colT)                         # dW = dY @ col.T, K = (i, j, c)
         dw = np.ascontiguousarray(dw.reshape(O, kh, kw, C).transpose(0, 3, 1, 2))
     else:
-        dwt = _spmm_t(*ctx.col_sparse, dyt, np.empty((kh * kw * C, O), dy.dtype))   # dW.T = colT.T @ dY.T
+        dwt = np.empty((kh * kw * C, O), dy.dtype)
+        _spmm_t(*ctx.col_sparse, dyt, dwt, numba.get_num_threads())           # dW.T = colT.T @ dY.T
         dw = np.ascontiguousarray(dwt.reshape(kh, kw, C, O).transpose(3, 2, 0, 1))
     db = db64.astype(dy.dtype) if ctx.has_bias else None
     dx = None
@@ -838,4 +878,3 @@ def _warmup() -> None:
         conv2d_backward(np.ones_like(y), ctx, need_dx=False)
         y, ctx = conv2d_forward(x, w, b, stride=(1, 2), padding=1, algorithm="events")
         conv2d_backward(np.ones_like(y), ctx)
-        _spmm_parallel(*ctx.col_sparse, np.ones((3 * 2 * 2, 3), dt), np.empty((y.size // 3, 3), dt))

@@ -9,7 +9,9 @@ Equations and shapes (NCHW, time folded into the batch, ``N = T*B``)
 * ``global_avgpool_forward(x)``: ``y[n, c] = (1/(H W)) sum_{h,w} x[n, c, h, w]``, ``y (N, C)``.
 * ``global_avgpool_backward(dy, hw)``: ``dx[n, c, h, w] = dy[n, c] / (H W)``, ``hw = (H, W)``.
 
-Sums are accumulated in float64 in a fixed order and rounded once to the input dtype.
+Sums are accumulated in float64 in a fixed order and rounded once to the input dtype; the kernels
+run images on Numba's threads (each output belongs to one image), so results do not depend on the
+thread count.
 float32 in -> float32 out, float64 -> float64; other dtypes raise ``TypeError`` naming the argument.
 """
 from __future__ import annotations
@@ -27,11 +29,11 @@ __all__ = [
 ]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _avgpool_fwd(x, k, y):
     N, C, Ho, Wo = y.shape
     inv = 1.0 / (k * k)
-    for n in range(N):
+    for n in numba.prange(N):
         for c in range(C):
             for p in range(Ho):
                 for q in range(Wo):
@@ -43,11 +45,11 @@ def _avgpool_fwd(x, k, y):
     return y
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _avgpool_bwd(dy, k, dx):
     N, C, Ho, Wo = dy.shape
     inv = 1.0 / (k * k)
-    for n in range(N):
+    for n in numba.prange(N):
         for c in range(C):
             for p in range(Ho):
                 for q in range(Wo):
@@ -58,11 +60,11 @@ def _avgpool_bwd(dy, k, dx):
     return dx
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _gap_fwd(x, y):
     N, C, H, W = x.shape
     inv = 1.0 / (H * W)
-    for n in range(N):
+    for n in numba.prange(N):
         for c in range(C):
             acc = 0.0
             for h in range(H):
@@ -72,11 +74,11 @@ def _gap_fwd(x, y):
     return y
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _gap_bwd(dy, dx):
     N, C, H, W = dx.shape
     inv = 1.0 / (H * W)
-    for n in range(N):
+    for n in numba.prange(N):
         for c in range(C):
             g = np.float64(dy[n, c]) * inv
             for h in range(H):
