@@ -5,6 +5,7 @@ the section of the spec they serve.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -17,6 +18,22 @@ seeds = st.integers(min_value=0, max_value=2**32 - 1)
 
 def rng_from(seed: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed))
+
+
+def assert_same_at_numba_thread_counts(run) -> None:
+    """``run()`` returns a tuple of arrays; they are equal bit for bit at 1 Numba thread and at Numba's
+    maximum (the kernels must never split a sum between threads)."""
+    before = numba.get_num_threads()
+    try:
+        results = []
+        for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(n)
+            results.append(run())
+    finally:
+        numba.set_num_threads(before)
+    for got in results[1:]:
+        for a, e in zip(got, results[0], strict=True):
+            np.testing.assert_array_equal(a, e)
 
 
 def central_diff(f, a: np.ndarray, eps: float = 1e-6) -> np.ndarray:

@@ -1,11 +1,10 @@
 """SPEC §3: conv2d im2col kernels vs direct-loop oracle, scipy.signal.correlate and finite differences."""
-import numba
 import numpy as np
 import pytest
 import scipy.signal
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import central_diff, conv_cases_bounded, dtypes, rng_from, seeds
+from strategies import assert_same_at_numba_thread_counts, central_diff, conv_cases_bounded, dtypes, rng_from, seeds
 
 from refsnn.kernels.conv import (
     EVENTS_MAX_DENSITY,
@@ -165,17 +164,7 @@ def test_conv_numba_threads_do_not_change_results(algorithm):
     def run():
         y, ctx = conv2d_forward(x, w, b, stride=(2, 1), padding=1, algorithm=algorithm)
         return (y,) + conv2d_backward(dy, ctx)
-    before = numba.get_num_threads()
-    try:
-        results = []
-        for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
-            numba.set_num_threads(n)
-            results.append(run())
-    finally:
-        numba.set_num_threads(before)
-    for got in results[1:]:
-        for a, e in zip(got, results[0]):
-            np.testing.assert_array_equal(a, e)
+    assert_same_at_numba_thread_counts(run)
 
 
 def _fresh(x, w, b, stride, padding, dy, need_dx=True):

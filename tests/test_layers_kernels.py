@@ -1,10 +1,9 @@
 """SPEC §3: average/global pooling, linear and BatchNorm2d kernels vs oracles and finite differences."""
-import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import central_diff, dtypes, nchw_shapes, rng_from, seeds
+from strategies import assert_same_at_numba_thread_counts, central_diff, dtypes, nchw_shapes, rng_from, seeds
 
 from refsnn.kernels.batchnorm import (
     batchnorm2d_backward,
@@ -168,17 +167,7 @@ def test_bn_and_pooling_numba_threads_do_not_change_results():
         p = avgpool2d_forward(y, 2)
         g = global_avgpool_forward(y)
         return (y, p, g, avgpool2d_backward(p, 2), global_avgpool_backward(g, (8, 8))) + batchnorm2d_backward(dy, ctx)
-    before = numba.get_num_threads()
-    try:
-        results = []
-        for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
-            numba.set_num_threads(n)
-            results.append(run())
-    finally:
-        numba.set_num_threads(before)
-    for got in results[1:]:
-        for a, e in zip(got, results[0]):
-            np.testing.assert_array_equal(a, e)
+    assert_same_at_numba_thread_counts(run)
 
 
 def test_bn_running_stats_by_hand():
