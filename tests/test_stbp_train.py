@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -184,6 +187,20 @@ def test_set_threads():
         set_threads(0)
 
 
+@pytest.mark.parametrize("preset", [None, "7"])
+def test_importing_refsnn_first_shortens_openblas_spinning(preset):
+    """``import refsnn`` before NumPy sets ``OPENBLAS_THREAD_TIMEOUT=4`` (idle OpenBLAS threads then
+    sleep at once instead of spinning on the core the Numba kernels need) and keeps a value the user
+    set."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if preset is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = preset
+    out = subprocess.run([sys.executable, "-c", "import sys, refsnn, os; assert 'numpy' not in sys.modules; "
+                          "print(os.environ['OPENBLAS_THREAD_TIMEOUT'])"],
+                         env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == (preset or "4")
+
+
 def test_blas_threads_reach_every_openblas_in_the_process():
     """``threads(n)`` sets NumPy's OpenBLAS and SciPy's (which Numba's ``np.dot`` runs on) and
     restores both (threadpoolctl reports every BLAS loaded)."""
@@ -210,7 +227,6 @@ def test_two_threads_choose_sleeping_numba_threads_unless_the_user_chose(env, wa
     """``set_threads(n > 1)`` before any parallel kernel picks Numba's workqueue layer (OpenMP's
     spinning threads made ``--threads 2`` slower than 1); a layer the user set is kept."""
     import os
-    import subprocess
     import sys
     code = ("from refsnn.snn.threads import set_threads; set_threads(2); import numpy as np, numba; "
             "from refsnn.kernels.lif import PRESETS, lif_forward; "
