@@ -226,8 +226,6 @@ def test_blas_threads_reach_every_openblas_in_the_process():
 def test_two_threads_choose_sleeping_numba_threads_unless_the_user_chose(env, want):
     """``set_threads(n > 1)`` before any parallel kernel picks Numba's workqueue layer (OpenMP's
     spinning threads made ``--threads 2`` slower than 1); a layer the user set is kept."""
-    import os
-    import sys
     code = ("from refsnn.snn.threads import set_threads; set_threads(2); import numpy as np, numba; "
             "from refsnn.kernels.lif import PRESETS, lif_forward; "
             "lif_forward(np.ones((2, 3, 64), np.float32), PRESETS['msenas']); print(numba.threading_layer())")
