@@ -201,6 +201,17 @@ def test_importing_refsnn_first_shortens_openblas_spinning(preset):
     assert out.stdout.strip() == (preset or "4")
 
 
+def test_two_threads_warn_when_numpy_came_first():
+    """NumPy imported before refsnn (variable unset): too late for the timeout, and set_threads(2) says so."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    code = "import numpy; from refsnn.snn.threads import set_threads; set_threads({})"
+    for n, fails in ((2, True), (1, False)):
+        out = subprocess.run([sys.executable, "-W", "error", "-c", code.format(n)], env=env, capture_output=True,
+                             text=True)
+        assert (out.returncode != 0) == fails, out.stderr
+        assert ("OPENBLAS_THREAD_TIMEOUT=4" in out.stderr) == fails
+
+
 def test_blas_threads_reach_every_openblas_in_the_process():
     """``threads(n)`` sets NumPy's OpenBLAS and SciPy's (which Numba's ``np.dot`` runs on) and
     restores both (threadpoolctl reports every BLAS loaded)."""

@@ -16,11 +16,13 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import warnings
 
 import numba
 import numpy as np
 from numba.np.ufunc import parallel as _numba_parallel
 
+import refsnn
 from refsnn._checks import check_int
 
 __all__ = ["set_threads", "set_blas_threads", "get_blas_threads", "threads", "prefer_sleeping_numba_threads"]
@@ -92,10 +94,17 @@ def prefer_sleeping_numba_threads() -> None:
 
 def set_threads(n: int) -> bool:
     """Use ``n`` threads for BLAS and for Numba's parallel kernels (``n`` capped at Numba's maximum);
-    for ``n > 1`` Numba's threads sleep between kernels (:func:`prefer_sleeping_numba_threads`)."""
+    for ``n > 1`` Numba's threads sleep between kernels (:func:`prefer_sleeping_numba_threads`), and a
+    ``RuntimeWarning`` says so if NumPy's OpenBLAS was loaded before ``import refsnn`` could shorten
+    its threads' spinning (``OPENBLAS_THREAD_TIMEOUT``, see ``refsnn/__init__.py``)."""
     n = check_int("threads", n, lo=1)
     if n > 1:
         prefer_sleeping_numba_threads()
+        if refsnn._OPENBLAS_TIMEOUT_TOO_LATE:
+            warnings.warn("numpy was imported before refsnn, so OpenBLAS's idle threads spin after each "
+                          "GEMM on the cores the Numba kernels need (a csnn epoch at 2 threads: 6.3 s "
+                          "instead of 4.2 s); import refsnn first or set OPENBLAS_THREAD_TIMEOUT=4 "
+                          "before Python starts", RuntimeWarning, stacklevel=2)
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     return set_blas_threads(n)
 
