@@ -66,9 +66,10 @@ def blas_runtime() -> dict:
     (e.g. ``openblas``), ``blas_version``, ``blas_kernel`` (the CPU kernel OpenBLAS chose, e.g.
     ``Haswell`` or ``SkylakeX``), ``blas_threads``, ``blas_threading_layer``; and the environment
     variables that steer it (``OPENBLAS_CORETYPE``, ``OPENBLAS_L2_SIZE``, ``OMP_NUM_THREADS``,
-    ``OPENBLAS_NUM_THREADS``) when set. Empty of the threadpoolctl keys without threadpoolctl."""
+    ``OPENBLAS_NUM_THREADS``, ``OPENBLAS_THREAD_TIMEOUT``) when set. Empty of the threadpoolctl keys
+    without threadpoolctl."""
     out: dict = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
-                                            "OPENBLAS_NUM_THREADS") if k in os.environ}
+                                            "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT") if k in os.environ}
     try:
         import threadpoolctl  # optional (the test and bench extras have it)
     except ImportError:

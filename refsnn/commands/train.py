@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -85,7 +86,8 @@ class TrainConfig:
     n_val: int | None = option(None, "hold out the last N training samples as a validation split and report "
                                      "accuracy on it instead of the test split (model selection)")
     dtype: str = option("float32", "floating-point type", choices=("float32", "float64"))
-    threads: int | None = option(1, "threads for BLAS and Numba (robust on a busy 2-core machine)")
+    threads: int | None = option(None, "threads for BLAS and Numba (default: every core; 1 is more robust "
+                                       "on a machine busy with other jobs)")
     out: str = option("runs/train", "output directory")
     resume: bool = option(False, "continue the run in --out")
     overwrite: bool = option(False, "start again in an --out that holds a run")
@@ -165,8 +167,7 @@ def train(cfg: TrainConfig | None = None, **overrides) -> dict:
     """Run (or resume) STBP training (module docstring); returns the summary (also in summary.json)."""
     cfg = dataclasses.replace(cfg or TrainConfig(), **overrides)
     say = (lambda *a: None) if cfg.quiet else (lambda *a: print(*a, flush=True))
-    if cfg.threads is not None:
-        set_threads(cfg.threads)
+    set_threads(cfg.threads if cfg.threads is not None else os.cpu_count() or 1)
     arch = architecture(cfg)
     ds = dataset(cfg)
     net = build_network(arch, cfg, ds)

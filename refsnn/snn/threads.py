@@ -16,16 +16,15 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
-import warnings
 
 import numba
 import numpy as np
 from numba.np.ufunc import parallel as _numba_parallel
 
-import refsnn
 from refsnn._checks import check_int
 
-__all__ = ["set_threads", "set_blas_threads", "get_blas_threads", "threads", "prefer_sleeping_numba_threads"]
+__all__ = ["set_threads", "set_blas_threads", "get_blas_threads", "threads", "prefer_sleeping_numba_threads",
+           "prefer_sleeping_blas_threads", "blas_thread_timeouts", "BLAS_THREAD_TIMEOUT"]
 
 _SYMBOLS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
             "openblas_set_num_threads64_", "openblas_set_num_threads")
@@ -47,14 +46,19 @@ def _blas_libs():
                 yield path
 
 
+def _cdll(path: str):
+    """The loaded library at ``path`` (already loaded: the same handle), or None if it cannot be loaded."""
+    try:
+        return ctypes.CDLL(path)
+    except OSError:
+        return None
+
+
 def _blas_fns(symbols):
     """The first of ``symbols`` in each OpenBLAS library found (NumPy's first)."""
     fns = []
     for path in _blas_libs():
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
+        lib = _cdll(path)
         fn = next((getattr(lib, sym) for sym in symbols if getattr(lib, sym, None) is not None), None)
         if fn is not None:
             fns.append(fn)
@@ -92,19 +96,61 @@ def prefer_sleeping_numba_threads() -> None:
         numba.config.THREADING_LAYER = "workqueue"
 
 
+#: ``OPENBLAS_THREAD_TIMEOUT`` that :func:`prefer_sleeping_blas_threads` sets (2^4 cycles of spinning)
+BLAS_THREAD_TIMEOUT = 4
+
+
+def blas_thread_timeouts() -> list[int]:
+    """The ``OPENBLAS_THREAD_TIMEOUT`` each OpenBLAS of the process has read (0: unset, the build's
+    default of 2^28 cycles), NumPy's first; empty if none exposes it."""
+    out = []
+    for path in _blas_libs():
+        fn = getattr(_cdll(path), "openblas_thread_timeout", None)
+        if fn is not None:
+            fn.restype = ctypes.c_uint
+            out.append(int(fn()))
+    return out
+
+
+def prefer_sleeping_blas_threads() -> bool:
+    """Make OpenBLAS's idle threads sleep almost at once instead of spinning for about 2^28 cycles
+    (~0.1 s) after every BLAS call. With 2 threads on 2 cores the spinning thread took the second core
+    from the Numba kernels that run between the GEMMs: a csnn training epoch at 2 threads took 6.3 s,
+    and 4.2 s without the spinning (2026-12-05). OpenBLAS reads ``OPENBLAS_THREAD_TIMEOUT`` (log2 of
+    the spin cycles) when it loads; this sets it to :data:`BLAS_THREAD_TIMEOUT` unless the user set
+    it, and makes every OpenBLAS already loaded re-read it (``openblas_read_env``) and stop its threads
+    (``blas_thread_shutdown_``, as OpenBLAS does before a ``fork``); its next multithreaded call
+    starts them again with the new timeout. Returns True if every OpenBLAS found now uses the value
+    in the environment. Results are unchanged (only idle threads are affected)."""
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", str(BLAS_THREAD_TIMEOUT))
+    try:
+        want = int(os.environ["OPENBLAS_THREAD_TIMEOUT"])
+    except ValueError:
+        return False
+    ok = True
+    for path in _blas_libs():
+        lib = _cdll(path)
+        get, read, stop = (getattr(lib, name, None) for name in
+                           ("openblas_thread_timeout", "openblas_read_env", "blas_thread_shutdown_"))
+        if get is None or read is None or stop is None:
+            ok = False
+            continue
+        get.restype = ctypes.c_uint
+        if get() != want:
+            read()
+            stop()
+        ok = ok and get() == want
+    return ok
+
+
 def set_threads(n: int) -> bool:
     """Use ``n`` threads for BLAS and for Numba's parallel kernels (``n`` capped at Numba's maximum);
-    for ``n > 1`` Numba's threads sleep between kernels (:func:`prefer_sleeping_numba_threads`), and a
-    ``RuntimeWarning`` says so if NumPy's OpenBLAS was loaded before ``import refsnn`` could shorten
-    its threads' spinning (``OPENBLAS_THREAD_TIMEOUT``, see ``refsnn/__init__.py``)."""
+    for ``n > 1`` both kinds of idle threads sleep between kernels instead of spinning on the cores
+    the other pool needs (:func:`prefer_sleeping_numba_threads`, :func:`prefer_sleeping_blas_threads`)."""
     n = check_int("threads", n, lo=1)
     if n > 1:
         prefer_sleeping_numba_threads()
-        if refsnn._OPENBLAS_TIMEOUT_TOO_LATE:
-            warnings.warn("numpy was imported before refsnn, so OpenBLAS's idle threads spin after each "
-                          "GEMM on the cores the Numba kernels need (a csnn epoch at 2 threads: 6.3 s "
-                          "instead of 4.2 s); import refsnn first or set OPENBLAS_THREAD_TIMEOUT=4 "
-                          "before Python starts", RuntimeWarning, stacklevel=2)
+        prefer_sleeping_blas_threads()
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     return set_blas_threads(n)
 
