@@ -90,14 +90,14 @@ columns ``k = (i, j, c)`` ascending, their values), and evaluates the same two p
 
 Each term is a contiguous run of ``O`` products, which the compiler vectorises; the work is the
 number of nonzeros of ``colT`` (about ``kh*kw`` times those of ``x``) times ``O`` instead of
-``N*Ho*Wo*K*O``. The CSR matrix is built in four passes, each over images in parallel: the
-nonzeros of ``x`` grouped by pixel (count, then fill), then per output position the number of
-entries of its receptive field (to size the arrays), then the entries themselves (the same loop,
-filling). ``dX`` has no such structure (``dY`` is dense) and goes through the GEMM and ``col2im`` as
-above. Every sum runs in a fixed order (output position, then ``k``; the forward product runs blocks
-of rows on Numba's threads, ``dW`` blocks of its rows ``k``, each scanning all output positions), so
-the result is deterministic and independent of any thread count; it differs from the GEMM path by
-rounding only.
+``N*Ho*Wo*K*O``. The CSR matrix is built in three passes, each over images in parallel: the
+nonzeros of ``x`` grouped by pixel (each image in its own stretch of the arrays), then per output
+position the number of entries of its receptive field (to size the arrays), then the entries
+themselves (the same loop, filling). ``dX`` has no such structure (``dY`` is dense) and goes
+through the GEMM and ``col2im`` as above. Every sum runs in a fixed order (output position, then
+``k``; the forward product runs blocks of rows on Numba's threads, ``dW`` blocks of its rows ``k``,
+each scanning all output positions), so the result is deterministic and independent of any thread
+count; it differs from the GEMM path by rounding only.
 ``algorithm="auto"`` (the default, and what the network layers use) takes this path when at most
 ``EVENTS_MAX_DENSITY`` of ``x`` is nonzero: timing both paths on the STBP shapes at 5-40 % density,
 the GEMM caught up between 15 and 30 % (2026-12-05); the choice depends only on ``x``, so it is
@@ -453,40 +453,33 @@ def _nchw_to_nhwc(dy, dyt, db):
 
 
 @numba.njit(cache=True, parallel=True)
-def _events_by_pixel(x, ptr, chan, val):
-    """CSR of the nonzeros of ``x`` ``(N, C, H, W)`` by pixel: the entries of row ``r = (n*H + a)*W + b``
-    are ``ptr[r]:ptr[r+1]`` of ``chan`` (ascending channels ``c``) and ``val`` (``x[n, c, a, b]``).
-    Images in parallel: one pass counts each pixel's nonzeros, a running sum makes the row pointers,
-    a second pass writes the entries (pixel by pixel: an image's channels stay in cache); ``chan`` and
-    ``val`` need room for every nonzero. Returns their number."""
+def _events_by_pixel(x, lo, hi, chan, val):
+    """The nonzeros of ``x`` ``(N, C, H, W)`` grouped by pixel: those of pixel ``r = (n*H + a)*W + b``
+    are ``lo[r]:hi[r]`` of ``chan`` (ascending channels ``c``) and ``val`` (``x[n, c, a, b]``). Images
+    in parallel, one pass: image ``n`` writes from ``n*C*H*W`` on (its most), pixel by pixel (an image's
+    channels stay in cache); ``chan`` and ``val`` have ``x.size`` elements. Returns the number of
+    nonzeros."""
     N, C, H, W = x.shape
-    HW = H * W
-    ptr[0] = 0
+    count = np.empty(N, np.int64)
     for n in numba.prange(N):
+        k = n * C * H * W
         for a in range(H):
             for b in range(W):
-                m = 0
-                for c in range(C):
-                    if x[n, c, a, b] != 0:
-                        m += 1
-                ptr[(n * H + a) * W + b + 1] = m
-    for r in range(N * HW):
-        ptr[r + 1] += ptr[r]
-    for n in numba.prange(N):
-        for a in range(H):
-            for b in range(W):
-                k = ptr[(n * H + a) * W + b]
+                r = (n * H + a) * W + b
+                lo[r] = k
                 for c in range(C):
                     v = x[n, c, a, b]
                     if v != 0:
                         chan[k] = c
                         val[k] = v
                         k += 1
-    return ptr[N * HW]
+                hi[r] = k
+        count[n] = k - n * C * H * W
+    return count.sum()
 
 
 @numba.njit(cache=True, inline="always")
-def _receptive_rows(ptr, chan, val, n, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, fill, cptr, ccol, cval):
+def _receptive_rows(lo, hi, chan, val, n, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, fill, cptr, ccol, cval):
     """Image ``n``'s rows of the sparse ``colT`` (see :func:`_sparse_im2col`): with ``fill`` their
     entries from ``cptr[row]`` on, without, ``cptr[row + 1]`` = the row's number of entries."""
     for p in range(Ho):
@@ -502,27 +495,27 @@ def _receptive_rows(ptr, chan, val, n, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, 
                             r = (n * H + a) * W + b
                             if fill:
                                 k0 = (i * kw + j) * C
-                                for e in range(ptr[r], ptr[r + 1]):
+                                for e in range(lo[r], hi[r]):
                                     ccol[k] = k0 + chan[e]
                                     cval[k] = val[e]
                                     k += 1
                             else:
-                                k += ptr[r + 1] - ptr[r]
+                                k += hi[r] - lo[r]
             if not fill:
                 cptr[row + 1] = k
 
 
 @numba.njit(cache=True, parallel=True)
-def _sparse_im2col(ptr, chan, val, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, fill, cptr, ccol, cval):
-    """The sparse ``colT`` from :func:`_events_by_pixel`'s CSR ``ptr, chan, val``: row ``(n, p, q)``
+def _sparse_im2col(lo, hi, chan, val, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, fill, cptr, ccol, cval):
+    """The sparse ``colT`` from :func:`_events_by_pixel`'s ``lo, hi, chan, val``: row ``(n, p, q)``
     holds the events of the pixels of its receptive field. Without ``fill``: writes the row pointers
     ``cptr`` (``N*Ho*Wo + 1``; each row's count, then a running sum) and returns the number of
     entries (to size ``ccol`` and ``cval``, which may then be empty). With ``fill`` (``cptr`` from
     the counting call): writes the entries ``ccol = (i*kw + j)*C + c`` (ascending within a row) and
     ``cval = x[n, c, p*sh+i-ph, q*sw+j-pw]``. Images in parallel; each row is written by one thread."""
-    N = (ptr.shape[0] - 1) // (H * W)
+    N = lo.shape[0] // (H * W)
     for n in numba.prange(N):
-        _receptive_rows(ptr, chan, val, n, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, fill, cptr, ccol, cval)
+        _receptive_rows(lo, hi, chan, val, n, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, fill, cptr, ccol, cval)
     if not fill:
         cptr[0] = 0
         for r in range(N * Ho * Wo):
@@ -571,17 +564,27 @@ def _spmm_t(cptr, ccol, cval, g, out, n_blocks):
         k_lo = blk * K // n_blocks
         k_hi = (blk + 1) * K // n_blocks
         out[k_lo:k_hi] = 0.0
+        grow = np.empty(O, g.dtype)
         for r in range(g.shape[0]):
-            e = cptr[r]
-            e_end = cptr[r + 1]
-            while e < e_end and ccol[e] < k_lo:
-                e += 1
-            while e < e_end and ccol[e] < k_hi:
+            e0 = cptr[r]
+            e1 = cptr[r + 1]
+            if k_lo > 0:                   # the row's entries in [k_lo, k_hi): its columns ascend
+                while e0 < e1 and ccol[e0] < k_lo:
+                    e0 += 1
+            if k_hi < K:
+                stop = e0
+                while stop < e1 and ccol[stop] < k_hi:
+                    stop += 1
+                e1 = stop
+            if e0 == e1:
+                continue
+            for o in range(O):
+                grow[o] = g[r, o]
+            for e in range(e0, e1):
                 v = cval[e]
                 k = ccol[e]
                 for o in range(O):
-                    out[k, o] += v * g[r, o]
-                e += 1
+                    out[k, o] += v * grow[o]
     return out
 
 
@@ -660,14 +663,14 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, check_finite=True, work
         del xp
         np.dot(colT, w_col.T, out=yt)                        # Y.T, (N*Ho*Wo, O): NHWC output
     else:
-        ptr, chan, val = (_work(arrays, "ptr", (N * H * W + 1,), np.int64),
-                          _work(arrays, "chan", (x.size,), np.int32), _work(arrays, "val", (x.size,), x.dtype))
-        _events_by_pixel(x, ptr, chan, val)
+        lo, hi = _work(arrays, "lo", (N * H * W,), np.int64), _work(arrays, "hi", (N * H * W,), np.int64)
+        chan, val = _work(arrays, "chan", (x.size,), np.int32), _work(arrays, "val", (x.size,), x.dtype)
+        _events_by_pixel(x, lo, hi, chan, val)
         cptr = _work(arrays, "cptr", (N * Ho * Wo + 1,), np.int64)
         geom = (H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo)
-        nnz = int(_sparse_im2col(ptr, chan, val, *geom, False, cptr, np.empty(0, np.int32), np.empty(0, x.dtype)))
+        nnz = int(_sparse_im2col(lo, hi, chan, val, *geom, False, cptr, np.empty(0, np.int32), np.empty(0, x.dtype)))
         ccol, cval = _work_capacity(arrays, "ccol", nnz, np.int32), _work_capacity(arrays, "cval", nnz, x.dtype)
-        _sparse_im2col(ptr, chan, val, *geom, True, cptr, ccol, cval)
+        _sparse_im2col(lo, hi, chan, val, *geom, True, cptr, ccol, cval)
         col_sparse = (cptr, ccol, cval)
         wt = np.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(kh * kw * C, O)   # W_col.T, rows (i, j, c)
         _spmm(cptr, ccol, cval, wt, yt)                      # Y.T = colT @ W_col.T
