@@ -226,14 +226,14 @@ def test_blas_threads_reach_every_openblas_in_the_process():
     assert counts() == before
 
 
-@pytest.mark.parametrize("env, want", [({}, "workqueue"), ({"NUMBA_THREADING_LAYER": "omp"}, "omp")])
-def test_two_threads_choose_sleeping_numba_threads_unless_the_user_chose(env, want):
-    """``set_threads(n > 1)`` before any parallel kernel picks Numba's workqueue layer (OpenMP's
-    spinning threads made ``--threads 2`` slower than 1); a layer the user set is kept."""
-    code = ("from refsnn.snn.threads import set_threads; set_threads(2); import numpy as np, numba; "
+@pytest.mark.parametrize("env, want", [({}, "1000"), ({"GOMP_SPINCOUNT": "77"}, "77")])
+def test_two_threads_make_idle_numba_threads_sleep_unless_the_user_chose(env, want):
+    """``set_threads(n > 1)`` before Numba starts its threads sets ``GOMP_SPINCOUNT`` (OpenMP's default
+    spinning took the cores from the BLAS threads); a value the user set is kept; the LIF kernel runs."""
+    code = ("from refsnn.snn.threads import set_threads; set_threads(2); import os, numpy as np; "
             "from refsnn.kernels.lif import PRESETS, lif_forward; "
-            "lif_forward(np.ones((2, 3, 64), np.float32), PRESETS['msenas']); print(numba.threading_layer())")
-    base = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+            "lif_forward(np.ones((2, 3, 64), np.float32), PRESETS['msenas']); print(os.environ['GOMP_SPINCOUNT'])")
+    base = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
     out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr

@@ -43,9 +43,9 @@ between threads: ``col2im`` accumulates each element of ``dx`` in a fixed order 
 float64, then the images in order. The refsnn loops are therefore bit-identical for any Numba
 thread count; the GEMMs may round differently with another BLAS thread count (OpenBLAS splits the
 sums by thread), so results are deterministic for a given BLAS build and BLAS thread count. With
-more than one thread, run Numba's ``workqueue`` threading layer
-(:func:`refsnn.snn.threads.set_threads` picks it): the OpenMP layer's workers spin after each
-parallel region and took the cores from the BLAS threads of the GEMM that follows.
+more than one thread, :func:`refsnn.snn.threads.set_threads` keeps the idle threads of both pools
+from spinning on the cores the other one needs. At one thread ``col2im`` and the unpadding run
+as plain serial functions: compiled as a ``prange`` body they ran up to 2x slower.
 
 ``dX`` is computed in chunks of images (``dY.T[chunk] @ W_col`` then ``col2im`` of that chunk)
 so the ``(chunk, K)`` intermediate stays in cache. Mathematically each element of ``W_col.T @ dY``
@@ -361,17 +361,16 @@ def _im2col(xp, kh, kw, sh, sw, Ho, Wo, colT):
     return colT
 
 
-@numba.njit(cache=True, parallel=True)
-def _col2im(dcolT, n0, kh, kw, sh, sw, Ho, Wo, dxp):
-    """``dxp[n0 + m]`` (padded NHWC) = scatter-add of the rows ``(m, p, q)`` of ``dcolT``.
+@numba.njit(cache=True)
+def _col2im(dcolT, n0, kh, kw, sh, sw, Ho, Wo, dxp, m0, m1):
+    """``dxp[n0 + m]`` (padded NHWC) = scatter-add of the rows ``(m, p, q)`` of ``dcolT``, for the images
+    ``m0 <= m < m1`` of the chunk.
 
-    Images in parallel (each writes only its own ``dxp[n]``); within an image each element of ``dxp``
-    is accumulated in the fixed order ``(p, q)`` outer, ``(i, j)`` inner, so the result does not
-    depend on any thread count.
+    Within an image each element of ``dxp`` is accumulated in the fixed order ``(p, q)`` outer,
+    ``(i, j)`` inner, so the result does not depend on how the images are split between threads.
     """
     C = dxp.shape[3]
-    nb = dcolT.shape[0] // (Ho * Wo)
-    for m in numba.prange(nb):
+    for m in range(m0, m1):
         n = n0 + m
         dxp[n] = 0.0
         for p in range(Ho):
@@ -383,25 +382,40 @@ def _col2im(dcolT, n0, kh, kw, sh, sw, Ho, Wo, dxp):
                         k0 = (i * kw + j) * C
                         for c in range(C):
                             dst[c] += src[k0 + c]
-    return dxp
 
 
 @numba.njit(cache=True, parallel=True)
-def _unpad_from_nhwc(dxp, ph, pw, dx, check):
-    """``dx[n, c, a, b] = dxp[n, ph + a, pw + b, c]`` (drops the padding entries). Returns the
-    number of non-finite values written if ``check`` (else 0)."""
+def _col2im_parallel(dcolT, n0, kh, kw, sh, sw, Ho, Wo, dxp, n_blocks):
+    """:func:`_col2im` of all the chunk's images, ``n_blocks`` blocks of images on Numba's threads."""
+    nb = dcolT.shape[0] // (Ho * Wo)
+    for blk in numba.prange(n_blocks):
+        _col2im(dcolT, n0, kh, kw, sh, sw, Ho, Wo, dxp, blk * nb // n_blocks, (blk + 1) * nb // n_blocks)
+
+
+@numba.njit(cache=True)
+def _unpad_from_nhwc(dxp, ph, pw, dx, check, n0, n1):
+    """``dx[n, c, a, b] = dxp[n, ph + a, pw + b, c]`` for ``n0 <= n < n1`` (drops the padding entries).
+    Returns the number of non-finite values written if ``check`` (else 0)."""
     N, C, H, W = dx.shape
-    bad = np.zeros(N, np.int64)                  # per image (a scalar += in a prange body was lost)
-    for n in numba.prange(N):
-        m = 0
+    bad = 0
+    for n in range(n0, n1):
         for c in range(C):
             for a in range(H):
                 for b in range(W):
                     v = dxp[n, ph + a, pw + b, c]
                     dx[n, c, a, b] = v
                     if check and not np.isfinite(v):
-                        m += 1
-        bad[n] = m
+                        bad += 1
+    return bad
+
+
+@numba.njit(cache=True, parallel=True)
+def _unpad_parallel(dxp, ph, pw, dx, check, n_blocks):
+    """:func:`_unpad_from_nhwc` of all images, ``n_blocks`` blocks of images on Numba's threads."""
+    N = dx.shape[0]
+    bad = np.zeros(n_blocks, np.int64)
+    for blk in numba.prange(n_blocks):
+        bad[blk] = _unpad_from_nhwc(dxp, ph, pw, dx, check, blk * N // n_blocks, (blk + 1) * N // n_blocks)
     return bad.sum()
 
 
@@ -796,15 +810,21 @@ def conv2d_backward(dy, ctx, *, need_dx=True, check_finite=True, workspace=None)
         n_chunks = max(1, -(-N // nb))                       # (N = 0: one empty chunk)
         nb = max(1, -(-N // n_chunks))                       # even chunks, no tiny last one
         buf = _work(arrays, "dcolT", (nb * HoWo, K), dy.dtype)
+        threads = numba.get_num_threads()   # serial kernels at 1 (a prange body compiled slower for these)
         dcolT = buf                                          # (bound even when N = 0)
         for n0 in range(0, N, nb):
             m = min(nb, N - n0)
             dcolT = buf[: m * HoWo]
             np.dot(dyt[n0 * HoWo:(n0 + m) * HoWo], ctx.w_col, out=dcolT)   # (W_col.T @ dY).T
-            _col2im(dcolT, n0, kh, kw, sh, sw, Ho, Wo, dxp)
+            if threads > 1:
+                _col2im_parallel(dcolT, n0, kh, kw, sh, sw, Ho, Wo, dxp, threads)
+            else:
+                _col2im(dcolT, n0, kh, kw, sh, sw, Ho, Wo, dxp, 0, m)
         del dcolT, buf
         dx = np.empty((N, C, H, W), dy.dtype)
-        if _unpad_from_nhwc(dxp, ph, pw, dx, check_finite):
+        bad = (_unpad_parallel(dxp, ph, pw, dx, check_finite, threads) if threads > 1
+               else _unpad_from_nhwc(dxp, ph, pw, dx, check_finite, 0, N))
+        if bad:
             raise ValueError(f"dy: the input gradient dx overflowed {dy.dtype} (dy or w too large)")
     if check_finite:
         _check_result("dy", "the weight or bias gradient", dw, db)

@@ -24,7 +24,7 @@ from numba.np.ufunc import parallel as _numba_parallel
 from refsnn._checks import check_int
 
 __all__ = ["set_threads", "set_blas_threads", "get_blas_threads", "threads", "prefer_sleeping_numba_threads",
-           "prefer_sleeping_blas_threads", "blas_thread_timeouts", "BLAS_THREAD_TIMEOUT"]
+           "prefer_sleeping_blas_threads", "blas_thread_timeouts", "BLAS_THREAD_TIMEOUT", "GOMP_SPIN_COUNT"]
 
 _SYMBOLS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
             "openblas_set_num_threads64_", "openblas_set_num_threads")
@@ -84,16 +84,22 @@ def get_blas_threads() -> int | None:
     return int(fns[0]())
 
 
+#: ``GOMP_SPINCOUNT`` that :func:`prefer_sleeping_numba_threads` sets (spin iterations before sleeping)
+GOMP_SPIN_COUNT = 1000
+
+
 def prefer_sleeping_numba_threads() -> None:
-    """Choose Numba's ``workqueue`` threading layer, whose idle threads sleep, before its first parallel
-    launch. With the default OpenMP layer, Numba's threads spin after every parallel region and take
-    the cores from OpenBLAS's threads in the GEMM that follows: ``refsnn train --epochs 3 --threads 2``
-    took 21.3 s against 18.3 s with one thread; with this layer 17.0 s (``OMP_WAIT_POLICY=PASSIVE``:
-    17.5 s; 2026-12-05, 2 cores, idle). Left alone when the user chose a layer
-    (``NUMBA_THREADING_LAYER``) or Numba has already started its threads. The workqueue layer must not
-    be entered from two Python threads at once, which refsnn's commands never do."""
-    if "NUMBA_THREADING_LAYER" not in os.environ and not _numba_parallel._is_initialized:
-        numba.config.THREADING_LAYER = "workqueue"
+    """Make Numba's idle OpenMP threads sleep after a few microseconds of spinning instead of GNU
+    OpenMP's default (``GOMP_SPINCOUNT`` 300,000 iterations, far longer): spinning, they took the cores
+    from OpenBLAS's threads in the GEMM that follows each parallel kernel. Sets ``GOMP_SPINCOUNT`` to
+    :data:`GOMP_SPIN_COUNT` unless the user set it, before Numba starts its threads (OpenMP reads it
+    then; left alone if Numba has already started them). A csnn training epoch at 2 threads, with the
+    BLAS fix of :func:`prefer_sleeping_blas_threads` (2026-12-05, 2 cores, idle): 4.1 s with OpenMP's
+    default spinning, 4.4 s with Numba's ``workqueue`` layer (its threads sleep, but each parallel
+    launch costs ~80 us against ~1.5 us, and an epoch launches thousands), 3.3-3.4 s with this (1.5 us
+    per launch). Numba's layer itself is not changed (``NUMBA_THREADING_LAYER`` decides)."""
+    if not _numba_parallel._is_initialized:
+        os.environ.setdefault("GOMP_SPINCOUNT", str(GOMP_SPIN_COUNT))
 
 
 #: ``OPENBLAS_THREAD_TIMEOUT`` that :func:`prefer_sleeping_blas_threads` sets (2^4 cycles of spinning)
