@@ -1,12 +1,21 @@
-"""Thread counts of the two thread pools a training step uses: BLAS (GEMMs) and Numba (LIF).
+"""Thread counts of the two thread pools a training step uses: BLAS (GEMMs) and Numba (every other
+kernel: LIF, the sparse convolution, im2col/col2im, BN, pooling, each over images or channels).
 
 On a small shared machine, a multithreaded OpenBLAS GEMM whose threads get descheduled by other
 processes can be many times slower than a single-threaded one (its threads wait for each other),
-so ``refsnn train --threads N`` sets both pools explicitly. Setting the BLAS thread count at run time
-has no portable API; :func:`set_blas_threads` looks for the ``*set_num_threads*`` entry points of
-the OpenBLAS library NumPy loaded (NumPy wheels bundle ``scipy_openblas``) and returns False when it
-finds none (the environment variable ``OPENBLAS_NUM_THREADS``, set before Python starts, always
-works). What holds for results: the Numba kernels do not reduce across threads, so their results do
+so ``refsnn train --threads N`` sets both pools explicitly (by default to every core). Setting the
+BLAS thread count at run time has no portable API; :func:`set_blas_threads` looks for the
+``*set_num_threads*`` entry points of the OpenBLAS library NumPy loaded (NumPy wheels bundle
+``scipy_openblas``) and returns False when it finds none (the environment variable
+``OPENBLAS_NUM_THREADS``, set before Python starts, always works).
+
+The two pools alternate many times per training step, and each library's idle threads spin for a
+while before they sleep, on the very cores the other library's threads need next. With more than
+one thread :func:`set_threads` shortens both spins (:func:`prefer_sleeping_blas_threads`,
+:func:`prefer_sleeping_numba_threads`); together they took a csnn training epoch at 2 threads from
+6.3 s to 3.0-3.4 s on 2 cores (2026-12-05; one thread: 5.5 s).
+
+What holds for results: the Numba kernels never split a sum between threads, so their results do
 not depend on the Numba thread count; OpenBLAS's GEMM may split its sums differently for a different
 BLAS thread count, so a training run is bit-identical for a given ``--threads`` (and BLAS build),
 not across thread counts (SPEC §1).
