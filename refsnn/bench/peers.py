@@ -46,7 +46,7 @@ from refsnn.kernels.lif import PRESETS
 from refsnn.snn.archs import build_arch
 from refsnn.snn.layers import LIF, Linear
 from refsnn.snn.optim import make_optimizer
-from refsnn.snn.threads import prefer_sleeping_blas_threads, prefer_sleeping_numba_threads
+from refsnn.snn.threads import prefer_sleeping_threads
 from refsnn.snn.trainer import train_epoch
 
 __all__ = ["BenchSkipped", "threads", "bench_conv_vs_torch", "bench_onb", "bench_stbp_vs_spikingjelly",
@@ -78,9 +78,8 @@ def threads(n: int, torch=None):
         from threadpoolctl import threadpool_limits  # optional: the test and bench extras
     except ImportError:
         raise BenchSkipped("threadpoolctl is not installed (pip install refsnn[bench])") from None
-    if n > 1:                                # as refsnn train --threads n does
-        prefer_sleeping_numba_threads()
-        prefer_sleeping_blas_threads()
+    if n > 1:
+        prefer_sleeping_threads()            # as refsnn train --threads n does
     old_nb = numba.get_num_threads()
     old_torch = torch.get_num_threads() if torch is not None else None
     with threadpool_limits(limits=n, user_api="blas"):

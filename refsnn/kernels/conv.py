@@ -471,10 +471,8 @@ def _events_by_pixel(x, lo, hi, chan, val):
     """The nonzeros of ``x`` ``(N, C, H, W)`` grouped by pixel: those of pixel ``r = (n*H + a)*W + b``
     are ``lo[r]:hi[r]`` of ``chan`` (ascending channels ``c``) and ``val`` (``x[n, c, a, b]``). Images
     in parallel, one pass: image ``n`` writes from ``n*C*H*W`` on (its most), pixel by pixel (an image's
-    channels stay in cache); ``chan`` and ``val`` have ``x.size`` elements. Returns the number of
-    nonzeros."""
+    channels stay in cache); ``chan`` and ``val`` have ``x.size`` elements."""
     N, C, H, W = x.shape
-    count = np.empty(N, np.int64)
     for n in numba.prange(N):
         k = n * C * H * W
         for a in range(H):
@@ -488,35 +486,6 @@ def _events_by_pixel(x, lo, hi, chan, val):
                         val[k] = v
                         k += 1
                 hi[r] = k
-        count[n] = k - n * C * H * W
-    return count.sum()
-
-
-@numba.njit(cache=True, inline="always")
-def _receptive_rows(lo, hi, chan, val, n, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, fill, cptr, ccol, cval):
-    """Image ``n``'s rows of the sparse ``colT`` (see :func:`_sparse_im2col`): with ``fill`` their
-    entries from ``cptr[row]`` on, without, ``cptr[row + 1]`` = the row's number of entries."""
-    for p in range(Ho):
-        for q in range(Wo):
-            row = (n * Ho + p) * Wo + q
-            k = cptr[row] if fill else 0
-            for i in range(kh):
-                a = p * sh + i - ph
-                if 0 <= a < H:
-                    for j in range(kw):
-                        b = q * sw + j - pw
-                        if 0 <= b < W:
-                            r = (n * H + a) * W + b
-                            if fill:
-                                k0 = (i * kw + j) * C
-                                for e in range(lo[r], hi[r]):
-                                    ccol[k] = k0 + chan[e]
-                                    cval[k] = val[e]
-                                    k += 1
-                            else:
-                                k += hi[r] - lo[r]
-            if not fill:
-                cptr[row + 1] = k
 
 
 @numba.njit(cache=True, parallel=True)
@@ -529,7 +498,27 @@ def _sparse_im2col(lo, hi, chan, val, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, f
     ``cval = x[n, c, p*sh+i-ph, q*sw+j-pw]``. Images in parallel; each row is written by one thread."""
     N = lo.shape[0] // (H * W)
     for n in numba.prange(N):
-        _receptive_rows(lo, hi, chan, val, n, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, fill, cptr, ccol, cval)
+        for p in range(Ho):
+            for q in range(Wo):
+                row = (n * Ho + p) * Wo + q
+                k = cptr[row] if fill else 0          # filling: from the row's start; counting: from 0
+                for i in range(kh):
+                    a = p * sh + i - ph
+                    if 0 <= a < H:
+                        for j in range(kw):
+                            b = q * sw + j - pw
+                            if 0 <= b < W:
+                                r = (n * H + a) * W + b
+                                if fill:
+                                    k0 = (i * kw + j) * C
+                                    for e in range(lo[r], hi[r]):
+                                        ccol[k] = k0 + chan[e]
+                                        cval[k] = val[e]
+                                        k += 1
+                                else:
+                                    k += hi[r] - lo[r]
+                if not fill:
+                    cptr[row + 1] = k
     if not fill:
         cptr[0] = 0
         for r in range(N * Ho * Wo):
@@ -790,6 +779,8 @@ def conv2d_backward(dy, ctx, *, need_dx=True, check_finite=True, workspace=None)
     arrays = None
     if workspace is not None:
         arrays = workspace._arrays(_geometry(ctx.x_shape, ctx.w_shape, ctx.stride, ctx.padding, dy.dtype))
+    threads = numba.get_num_threads()   # at 1, col2im and unpadding run their serial functions (a prange
+                                        # body compiled slower for these), dW one block
     dyt = _work(arrays, "dyt", (N * HoWo, O), dy.dtype)     # dY.T, (N*Ho*Wo, O)
     db64 = np.empty(O, dtype=np.float64)
     _nchw_to_nhwc(np.ascontiguousarray(dy).reshape(N, O, HoWo), dyt.reshape(N, HoWo, O), db64)
@@ -798,7 +789,7 @@ def conv2d_backward(dy, ctx, *, need_dx=True, check_finite=True, workspace=None)
         dw = np.ascontiguousarray(dw.reshape(O, kh, kw, C).transpose(0, 3, 1, 2))
     else:
         dwt = np.empty((kh * kw * C, O), dy.dtype)
-        _spmm_t(*ctx.col_sparse, dyt, dwt, numba.get_num_threads())           # dW.T = colT.T @ dY.T
+        _spmm_t(*ctx.col_sparse, dyt, dwt, threads)                           # dW.T = colT.T @ dY.T
         dw = np.ascontiguousarray(dwt.reshape(kh, kw, C, O).transpose(3, 2, 0, 1))
     db = db64.astype(dy.dtype) if ctx.has_bias else None
     dx = None
@@ -810,7 +801,6 @@ def conv2d_backward(dy, ctx, *, need_dx=True, check_finite=True, workspace=None)
         n_chunks = max(1, -(-N // nb))                       # (N = 0: one empty chunk)
         nb = max(1, -(-N // n_chunks))                       # even chunks, no tiny last one
         buf = _work(arrays, "dcolT", (nb * HoWo, K), dy.dtype)
-        threads = numba.get_num_threads()   # serial kernels at 1 (a prange body compiled slower for these)
         dcolT = buf                                          # (bound even when N = 0)
         for n0 in range(0, N, nb):
             m = min(nb, N - n0)

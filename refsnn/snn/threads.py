@@ -33,7 +33,8 @@ from numba.np.ufunc import parallel as _numba_parallel
 from refsnn._checks import check_int
 
 __all__ = ["set_threads", "set_blas_threads", "get_blas_threads", "threads", "prefer_sleeping_numba_threads",
-           "prefer_sleeping_blas_threads", "blas_thread_timeouts", "BLAS_THREAD_TIMEOUT", "GOMP_SPIN_COUNT"]
+           "prefer_sleeping_blas_threads", "prefer_sleeping_threads", "blas_thread_timeouts", "BLAS_THREAD_TIMEOUT",
+           "GOMP_SPIN_COUNT"]
 
 _SYMBOLS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
             "openblas_set_num_threads64_", "openblas_set_num_threads")
@@ -158,14 +159,20 @@ def prefer_sleeping_blas_threads() -> bool:
     return ok
 
 
+def prefer_sleeping_threads() -> None:
+    """Both: :func:`prefer_sleeping_numba_threads` and :func:`prefer_sleeping_blas_threads` (what every
+    run with more than one thread wants)."""
+    prefer_sleeping_numba_threads()
+    prefer_sleeping_blas_threads()
+
+
 def set_threads(n: int) -> bool:
     """Use ``n`` threads for BLAS and for Numba's parallel kernels (``n`` capped at Numba's maximum);
     for ``n > 1`` both kinds of idle threads sleep between kernels instead of spinning on the cores
-    the other pool needs (:func:`prefer_sleeping_numba_threads`, :func:`prefer_sleeping_blas_threads`)."""
+    the other pool needs (:func:`prefer_sleeping_threads`)."""
     n = check_int("threads", n, lo=1)
     if n > 1:
-        prefer_sleeping_numba_threads()
-        prefer_sleeping_blas_threads()
+        prefer_sleeping_threads()
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     return set_blas_threads(n)
 
