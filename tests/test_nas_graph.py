@@ -259,3 +259,39 @@ def test_random_genotypes_decode_to_valid_graphs(flat):
     assert lif <= needed
     assert GR.graph_stats(gr)["n_I_edges"] == GR.ei_counts(flat)["n_I_edges"]
     assert GR.decode(canonical(flat), (2, 16, 12), 3, 5)["nodes"] == gr["nodes"]
+
+
+# ---------------------------------------------------------------------------------------------
+# SPEC §2.1: the neuron of every genotype's graph and network
+# ---------------------------------------------------------------------------------------------
+def _effective(p):
+    """LIFParams with the surrogate scale resolved (``alpha=None`` means the surrogate's default)."""
+    from dataclasses import replace
+
+    return replace(p, alpha=p.surrogate_alpha)
+
+
+@S
+@given(nas_flat_genotypes(max_cells=4))
+def test_every_genotype_graph_and_network_uses_the_spec_neuron(flat):
+    """Without an explicit neuron, the graph description (what other backends read) and the network
+    built from it use SPEC §2.1's MSE-NAS neuron, ``PRESETS["msenas"]``: reset detached (BrainCog's
+    ``mem * (1 - spike.detach())``), tau 2, threshold 0.5 with ``>``, triangle surrogate, alpha 2."""
+    import numpy as np
+
+    from refsnn.kernels.lif import PRESETS, LIFParams
+    from refsnn.nas.network import build_genotype_network
+    from refsnn.snn.archs import lif_params_from_dict
+    from refsnn.snn.layers import LIF
+
+    spec = _effective(PRESETS["msenas"])
+    assert spec.detach_reset is True
+    gr = GR.decode(flat, (1, 8, 8), 4, 10)
+    assert gr["neuron"]["detach_reset"] is True
+    assert _effective(lif_params_from_dict(gr["neuron"])) == spec
+    # the JSON the graph is written as says the same
+    assert json.loads(GR.to_json(gr))["neuron"] == gr["neuron"]
+    net = build_genotype_network(flat, input_shape=(1, 8, 8), num_classes=10, timesteps=2,
+                                 rng=np.random.default_rng(0), channels=4)
+    lifs = [n.layer for n in net.nodes.values() if isinstance(n.layer, LIF)]
+    assert lifs and all(isinstance(x.lif, LIFParams) and _effective(x.lif) == spec for x in lifs)

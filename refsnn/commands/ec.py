@@ -5,11 +5,15 @@ states the update's equations); one generation (seed eqs. 9–14, SPEC §5.2):
 
 1. ``pop = strategy.ask(state)``: ``P`` stochastic members (EC: ``theta ~ B(rho)``, eq. 9) and ``E``
    deterministic members (``theta = rho > 0.5``), named by ``(seed, generation, index)``;
-2. one episode per member through the executor (:class:`refsnn.ec.rollout.Evaluator`), the
-   observation normaliser frozen for the whole generation;
+2. the members' episodes through the executor (:class:`refsnn.ec.rollout.Evaluator`), the
+   observation normaliser frozen for the whole generation: one episode each (``--episodes one``) or
+   the reference code's lock-step protocol (``--episodes fill``), from fresh reset seeds or a reset
+   pool drawn once per run (``--reset-pool N``);
 3. ``state, info = strategy.tell(state, returns, lengths)``: fitness ``return - shift x length``
    (``--fitness-shift auto`` = the env's alive bonus per step, 1 for Hopper-v5; ``0`` = the reference
-   code's plain return), centered ranks, the EC (eqs. 13–14) or ES gradient, Adam, clip;
+   code's plain return; with ``fill`` the mean over completed episodes), centered ranks (ties
+   averaged, or by position with ``--rank-ties ordinal`` as the reference code), the EC (eqs. 13–14)
+   or ES gradient, Adam, clip;
 4. the generation's observation statistics are merged into the normaliser, in member order.
 
 ``--method es`` runs ES-RSNN instead (SPEC §5.5: antithetic pairs, sigma 0.3, AdamW lr 0.15 weight
@@ -43,9 +47,6 @@ import argparse
 import json
 import math
 import os
-import signal
-import sys
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,12 +57,14 @@ from refsnn._checks import check_choice, check_float, check_int
 from refsnn.commands.config import option, to_dict
 from refsnn.ec import ppo
 from refsnn.ec.deploy import deployed_arrays
+from refsnn.ec.nes import RANK_TIES
 from refsnn.ec.policy import METHODS, RNN_GATES
-from refsnn.ec.rollout import Evaluator, RunningNorm, check_env
+from refsnn.ec.restore import restored_array, restored_float, restored_int
+from refsnn.ec.rollout import EPISODE_PROTOCOLS, Evaluator, RunningNorm, check_env
 from refsnn.ec.strategy import make_strategy
 from refsnn.io import atomic_savez, load_npz, parse_json
 from refsnn.kernels.surrogate import NAMES as SURROGATES
-from refsnn.runs import RunDir, fmt_hms
+from refsnn.runs import RunDir, fmt_hms, stop_on_signals
 from refsnn.snn.threads import threads
 
 __all__ = ["ECConfig", "CONFIG", "RUN_KEYS", "COLUMNS", "run", "main", "resolve_fitness_shift",
@@ -101,6 +104,16 @@ class ECConfig:
         None, "rank return - SHIFT x episode length; auto (= none) is the env's alive bonus per step "
         "(Hopper/Walker2d/Ant 1, Humanoid 5, else 0); 0 is the reference code's plain return",
         parse=parse_fitness_shift, metavar="auto|SHIFT")
+    rank_ties: str = option("average", "how equal fitness values are ranked: average (their mean rank; the update "
+                            "does not depend on member order) or ordinal (by member index, the reference code's "
+                            "double argsort)", choices=RANK_TIES)
+    episodes: str = option("one", "episode protocol: one (one episode per member from a fresh network state) or "
+                           "fill (the reference code's: all members step in lock-step, auto-reset with the network "
+                           "state kept, until the slowest member's first episode ends; fitness = mean over the "
+                           "completed episodes)", choices=EPISODE_PROTOCOLS)
+    reset_pool: int = option(0, "initial states: 0 = a fresh reset seed for every episode; N > 0 = a pool of N "
+                             "reset seeds drawn once per run, member i always starts from entry i mod N (N >= "
+                             "population + eval members: the reference code's env_reset_pool)")
     sigma: float | None = option(None, "ES: perturbation scale (default: 0.3 for es, 0.02 for es-gru and es-lstm)")
     weight_decay: float = option(0.1, "ES: AdamW decoupled weight decay")
     neurons: int | None = option(None, "RSNN neurons N (half excitatory) or RNN hidden units (default: 256; 128 for "
@@ -158,6 +171,12 @@ class ECConfig:
         check_int("workers", self.workers, lo=0)
         check_int("chunk_size", self.chunk_size, lo=1)
         check_int("max_env_steps", self.max_env_steps, lo=0)
+        check_choice("rank_ties", self.rank_ties, RANK_TIES)
+        check_choice("episodes", self.episodes, EPISODE_PROTOCOLS)
+        check_int("reset_pool", self.reset_pool, lo=0)
+        if self.method == "sg-ppo" and (self.episodes != "one" or self.reset_pool or self.rank_ties != "average"):
+            raise ValueError("episodes: --episodes, --reset-pool and --rank-ties are options of the evolution "
+                             "strategies (ec, es, es-gru, es-lstm), not of sg-ppo")
         check_float("max_minutes", self.max_minutes, lo=0.0)
         check_float("lr", self.lr, lo=0.0)
         check_float("eps", self.eps, lo=0.0, hi=0.5)
@@ -207,12 +226,13 @@ def ppo_settings(cfg: ECConfig) -> ppo.PPOSettings:
 RUN_KEYS = ("env", "method", "population", "eval_members", "max_steps", "lr", "eps", "gradient", "sigma",
             "weight_decay", "neurons", "seed", "fitness_shift", "kl_max", "ppo_envs", "ppo_steps", "ppo_window",
             "ppo_minibatch", "ppo_epochs", "ppo_gamma", "ppo_lambda", "ppo_clip", "ppo_ent_coef", "ppo_vf_coef",
-            "ppo_max_grad_norm", "surrogate", "surrogate_alpha", "detach_reset")
+            "ppo_max_grad_norm", "surrogate", "surrogate_alpha", "detach_reset", "rank_ties", "episodes",
+            "reset_pool")
 # run keys added after runs existed, with the value those runs had
 _ADDED_KEYS = {"kl_max": 0.0, "ppo_envs": 4, "ppo_steps": 512, "ppo_window": 16, "ppo_minibatch": 32,
                "ppo_epochs": 4, "ppo_gamma": 0.99, "ppo_lambda": 0.95, "ppo_clip": 0.2, "ppo_ent_coef": 0.0,
                "ppo_vf_coef": 0.5, "ppo_max_grad_norm": 0.5, "surrogate": "atan", "surrogate_alpha": None,
-               "detach_reset": True}
+               "detach_reset": True, "rank_ties": "average", "episodes": "one", "reset_pool": 0}
 
 COLUMNS = ("generation", "mean_return", "max_return", "det_return", "rho_entropy", "firing_rate_hz",
            "env_steps", "steps_per_s", "policy_over_env", "elapsed_s")
@@ -243,13 +263,29 @@ class _Progress:
         return self.wall_prev + (time.perf_counter() - self.t_session)
 
     def restore(self, z: dict, generation: int, path) -> None:
-        """History, env steps, wall time and best return from checkpoint ``z`` (at ``generation``)."""
-        self.history = z["history"].astype(np.float64).reshape(-1, len(COLUMNS))
-        if self.history.shape[0] != generation:
-            raise ValueError(f"{path}: corrupt checkpoint (history has {self.history.shape[0]} rows, generation "
-                             f"{generation})")
-        self.env_steps, self.wall_prev = int(z["env_steps"]), float(z["wall_seconds"])
-        self.best = float(z["best_det"])
+        """History, env steps, wall time and best return from checkpoint ``z`` (at ``generation``), all
+        checked before any is kept: ``history`` one row per generation numbered ``1..generation``
+        (NaN only where the run writes it, never infinity), ``env_steps`` a whole number >= 0 equal to
+        the last row's, ``wall_seconds`` >= 0, ``best_det`` the best deterministic return of the
+        history (``-inf`` before any). ``ValueError`` ``PATH: corrupt checkpoint (KEY: ...)``."""
+        try:
+            history = restored_array(z, "history", shape=(generation, len(COLUMNS)), allow_nan=True)
+            col = {c: history[:, i] for i, c in enumerate(COLUMNS)}
+            if not np.array_equal(col["generation"], np.arange(1, generation + 1)):
+                raise ValueError(f"history: its generation column is not 1..{generation}")
+            for c in ("env_steps", "elapsed_s"):
+                restored_array(col, c, lo=0.0, integer=c == "env_steps")
+            env_steps = restored_int(z, "env_steps", lo=0)
+            if generation and env_steps != col["env_steps"][-1]:
+                raise ValueError(f"env_steps: {env_steps}, the history's last row says {col['env_steps'][-1]:.0f}")
+            wall = restored_float(z, "wall_seconds", lo=0.0)
+            best = restored_float(z, "best_det", allow_neg_inf=True)
+            det = col["det_return"][np.isfinite(col["det_return"])]
+            if best != (det.max() if det.size else -math.inf):
+                raise ValueError(f"best_det: {best:g} is not the best deterministic return of the history")
+        except ValueError as e:
+            raise ValueError(f"{path}: corrupt checkpoint ({e})") from None
+        self.history, self.env_steps, self.wall_prev, self.best = history, env_steps, wall, best
 
     def eta(self, cfg: ECConfig, done: int) -> float:
         """Seconds left after ``done`` generations: the rest of ``cfg.generations`` at the pace of the
@@ -283,25 +319,29 @@ def run(cfg: ECConfig, *, log=print, executor=None, chunks: int | None = None) -
     strategy = make_strategy(cfg.method, obs_dim, act_dim, neurons=cfg.neurons, population=cfg.population,
                              eval_members=cfg.eval_members, lr=cfg.lr, eps=cfg.eps, gradient=cfg.gradient,
                              sigma=cfg.sigma, weight_decay=cfg.weight_decay, fitness_shift=shift, seed=cfg.seed,
-                             kl_max=cfg.kl_max)
+                             kl_max=cfg.kl_max, rank_ties=cfg.rank_ties)
     with RunDir(cfg.out, config=to_dict(cfg), resume_keys=RUN_KEYS, resume=cfg.resume, overwrite=cfg.overwrite,
                 columns=COLUMNS, stored_config=_stored_config, added_keys=_ADDED_KEYS) as rd:
         state, norm, prog = _start(rd, cfg, strategy, obs_dim, log)
         summary = rd.read_summary()
+        if rd.resuming and _budget_spent(cfg, prog, log, resumed=True):
+            return summary
         log(f"refsnn ec: {_method_name(cfg)} on {cfg.env} (obs {obs_dim}, act {act_dim}), N={cfg.neurons}, "
             f"P={cfg.population}+{cfg.eval_members} deterministic, {cfg.generations} generations, fitness = "
-            f"return - {shift:g} x length, workers={cfg.workers}, seed={cfg.seed} -> {rd.path}")
+            f"return - {shift:g} x length{_protocol_text(cfg)}, workers={cfg.workers}, seed={cfg.seed} -> {rd.path}")
         with _evaluator(cfg, executor, chunks) as evaluator:
             for g in range(state.generation, cfg.generations):
                 t0 = time.perf_counter()
                 pop = strategy.ask(state)
                 norm_mean, norm_std = norm.frozen()
-                res = evaluator.evaluate(env_id=cfg.env, max_steps=cfg.max_steps, norm=norm, **pop.evaluate_kwargs())
+                res = evaluator.evaluate(env_id=cfg.env, max_steps=cfg.max_steps, norm=norm, episodes=cfg.episodes,
+                                         reset_pool=cfg.reset_pool, **pop.evaluate_kwargs())
                 state, info = strategy.tell(state, res["returns"], res["lengths"], map_fn=evaluator.map,
-                                            n_chunks=evaluator.n_tasks(cfg.population))
+                                            n_chunks=evaluator.n_tasks(cfg.population),
+                                            episodes=res["episodes"] if cfg.episodes == "fill" else None)
                 for st in res["obs_stats"]:
                     norm.merge(*st)
-                prog.env_steps += info["steps"]
+                prog.env_steps += res["env_steps"]
                 prog.gen_times.append(time.perf_counter() - t0)
                 row = _metrics_row(info, res, prog)
                 prog.history = np.vstack([prog.history, row[None]])
@@ -339,6 +379,8 @@ def _run_sgppo(cfg: ECConfig, *, log, executor, chunks) -> dict:
     with RunDir(cfg.out, config=to_dict(cfg), resume_keys=RUN_KEYS, resume=cfg.resume, overwrite=cfg.overwrite,
                 columns=COLUMNS, stored_config=_stored_config, added_keys=_ADDED_KEYS) as rd:
         state, prog = _ppo_start(rd, cfg, net, obs_dim, act_dim, log)
+        if rd.resuming and _budget_spent(cfg, prog, log, resumed=True):
+            return rd.read_summary()
         log(f"refsnn ec: SG-RSNN trained by PPO on {cfg.env} (obs {obs_dim}, act {act_dim}), N={cfg.neurons}, "
             f"{s.n_envs} envs x {s.n_steps} steps per iteration, BPTT window {s.window}, surrogate {s.surrogate}"
             f"{'' if s.alpha is None else f'({s.alpha:g})'}, lr {s.lr:g}, {cfg.generations} iterations, "
@@ -409,7 +451,8 @@ def _ppo_start(rd: RunDir, cfg: ECConfig, net, obs_dim: int, act_dim: int, log):
     except ValueError as e:
         raise ValueError(f"{rd.checkpoint_path}: corrupt checkpoint ({e})") from None
     prog.restore(z, state.iteration, rd.checkpoint_path)
-    log(f"resuming {rd.path} at iteration {state.iteration}")
+    if not _budget_spent(cfg, prog, lambda *_: None, resumed=True):   # else the one line is the budget's
+        log(f"resuming {rd.path} at iteration {state.iteration}")
     return state, prog
 
 
@@ -438,42 +481,29 @@ def _ppo_row(cfg: ECConfig, net, it: int, info: dict, det: dict, prog: _Progress
     return row
 
 
-def _budget_spent(cfg: ECConfig, prog: _Progress, log) -> bool:
-    """``--max-env-steps`` / ``--max-minutes`` reached (checked after each completed generation)."""
+def _budget_spent(cfg: ECConfig, prog: _Progress, log, *, resumed: bool = False) -> bool:
+    """``--max-env-steps`` / ``--max-minutes`` reached: checked after each completed generation, and
+    (``resumed``) before the first generation of a resumed run, which then stops at once (one line,
+    no generation run, no file written) instead of running one more generation each time."""
+    what = "nothing to do" if resumed else "stopping"
     if cfg.max_env_steps and prog.env_steps >= cfg.max_env_steps:
-        log(f"stopping: {prog.env_steps} env steps >= --max-env-steps {cfg.max_env_steps}")
+        log(f"{what}: {prog.env_steps} env steps >= --max-env-steps {cfg.max_env_steps}")
         return True
-    if cfg.max_minutes and prog.elapsed() >= 60.0 * cfg.max_minutes:
-        log(f"stopping: {fmt_hms(prog.elapsed())} >= --max-minutes {cfg.max_minutes:g}")
+    elapsed = prog.wall_prev if resumed else prog.elapsed()
+    if cfg.max_minutes and elapsed >= 60.0 * cfg.max_minutes:
+        log(f"{what}: {fmt_hms(elapsed)} >= --max-minutes {cfg.max_minutes:g}")
         return True
     return False
 
 
 def main(cfg: ECConfig) -> int:
-    """``refsnn ec``: :func:`run` with a closing line; SIGTERM (from a scheduler or ``timeout``) unwinds
-    like Ctrl-C: the workers are stopped and the run lock released, the last completed generation's
-    checkpoint stays valid for ``--resume``, and the exit status is 128 + 15 = 143 — also when the
-    worker pool, stopped under a task, raises on the way out (that error is printed, not raised)."""
-    previous, stopped_by = None, []
-
-    def on_sigterm(signum, frame):
-        stopped_by.append(signum)
-        raise SystemExit(128 + signum)
-
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, on_sigterm)
-    try:
+    """``refsnn ec``: :func:`run` with a closing line. SIGINT (Ctrl-C) and SIGTERM (a scheduler,
+    ``timeout``) unwind the run (:func:`refsnn.runs.stop_on_signals`): the workers are stopped and the
+    run lock released, the last completed generation's checkpoint stays valid for ``--resume``, one
+    line goes to stderr and the exit status is 128 + the signal (130, 143) -- also when the worker
+    pool, stopped under a task, raises on the way out (that error is named in the line)."""
+    with stop_on_signals("refsnn ec", f"{cfg.out} holds the last completed generation: continue with --resume"):
         s = run(cfg)
-    except BaseException as e:
-        if not stopped_by:
-            raise
-        extra = "" if isinstance(e, SystemExit) else f" (while stopping: {type(e).__name__}: {e})"
-        print(f"refsnn ec: stopped by signal {stopped_by[0]}{extra}; {cfg.out} holds the last completed "
-              "generation: continue with --resume", file=sys.stderr)
-        raise SystemExit(128 + stopped_by[0]) from None
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     print(f"final deterministic return {_fmt_return(s.get('final_deterministic_return'))}, "
           f"best {_fmt_return(s.get('best_deterministic_return'))}, "
           f"{s.get('env_steps', 0)} env steps, {s.get('wall_seconds', 0):.0f} s -> {cfg.out}")
@@ -519,13 +549,24 @@ def _start(rd: RunDir, cfg: ECConfig, strategy, obs_dim: int, log):
     except ValueError as e:
         raise ValueError(f"{ck}: corrupt checkpoint ({e})") from None
     prog.restore(z, state.generation, ck)
-    log(f"resuming {rd.path} at generation {state.generation}")
+    if not _budget_spent(cfg, prog, lambda *_: None, resumed=True):   # else the one line is the budget's
+        log(f"resuming {rd.path} at generation {state.generation}")
     return state, norm, prog
 
 
+def _protocol_text(cfg: ECConfig) -> str:
+    """The start line's words for the options that reproduce the reference code's choices (if set)."""
+    parts = [f"rank ties {cfg.rank_ties}"] if cfg.rank_ties != "average" else []
+    if cfg.episodes != "one":
+        parts.append(f"episodes {cfg.episodes}")
+    if cfg.reset_pool:
+        parts.append(f"reset pool {cfg.reset_pool}")
+    return "".join(", " + p for p in parts)
+
+
 def _metrics_row(info: dict, res: dict, prog: _Progress) -> np.ndarray:
-    """The ``metrics.csv`` row (:data:`COLUMNS`) of a generation."""
-    steps, dt_gen = info["steps"], prog.gen_times[-1]
+    """The ``metrics.csv`` row (:data:`COLUMNS`) of a generation (``steps``: env steps of the protocol)."""
+    steps, dt_gen = res["env_steps"], prog.gen_times[-1]
     rate_hz = (float(res["spikes"].sum()) / max(1, steps * res["n_neurons"] * res["n_substeps"])
                / (res["dt"] * 1e-3))
     pol = res["policy_s"] / max(res["env_s"], 1e-12)

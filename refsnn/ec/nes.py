@@ -4,9 +4,11 @@
   generator :func:`member_rng`, derived from ``(run seed, generation, member index)`` only — a worker
   that knows ``rho`` and three integers rebuilds any member ("seeds, not parameters, cross the
   wire"). Deployment (seed §4.3): ``theta = rho > 0.5`` (:func:`deterministic_connectivity`).
-* Shaping: centered ranks ``w_i = rank_i / (P - 1) - 0.5`` over the ``P`` stochastic members, ties
-  get their average rank (:func:`centered_ranks`; the reference code's double ``argsort`` breaks ties
-  by position instead — identical when returns are distinct).
+* Shaping: centered ranks ``w_i = rank_i / (P - 1) - 0.5`` over the ``P`` stochastic members
+  (:func:`centered_ranks`). Ties (equal fitness) get their average rank by default
+  (``ties="average"``: the update does not depend on the order of the members); ``ties="ordinal"``
+  breaks them by position, the lower member index ranking lower — the reference code's double
+  ``argsort`` (``ec.py``, ``_centered_rank_transform``). Both are identical when returns are distinct.
 * Estimate, eqs. 13–14: ``g = (1/P) sum_i w_i (theta_i - rho)`` (:func:`nes_gradient`) — the
   *natural* gradient of ``E[R]`` for Bernoulli parameters (the Fisher information of ``B(rho)`` is
   ``1/(rho (1 - rho))``), which is what the reference code ascends. ``natural=False`` divides by
@@ -33,9 +35,11 @@ from typing import Mapping
 import numpy as np
 from scipy.stats import rankdata
 
-from refsnn._checks import check_array, check_float, check_int
+from refsnn._checks import check_array, check_choice, check_float, check_int
+from refsnn.ec.restore import restored_array, restored_int
 
-__all__ = ["shifted_fitness", "member_rng", "sample_connectivity", "bernoulli_from_uniforms", "nes_step",
+__all__ = ["RANK_TIES", "ranks", "shifted_fitness", "member_rng", "sample_connectivity", "bernoulli_from_uniforms",
+           "nes_step",
            "deterministic_connectivity", "centered_ranks", "nes_gradient", "Adam", "adam_update",
            "adam_state_arrays", "adam_load_state_arrays", "clip_rho", "bernoulli_entropy",
            "bernoulli_kl", "limit_kl"]
@@ -44,6 +48,9 @@ __all__ = ["shifted_fitness", "member_rng", "sample_connectivity", "bernoulli_fr
 STREAM_MEMBER = 0   # env seed, initial membrane, EC Bernoulli uniforms
 STREAM_NOISE = 1    # ES-RSNN Gaussian perturbation of an antithetic pair
 STREAM_INIT = 2     # ES-RSNN initial centre weights (generation 0, index 0)
+
+#: How equal fitness values are ranked: averaged (refsnn's default) or by position (the reference code).
+RANK_TIES = ("average", "ordinal")
 
 
 def member_rng(seed: int, generation: int, index: int, stream: int = STREAM_MEMBER) -> np.random.Generator:
@@ -91,19 +98,29 @@ def shifted_fitness(returns, lengths, shift: float) -> np.ndarray:
     return r - float(shift) * t
 
 
-def centered_ranks(f: np.ndarray) -> np.ndarray:
-    """``w_i = rank_i / (P - 1) - 0.5`` with ranks ``0..P-1`` ascending in ``f``, ties averaged.
+def ranks(f, ties: str = "average") -> np.ndarray:
+    """0-based ascending ranks of ``f`` (float64). ``ties="average"``: equal values share their mean
+    rank (``scipy.stats.rankdata(method="average") - 1``, so ``2 rank`` is an integer);
+    ``ties="ordinal"``: equal values are ranked by position, the lower index lower — the reference
+    code's ``argsort(argsort(f))`` with a stable sort. NaN is an error."""
+    check_choice("ties", ties, RANK_TIES)
+    f = check_array("f", np.asarray(f, dtype=np.float64), ndim=1)
+    return rankdata(f, method=ties) - 1.0
+
+
+def centered_ranks(f: np.ndarray, ties: str = "average") -> np.ndarray:
+    """``w_i = rank_i / (P - 1) - 0.5`` with ranks ``0..P-1`` ascending in ``f`` (:func:`ranks`: ties
+    averaged, or by position with ``ties="ordinal"``).
 
     ``w`` lies in ``[-0.5, 0.5]`` and sums to 0; ``P = 1`` gives ``[0.0]``. Invariant to any strictly
     increasing transform of ``f``. NaN fitness is an error.
     """
-    f = check_array("f", np.asarray(f, dtype=np.float64), ndim=1)
-    P = f.shape[0]
+    r = ranks(f, ties)
+    P = r.shape[0]
     if P == 0:
         raise ValueError("f: expected at least one fitness value")
     if P == 1:
         return np.zeros(1)
-    r = rankdata(f, method="average") - 1.0
     return r / (P - 1) - 0.5
 
 
@@ -169,17 +186,14 @@ def adam_state_arrays(m: Mapping[str, np.ndarray], v: Mapping[str, np.ndarray], 
 
 def adam_load_state_arrays(d: Mapping[str, np.ndarray], shapes: Mapping[str, tuple]):
     """Inverse of :func:`adam_state_arrays` for parameters of ``shapes``: ``(m, v, t)`` as float64 /
-    int. A missing or misshapen array is a ``ValueError`` naming its key."""
+    int. A missing, misshapen or invalid array (not real numbers, NaN or infinite, a negative second
+    moment ``v``, a step count ``t`` that is not a whole number >= 0) is a ``ValueError`` naming its key
+    (:mod:`refsnn.ec.restore`)."""
     m, v = {}, {}
     for k, s in shapes.items():
-        for part, store in (("m", m), ("v", v)):
-            a = d.get(f"opt.{part}.{k}")
-            if a is None or np.shape(a) != tuple(s):
-                raise ValueError(f"checkpoint: optimiser state opt.{part}.{k} missing or of the wrong shape")
-            store[k] = np.asarray(a).astype(np.float64)
-    if d.get("opt.t") is None:
-        raise ValueError("checkpoint: optimiser state opt.t missing")
-    return m, v, int(d["opt.t"])
+        m[k] = restored_array(d, f"opt.m.{k}", shape=tuple(s))
+        v[k] = restored_array(d, f"opt.v.{k}", shape=tuple(s), lo=0.0)
+    return m, v, restored_int(d, "opt.t", lo=0)
 
 
 class Adam:
@@ -216,10 +230,11 @@ class Adam:
 
 
 def nes_step(rho: Mapping[str, np.ndarray], thetas: Mapping[str, np.ndarray], fitness: np.ndarray,
-             opt: "Adam", *, eps: float = 1e-3, natural: bool = True) -> dict[str, np.ndarray]:
+             opt: "Adam", *, eps: float = 1e-3, natural: bool = True, ties: str = "average") -> dict[str, np.ndarray]:
     """One EC update (SPEC §5.2): ranks -> estimate -> Adam ascent -> clip. ``thetas[k]`` is the
-    ``(P, *rho[k].shape)`` bool stack of the stochastic members; ``opt`` is advanced in place."""
-    w = centered_ranks(fitness)
+    ``(P, *rho[k].shape)`` bool stack of the stochastic members; ``opt`` is advanced in place;
+    ``ties`` as in :func:`centered_ranks`."""
+    w = centered_ranks(fitness, ties)
     g = {k: nes_gradient(w, thetas[k], rho[k], natural=natural) for k in rho}
     return clip_rho(opt.step(rho, g), eps)
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import rankdata
 
 from refsnn._checks import check_array
 from refsnn.ec import nes
@@ -322,12 +321,13 @@ def make_family(method: str, cfg_kwargs: dict, obs_dim: int, act_dim: int, sigma
 
 
 def ec_gradient(family: ECFamily, params, fitness, seed, generation, *, natural=True, map_fn=None,
-                n_chunks: int = 1):
+                n_chunks: int = 1, ties: str = "average"):
     """NES estimate (SPEC §5.2, eqs. 13–14) with ``theta_i`` regenerated from ``(seed, generation, i)``,
     computed exactly.
 
-    With centered ranks ``w_i = r_i / (P - 1) - 0.5`` (``r_i`` the 0-based rank, ties averaged, so
-    ``2 r_i`` is an integer) the weights sum to exactly 0, and
+    With centered ranks ``w_i = r_i / (P - 1) - 0.5`` (``r_i`` the 0-based rank, ties averaged or
+    by position as ``ties`` says, :func:`refsnn.ec.nes.ranks`; either way ``2 r_i`` is an integer)
+    the weights sum to exactly 0, and
     ``g = (1/P) sum_i w_i (theta_i - rho) = (S - (P - 1) C) / (2 P (P - 1))`` with the integer sums
     ``S = sum_i 2 r_i theta_i`` and ``C = sum_i theta_i`` (:func:`ec_rank_sums`). The numerator and
     denominator are exact integers, so ``g`` is the correctly rounded float64 value of the estimate:
@@ -336,15 +336,15 @@ def ec_gradient(family: ECFamily, params, fitness, seed, generation, *, natural=
     (e.g. an executor's ``map``; default the built-in ``map``) is called once with
     :func:`ec_rank_sums_task` and the chunks' argument tuples, and the result is bit-identical for any
     ``n_chunks`` and any executor. ``natural=False`` divides by ``rho (1 - rho)`` (eq. 13).
-    Equal to ``nes.nes_gradient(nes.centered_ranks(fitness), thetas, rho)`` (float accumulation in
-    member order) to rounding.
+    Equal to ``nes.nes_gradient(nes.centered_ranks(fitness, ties), thetas, rho)`` (float accumulation
+    in member order) to rounding.
     """
     fitness = np.asarray(fitness, dtype=np.float64)
     P = len(fitness)
     if P < 2:   # centered ranks of one member are 0
         g = {k: np.zeros_like(v) for k, v in params.items()}
     else:
-        r2 = np.rint(2.0 * (rankdata(fitness, method="average") - 1.0)).astype(np.int64)
+        r2 = np.rint(2.0 * nes.ranks(fitness, ties)).astype(np.int64)
         n_chunks = max(1, min(int(n_chunks), P))
         tasks = [(family, params, int(seed), int(generation), tuple(range(c, P, n_chunks)),
                   r2[c::n_chunks], P) for c in range(n_chunks)]
@@ -381,14 +381,14 @@ def ec_rank_sums_task(args: tuple):
     return ec_rank_sums(*args)
 
 
-def es_gradient(family: ESFamily, params, fitness, seed, generation):
+def es_gradient(family: ESFamily, params, fitness, seed, generation, *, ties: str = "average"):
     """OpenAI-ES estimate (SPEC §5.5): centered ranks over all ``P`` members, pair weight
     ``w_{2k} - w_{2k+1}``, ``g = (1/K) sum_k (w_{2k} - w_{2k+1}) sigma eps_k`` (``K = P/2``; the
     reference code omits the ``1/(2 sigma^2)`` factor, which Adam's scale invariance makes moot)."""
     P = len(fitness)
     if P % 2:
         raise ValueError(f"population: ES-RSNN needs an even number of members (antithetic pairs), got {P}")
-    w = nes.centered_ranks(np.asarray(fitness, dtype=np.float64))
+    w = nes.centered_ranks(np.asarray(fitness, dtype=np.float64), ties)
     K = P // 2
     acc = {k: np.zeros_like(v) for k, v in params.items()}
     for pair in range(K):

@@ -5,12 +5,33 @@
   versions of these tasks, whose returns are not comparable one-to-one with Gymnasium MuJoCo's.
   The network's action in ``[-1, 1]`` is passed unchanged when the action space is ``[-1, 1]``
   (all three tasks) and otherwise mapped affinely onto finite ``[low, high]``.
-* One episode per member, from a fresh network state (the reference code keeps the state across
-  Brax's auto-resets; refsnn does not), reset with the member's own episode seed; the episode ends
-  on ``terminated`` or ``truncated`` or after ``max_steps`` steps (default 1000, through
-  ``gymnasium.make(..., max_episode_steps=max_steps)``). Each member returns its undiscounted
-  return and its episode length (the trainer ranks ``return - shift * length``, SPEC §5.2 note in
-  ``docs/ec.md``).
+* Episodes: an episode ends on ``terminated`` or ``truncated`` or after ``max_steps`` steps (default
+  1000, through ``gymnasium.make(..., max_episode_steps=max_steps)``). Two protocols
+  (``episodes``):
+
+  - ``"one"`` (refsnn's default): one episode per member from a fresh network state. Each member
+    returns its undiscounted return and its episode length (the trainer ranks ``return - shift *
+    length``, SPEC §5.2 note in ``docs/ec.md``).
+  - ``"fill"`` (the reference code's, ``ec.py`` ``_evaluate_step`` / ``_eval_stop_cond``): all
+    ``P + E`` members step in lock-step; a member whose episode ends is reset at once and goes on
+    with the same network state (not reset), until the step ``L`` at which the slowest member
+    finishes its first episode; the episode in progress at ``L`` is discarded. Each member returns
+    the sums of its completed episodes' returns and lengths and their number; the fitness is the
+    mean over completed episodes, and ``L (P + E)`` env steps are spent.
+
+  Initial states (``reset_pool``): ``0`` (default) resets every episode with a fresh seed of its
+  own — the member's ``env_seed`` for its first episode, then seeds from its stream
+  ``STREAM_EPISODE``; ``N > 0`` draws a pool of ``N`` reset seeds once per run (pool entry ``j`` from
+  ``(seed, 0, j, STREAM_POOL)``) and every episode of member ``i`` starts from entry ``i mod N`` —
+  with ``N >= P + E`` the reference code's ``env_reset_pool`` (member ``i`` always from state ``i``).
+  Gymnasium's ``reset(seed=s)`` re-seeds the env, so the same seed gives the same initial state.
+
+  Lock-step across the whole population is exact without any worker talking to another: a chunk
+  first runs until all *its* members have finished an episode (step ``L_c``); the evaluator takes
+  ``L = max L_c`` and evaluates the chunks with ``L_c < L`` again from the start with the horizon
+  ``L`` (every member's trajectory depends only on its own seeds, so the rerun repeats the first
+  ``L_c`` steps bit for bit). Results do not depend on the chunking; the rerun costs up to
+  ``L_c`` extra steps per member of those chunks (none once every episode reaches ``max_steps``).
 * Observation normalisation: ``(obs - mean) / std`` with the running statistics frozen for the
   whole generation. Every observation a member sees (from reset up to and including the last one)
   is accumulated with Welford's algorithm per member, and the per-member statistics are merged into
@@ -44,11 +65,25 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from refsnn._checks import check_choice, check_int
+from refsnn.ec.nes import member_rng
 from refsnn.ec.policy import make_family
+from refsnn.ec.restore import restored_array
 from refsnn.kernels import cuba
 from refsnn.parallel import make_executor, shutdown
 
-__all__ = ["check_env", "RunningNorm", "evaluate_chunk", "Evaluator"]
+__all__ = ["EPISODE_PROTOCOLS", "check_env", "RunningNorm", "evaluate_chunk", "Evaluator", "pool_seed"]
+
+#: ``one``: one episode per member (refsnn's default); ``fill``: the reference code's lock-step protocol.
+EPISODE_PROTOCOLS = ("one", "fill")
+# Generator streams of (seed, generation, index) beside refsnn.ec.nes's (0-2) and refsnn.ec.ppo's (3-4):
+STREAM_EPISODE = 5   # the reset seeds of a member's episodes after its first ("fill" without a pool)
+STREAM_POOL = 6      # reset-pool entry j: (seed, 0, j)
+
+
+def pool_seed(seed: int, j: int) -> int:
+    """The reset seed of entry ``j`` of a run's reset pool (a function of the run seed and ``j``)."""
+    return int(member_rng(seed, 0, j, STREAM_POOL).integers(0, 2**31 - 1))
 
 
 def _gym():
@@ -124,12 +159,16 @@ class RunningNorm:
         return {"norm.count": np.array(self.count), "norm.mean": self.mean, "norm.m2": self.m2}
 
     def load_state_arrays(self, d) -> None:
-        if d["norm.mean"].shape != self.mean.shape:
-            raise ValueError(f"checkpoint: normaliser has {d['norm.mean'].shape[0]} features, the env has "
-                             f"{self.mean.shape[0]}")
-        self.count = float(d["norm.count"])
-        self.mean = d["norm.mean"].astype(np.float64)
-        self.m2 = d["norm.m2"].astype(np.float64)
+        """Read :meth:`state_arrays` keys back, all checked before any is kept: ``norm.count`` a whole
+        number >= 0, ``norm.mean`` finite and ``norm.m2`` finite and >= 0, both of this normaliser's
+        length (``ValueError`` naming the key; :mod:`refsnn.ec.restore`)."""
+        if "norm.mean" in d and np.shape(d["norm.mean"]) != self.mean.shape:
+            raise ValueError(f"norm.mean: the normaliser has shape {np.shape(d['norm.mean'])}, the env "
+                             f"{self.mean.shape[0]} features")
+        count = float(restored_array(d, "norm.count", shape=(), lo=0.0, integer=True))
+        mean = restored_array(d, "norm.mean", shape=self.mean.shape)
+        m2 = restored_array(d, "norm.m2", shape=self.mean.shape, lo=0.0)
+        self.count, self.mean, self.m2 = count, mean, m2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,16 +209,26 @@ class Task:
     generation: int
     indices: tuple
     n_stochastic: int
+    episodes: str = "one"
+    reset_pool: int = 0
+    #: ``"fill"`` only: run exactly this many steps (0: until every member of the chunk ended an episode)
+    horizon: int = 0
 
 
 def evaluate_chunk(task: Task) -> dict:
-    """Run one episode for each member of ``task.indices`` in lock-step; returns per-member arrays
-    ``returns, lengths, spikes, obs_n, obs_mean, obs_m2`` (in ``task.indices`` order), the seconds
-    spent in the policy, in ``env.step``/``reset`` and building the networks, the worker process's
-    peak RSS so far (``peak_rss_mb``), and for ``refsnn play`` the distance each body moved along x
-    (``x_distance``, from the env's ``info["x_position"]``, NaN when the env does not report it) and
-    the env's time step ``env_dt`` in seconds."""
+    """Run the members of ``task.indices`` in lock-step under ``task.episodes`` (module docstring);
+    returns per-member arrays (in ``task.indices`` order) ``returns`` and ``lengths`` (sums over the
+    member's completed episodes; with ``"one"`` its one episode), ``episodes`` (how many completed),
+    ``spikes``, ``obs_n, obs_mean, obs_m2``; ``steps_run`` (the lock-step count the chunk ran: its
+    ``L_c`` or the horizon; with ``"one"`` the longest episode) and ``env_steps`` (env steps taken);
+    the seconds spent in the policy, in ``env.step``/``reset`` and building the networks, the worker
+    process's peak RSS so far (``peak_rss_mb``), and for ``refsnn play`` the distance each body moved
+    along x in its first episode (``x_distance``, from the env's ``info["x_position"]``, NaN when the
+    env does not report it) and the env's time step ``env_dt`` in seconds."""
     t_start = time.perf_counter()
+    fill = check_choice("episodes", task.episodes, EPISODE_PROTOCOLS) == "fill"
+    pool = check_int("reset_pool", task.reset_pool, lo=0)
+    horizon = check_int("horizon", task.horizon, lo=0)
     idx = list(task.indices)
     B = len(idx)
     envs = _envs(task.env_id, task.max_steps, B)
@@ -190,22 +239,36 @@ def evaluate_chunk(task: Task) -> dict:
     act_dtype = envs[0].action_space.dtype
     t_built = time.perf_counter()
 
+    if pool:   # every episode of member i from pool entry i mod N
+        first_seeds = [pool_seed(task.seed, i % pool) for i in idx]
+        later_seeds = [None] * B
+    else:      # the member's own env seed, then (fill) fresh seeds from its episode stream
+        first_seeds = [int(x) for x in batch.env_seeds]
+        later_seeds = [member_rng(task.seed, task.generation, i, STREAM_EPISODE) if fill else None for i in idx]
+
+    def reset(b: int, seed: int):
+        obs, info = envs[b].reset(seed=int(seed))
+        return obs, info.get("x_position", np.nan)
+
     X = np.empty((B, obs_dim))
     x_start, x_end = np.full(B, np.nan), np.full(B, np.nan)   # the body's x position, if the env reports it
     for b in range(B):
-        X[b], info = envs[b].reset(seed=int(batch.env_seeds[b]))
-        x_start[b] = x_end[b] = info.get("x_position", np.nan)
+        X[b], x_start[b] = reset(b, first_seeds[b])
+        x_end[b] = x_start[b]
     t_env = time.perf_counter() - t_built
     t_pol = 0.0
     # per-member Welford
     wn = np.ones(B)
     wmean = X.copy()
     wm2 = np.zeros((B, obs_dim))
-    returns = np.zeros(B)
+    returns = np.zeros(B)                     # sums over completed episodes
     lengths = np.zeros(B, dtype=np.int64)
+    episodes = np.zeros(B, dtype=np.int64)
+    ep_ret, ep_len = np.zeros(B), np.zeros(B, dtype=np.int64)   # the episode in progress
     spikes = np.zeros(B, dtype=np.int64)
     active = np.ones(B, dtype=bool)
     inv_std = 1.0 / task.norm_std
+    t = 0
     while active.any():
         t0 = time.perf_counter()
         xn = (X - task.norm_mean) * inv_std
@@ -214,17 +277,29 @@ def evaluate_chunk(task: Task) -> dict:
         t_pol += t1 - t0
         spikes += ns
         stepped = np.flatnonzero(active)
+        t += 1
         for b in stepped:
             a = act[b].astype(np.float64)
             if amap is not None:
                 a = amap[0] + (a + 1.0) * 0.5 * (amap[1] - amap[0])
             obs, r, term, trunc, info = envs[b].step(a.astype(act_dtype))
-            x_end[b] = info.get("x_position", np.nan)
-            returns[b] += float(r)
-            lengths[b] += 1
+            if episodes[b] == 0:
+                x_end[b] = info.get("x_position", np.nan)
+            ep_ret[b] += float(r)
+            ep_len[b] += 1
             X[b] = obs
-            if term or trunc or lengths[b] >= task.max_steps:
-                active[b] = False
+            if term or trunc or ep_len[b] >= task.max_steps:
+                returns[b] += ep_ret[b]
+                lengths[b] += ep_len[b]
+                episodes[b] += 1
+                ep_ret[b], ep_len[b] = 0.0, 0
+                if not fill:
+                    active[b] = False
+                else:   # reset at once; the network state goes on
+                    seed = first_seeds[b] if pool else later_seeds[b].integers(0, 2**31 - 1)
+                    X[b] = reset(b, seed)[0]
+        if fill and (t == horizon if horizon else episodes.min() >= 1):
+            active[:] = False
         t_env += time.perf_counter() - t1
         # Welford update of the members that received an observation
         wn[stepped] += 1
@@ -232,6 +307,7 @@ def evaluate_chunk(task: Task) -> dict:
         wmean[stepped] += d / wn[stepped, None]
         wm2[stepped] += d * (X[stepped] - wmean[stepped])
     return {"indices": np.asarray(idx, dtype=np.int64), "returns": returns, "lengths": lengths,
+            "episodes": episodes, "steps_run": t, "env_steps": int(wn.sum() - B),
             "spikes": spikes, "obs_n": wn, "obs_mean": wmean, "obs_m2": wm2, "x_distance": x_end - x_start,
             "env_dt": float(getattr(envs[0].unwrapped, "dt", np.nan)),
             "policy_s": t_pol, "env_s": t_env, "build_s": t_built - t_start, "peak_rss_mb": _peak_rss_mb(),
@@ -285,35 +361,52 @@ class Evaluator:
         self.chunks = max(1, chunks if chunks is not None else workers)
 
     def evaluate(self, *, method, cfg_kwargs, sigma, env_id, max_steps, params, norm: RunningNorm,
-                 seed, generation, n_stochastic, n_eval) -> dict:
-        """One episode per member ``0 .. n_stochastic + n_eval - 1``; per-member ``returns``,
-        ``lengths``, ``spikes`` and ``obs_stats`` in member order, summed ``policy_s`` / ``env_s`` /
-        ``build_s``, the largest worker ``peak_rss_mb`` and ``n_tasks``."""
+                 seed, generation, n_stochastic, n_eval, episodes: str = "one", reset_pool: int = 0) -> dict:
+        """Members ``0 .. n_stochastic + n_eval - 1`` under the episode protocol ``episodes`` with the
+        reset pool ``reset_pool`` (module docstring); per-member ``returns``, ``lengths`` (sums over
+        completed episodes), ``episodes`` (their number), ``spikes`` and ``obs_stats`` in member order;
+        ``env_steps`` (env steps of the protocol: the sum of the lengths for ``"one"``, ``L (P + E)``
+        for ``"fill"``), ``rerun_steps`` (env steps of the chunks evaluated again for ``"fill"``),
+        summed ``policy_s`` / ``env_s`` / ``build_s``, the largest worker ``peak_rss_mb`` and
+        ``n_tasks``."""
         n = n_stochastic + n_eval
+        check_choice("episodes", episodes, EPISODE_PROTOCOLS)
+        check_int("reset_pool", reset_pool, lo=0)
         mean, std = norm.frozen()
         n_chunks = self.n_tasks(n)
-        futs = []
-        for c in range(n_chunks):
-            idx = tuple(range(c, n, n_chunks))
-            futs.append(self.executor.submit(evaluate_chunk, Task(
+
+        def submit(c: int, horizon: int = 0):
+            return self.executor.submit(evaluate_chunk, Task(
                 method, dict(cfg_kwargs), float(sigma), env_id, int(max_steps), params, mean, std,
-                int(seed), int(generation), idx, int(n_stochastic))))
-        out = {"returns": np.zeros(n), "lengths": np.zeros(n, np.int64), "spikes": np.zeros(n, np.int64),
+                int(seed), int(generation), tuple(range(c, n, n_chunks)), int(n_stochastic), episodes,
+                int(reset_pool), horizon))
+
+        results = [f.result() for f in [submit(c) for c in range(n_chunks)]]
+        rerun_steps = 0
+        if episodes == "fill":   # lock-step over the whole population: rerun the chunks that stopped early
+            L = max(r["steps_run"] for r in results)
+            again = {c: submit(c, L) for c, r in enumerate(results) if r["steps_run"] < L}
+            for c, f in again.items():
+                rerun_steps += results[c]["env_steps"]
+                first, results[c] = results[c], f.result()
+                for k in ("policy_s", "env_s", "build_s"):   # the time of both runs is spent
+                    results[c][k] += first[k]
+        out = {"returns": np.zeros(n), "lengths": np.zeros(n, np.int64), "episodes": np.zeros(n, np.int64),
+               "spikes": np.zeros(n, np.int64), "env_steps": 0, "rerun_steps": rerun_steps,
                "policy_s": 0.0, "env_s": 0.0, "build_s": 0.0, "peak_rss_mb": 0.0, "n_tasks": n_chunks}
         obs = [None] * n
-        meta = None
-        for f in futs:
-            r = f.result()
-            meta = r
+        for r in results:
             ii = r["indices"]
-            for k in ("returns", "lengths", "spikes"):
+            for k in ("returns", "lengths", "episodes", "spikes"):
                 out[k][ii] = r[k]
             for k in ("policy_s", "env_s", "build_s"):
                 out[k] += r[k]
+            out["env_steps"] += r["env_steps"]
             out["peak_rss_mb"] = max(out["peak_rss_mb"], r["peak_rss_mb"])
             for j, i in enumerate(ii):
                 obs[i] = (r["obs_n"][j], r["obs_mean"][j], r["obs_m2"][j])
         out["obs_stats"] = obs  # member order
+        meta = results[-1]
         out["n_neurons"], out["n_substeps"], out["dt"] = meta["n_neurons"], meta["n_substeps"], meta["dt"]
         return out
 

@@ -18,7 +18,8 @@ an immutable :class:`StrategyState` value (parameters, Adam moments, step count,
 
   1. fitness ``f_i = R_i - shift * T_i`` (:func:`refsnn.ec.nes.shifted_fitness`; ``shift = 0`` is the
      reference code's plain return);
-  2. centered ranks ``w_i = rank_i / (P - 1) - 0.5``, ties averaged (:func:`refsnn.ec.nes.centered_ranks`);
+  2. centered ranks ``w_i = rank_i / (P - 1) - 0.5`` (:func:`refsnn.ec.nes.centered_ranks`), ties
+     averaged (``rank_ties="average"``) or by position (``"ordinal"``, the reference code's);
   3. EC (seed eqs. 13–14, SPEC §5.2): ``g = (1/P) sum_i w_i (theta_i - rho)``, the natural gradient
      (``gradient="plain"``: divided by ``rho (1 - rho)``, eq. 13), ``theta_i`` regenerated from seeds
      and summed as exact integers, so that chunks of members can be summed by the executor's workers
@@ -59,9 +60,10 @@ from typing import Mapping
 
 import numpy as np
 
-from refsnn._checks import check_array, check_choice, check_float, check_int
+from refsnn._checks import check_choice, check_float, check_int
 from refsnn.ec import nes
 from refsnn.ec.policy import METHODS, RNN_GATES, ec_gradient, es_gradient, make_family
+from refsnn.ec.restore import restored_array, restored_int
 
 __all__ = ["StrategyState", "Population", "ECStrategy", "ESStrategy", "RNNStrategy", "make_strategy"]
 
@@ -120,7 +122,9 @@ class _Strategy:
     method = ""
 
     def __init__(self, obs_dim: int, act_dim: int, *, neurons: int, population: int, eval_members: int,
-                 lr: float, fitness_shift: float, seed: int, sigma: float, weight_decay: float):
+                 lr: float, fitness_shift: float, seed: int, sigma: float, weight_decay: float,
+                 rank_ties: str = "average"):
+        self.rank_ties = check_choice("rank_ties", rank_ties, nes.RANK_TIES)
         self.obs_dim = check_int("obs_dim", obs_dim, lo=1)
         self.act_dim = check_int("act_dim", act_dim, lo=1)
         self.neurons = check_int("neurons", neurons, lo=2)
@@ -155,11 +159,17 @@ class _Strategy:
         return Population(self.method, self.cfg_kwargs, self.sigma, state.params, self.seed, state.generation,
                           self.population, self.eval_members)
 
-    def tell(self, state: StrategyState, returns, lengths, *, map_fn=None, n_chunks: int = 1
+    def tell(self, state: StrategyState, returns, lengths, *, map_fn=None, n_chunks: int = 1, episodes=None
              ) -> tuple[StrategyState, dict]:
         """Update from the ``P + E`` episode returns and lengths of ``ask(state)``'s members (member
         order); returns the state of the next generation and the generation's ``info`` (module
         docstring). ``ValueError`` naming ``returns`` / ``lengths`` for a wrong count, NaN or infinity.
+
+        ``episodes``: when members ran several episodes (the reference code's ``"fill"`` protocol,
+        :mod:`refsnn.ec.rollout`), the number each completed (integers >= 1); ``returns`` and
+        ``lengths`` are then the sums over those episodes and every per-member figure is their mean:
+        fitness ``(R - shift T) / n``, returns ``R / n`` (the reference code's
+        ``fitness_sum / fitness_n``). ``None``: one episode each (nothing is divided).
 
         EC: the members' connectivity is regenerated for the estimate in ``n_chunks`` chunks through
         ``map_fn`` (e.g. the rollout executor's ``map``; default in-process); the estimate is exact
@@ -171,8 +181,16 @@ class _Strategy:
         t = self._per_member("lengths", lengths)
         if (t < 0).any():
             raise ValueError("lengths: episode lengths must be >= 0")
+        if episodes is not None:   # means over each member's completed episodes
+            n_ep = self._per_member("episodes", episodes)
+            if (n_ep < 1).any() or (n_ep != np.rint(n_ep)).any():
+                raise ValueError("episodes: expected whole numbers >= 1 (completed episodes per member)")
+            per = nes.shifted_fitness(r, t, self.fitness_shift) / n_ep
+            r = r / n_ep
+        else:
+            per = nes.shifted_fitness(r, t, self.fitness_shift)
         fit = r[:P]
-        fitness = nes.shifted_fitness(fit, t[:P], self.fitness_shift)
+        fitness = per[:P]
         params, m, v, steps, scale = self._step(state, fitness, map_fn, n_chunks)
         new = StrategyState(params, m, v, steps, state.generation + 1)
         info = {"generation": new.generation, "mean_return": float(fit.mean()), "max_return": float(fit.max()),
@@ -187,19 +205,19 @@ class _Strategy:
 
     def from_state_arrays(self, d: Mapping[str, np.ndarray]) -> StrategyState:
         """A state from :meth:`StrategyState.state_arrays` keys (e.g. a loaded checkpoint); other keys
-        are ignored. ``ValueError`` naming the key of a missing, misshapen or invalid array."""
+        are ignored. ``ValueError`` naming the key of a missing, misshapen or invalid array: not real
+        numbers, NaN or infinite, EC probabilities outside ``[0, 1]``, a negative Adam second moment,
+        ``generation`` or ``opt.t`` not a whole number >= 0, or ``opt.t`` other than ``generation``
+        (one Adam step per generation) -- checked before any of it is used
+        (:mod:`refsnn.ec.restore`)."""
         shapes = self.shapes()
-        params = {}
-        for k, s in shapes.items():
-            a = d.get(f"param.{k}")
-            if a is None or np.shape(a) != tuple(s):
-                raise ValueError(f"param.{k}: missing or of the wrong shape (expected {tuple(s)})")
-            params[k] = check_array(f"param.{k}", np.asarray(a).astype(np.float64))
+        params = {k: restored_array(d, f"param.{k}", shape=tuple(s)) for k, s in shapes.items()}
         self._check_params(params)
         m, v, t = nes.adam_load_state_arrays(d, shapes)
-        if d.get("generation") is None:
-            raise ValueError("generation: missing")
-        return StrategyState(params, m, v, t, check_int("generation", int(d["generation"]), lo=0))
+        generation = restored_int(d, "generation", lo=0)
+        if t != generation:
+            raise ValueError(f"opt.t: {t} Adam steps after {generation} generations (one step per generation)")
+        return StrategyState(params, m, v, t, generation)
 
     # -- helpers -----------------------------------------------------------------------------------
     def _per_member(self, name: str, x) -> np.ndarray:
@@ -243,16 +261,18 @@ class ECStrategy(_Strategy):
 
     def __init__(self, obs_dim: int, act_dim: int, *, neurons: int = 256, population: int = 128,
                  eval_members: int = 4, lr: float = 0.15, eps: float = 1e-3, gradient: str = "natural",
-                 fitness_shift: float = 0.0, seed: int = 0, kl_max: float = 0.0):
+                 fitness_shift: float = 0.0, seed: int = 0, kl_max: float = 0.0, rank_ties: str = "average"):
         self.eps = check_float("eps", eps, lo=0.0, hi=0.5)
         self.kl_max = check_float("kl_max", kl_max, lo=0.0)
         self.gradient = check_choice("gradient", gradient, ("natural", "plain"))
         super().__init__(obs_dim, act_dim, neurons=neurons, population=population, eval_members=eval_members,
-                         lr=lr, fitness_shift=fitness_shift, seed=seed, sigma=0.3, weight_decay=0.0)
+                         lr=lr, fitness_shift=fitness_shift, seed=seed, sigma=0.3, weight_decay=0.0,
+                         rank_ties=rank_ties)
 
     def _step(self, state, fitness, map_fn=None, n_chunks=1):
         g = ec_gradient(self.family, state.params, fitness, self.seed, state.generation,
-                        natural=(self.gradient == "natural"), map_fn=map_fn, n_chunks=n_chunks)
+                        natural=(self.gradient == "natural"), map_fn=map_fn, n_chunks=n_chunks,
+                        ties=self.rank_ties)
         params, m, v, t = nes.adam_update(state.params, g, state.m, state.v, state.t, lr=self.lr)
         params = nes.clip_rho(params, self.eps)
         if self.kl_max > 0.0:
@@ -277,16 +297,17 @@ class ESStrategy(_Strategy):
 
     def __init__(self, obs_dim: int, act_dim: int, *, neurons: int = 256, population: int = 128,
                  eval_members: int = 4, lr: float = 0.15, sigma: float = 0.3, weight_decay: float = 0.1,
-                 fitness_shift: float = 0.0, seed: int = 0):
+                 fitness_shift: float = 0.0, seed: int = 0, rank_ties: str = "average"):
         check_int("population", population, lo=2)
         if population % 2:
             raise ValueError(f"population: ES-RSNN uses antithetic pairs, expected an even number, got "
                              f"{population}")
         super().__init__(obs_dim, act_dim, neurons=neurons, population=population, eval_members=eval_members,
-                         lr=lr, fitness_shift=fitness_shift, seed=seed, sigma=sigma, weight_decay=weight_decay)
+                         lr=lr, fitness_shift=fitness_shift, seed=seed, sigma=sigma, weight_decay=weight_decay,
+                         rank_ties=rank_ties)
 
     def _step(self, state, fitness, map_fn=None, n_chunks=1):
-        g = es_gradient(self.family, state.params, fitness, self.seed, state.generation)
+        g = es_gradient(self.family, state.params, fitness, self.seed, state.generation, ties=self.rank_ties)
         return (*nes.adam_update(state.params, g, state.m, state.v, state.t, lr=self.lr,
                                  weight_decay=self.weight_decay), float("nan"))
 
@@ -302,11 +323,11 @@ class RNNStrategy(ESStrategy):
 
     def __init__(self, method: str, obs_dim: int, act_dim: int, *, neurons: int | None = None,
                  population: int = 128, eval_members: int = 4, lr: float = 0.01, sigma: float = 0.02,
-                 weight_decay: float = 0.1, fitness_shift: float = 0.0, seed: int = 0):
+                 weight_decay: float = 0.1, fitness_shift: float = 0.0, seed: int = 0, rank_ties: str = "average"):
         self.method = check_choice("method", method, tuple(RNN_GATES))
         super().__init__(obs_dim, act_dim, neurons=self.HIDDEN[method] if neurons is None else neurons,
                          population=population, eval_members=eval_members, lr=lr, sigma=sigma,
-                         weight_decay=weight_decay, fitness_shift=fitness_shift, seed=seed)
+                         weight_decay=weight_decay, fitness_shift=fitness_shift, seed=seed, rank_ties=rank_ties)
 
 
 _EC_ONLY = ("eps", "gradient", "kl_max")

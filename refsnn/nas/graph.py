@@ -88,9 +88,11 @@ from .motifs import MOTIF_NAMES, MOTIFS, edge_sign, population_type, prune_cell
 __all__ = ["FORMAT", "DEFAULT_NEURON", "reduction_cells", "decode", "to_json", "check_graph",
            "graph_stats", "ei_counts", "n_params"]
 
-#: SPEC §2.1 defaults for MSE-NAS (the released code's neuron); stored in ``graph["neuron"]``.
+#: SPEC §2.1 defaults for MSE-NAS (the released code's neuron, ``PRESETS["msenas"]`` of
+#: :mod:`refsnn.kernels.lif`: BrainCog's ``mem * (1 - spike.detach())``, so the reset is detached);
+#: stored in ``graph["neuron"]`` and used by every network built from a graph without an explicit neuron.
 DEFAULT_NEURON = {"model": "lif", "tau": 2.0, "v_th": 0.5, "v_reset": 0.0, "decay_input": True,
-                  "threshold": ">", "surrogate": "triangle", "alpha": 2.0, "detach_reset": False}
+                  "threshold": ">", "surrogate": "triangle", "alpha": 2.0, "detach_reset": True}
 _KERNEL_OF_OP = {1: 3, 2: 5}
 _KERNEL_OF_G2 = {1: 1, 2: 3}
 
