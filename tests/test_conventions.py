@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -166,3 +167,27 @@ def test_inline_executor_map_is_lazy_and_ordered():
     assert next(it) == 20
     with pytest.raises(ZeroDivisionError):
         next(it)
+
+
+#: lasting size limits: lines of one Python file (under the directories below), lines of the README
+MAX_SOURCE_LINES = 800
+MAX_README_LINES = 150
+SOURCE_DIRS = ("refsnn", "tests", "examples", "tools")
+
+
+def test_source_files_and_readme_stay_short():
+    """No ``*.py`` under refsnn/, tests/, examples/ or tools/ has more than 800 lines (a longer module
+    is split along its seams, the first module re-exporting the public names) and the README has at
+    most 150 lines (details belong in docs/)."""
+    repo = Path(__file__).resolve().parents[1]
+    too_long = []
+    for top in SOURCE_DIRS:
+        assert (repo / top).is_dir(), top
+        for f in sorted((repo / top).rglob("*.py")):
+            n = len(f.read_text(encoding="utf-8").splitlines())
+            if n > MAX_SOURCE_LINES:
+                too_long.append(f"{f.relative_to(repo)}: {n} lines")
+    readme = len((repo / "README.md").read_text(encoding="utf-8").splitlines())
+    if readme > MAX_README_LINES:
+        too_long.append(f"README.md: {readme} lines (at most {MAX_README_LINES})")
+    assert not too_long, f"over {MAX_SOURCE_LINES} lines (README: {MAX_README_LINES}): {too_long}"

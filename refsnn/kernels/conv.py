@@ -80,29 +80,11 @@ for repeated large shapes.
 
 Event-driven path for sparse inputs: a sparse im2col
 ----------------------------------------------------
-A conv that follows a LIF layer reads spikes: 0/1 maps in which typically 2-20 % of the entries are
-nonzero, so most of ``colT`` is zeros that the GEMMs multiply. ``conv2d_forward(...,
-algorithm="events")`` stores only the nonzeros of ``colT``, as a CSR matrix (row ``(n, p, q)``, its
-columns ``k = (i, j, c)`` ascending, their values), and evaluates the same two products over them:
-
-* forward  ``Y.T[(n, p, q), :] = sum_{k in row (n, p, q)} colT[(n, p, q), k] * W_col.T[k, :]``
-* backward ``dW.T[k, :] = sum_{(n, p, q) whose row holds k} colT[(n, p, q), k] * dY.T[(n, p, q), :]``
-
-Each term is a contiguous run of ``O`` products, which the compiler vectorises; the work is the
-number of nonzeros of ``colT`` (about ``kh*kw`` times those of ``x``) times ``O`` instead of
-``N*Ho*Wo*K*O``. The CSR matrix is built in three passes, each over images in parallel: the
-nonzeros of ``x`` grouped by pixel (each image in its own stretch of the arrays), then per output
-position the number of entries of its receptive field (to size the arrays), then the entries
-themselves (the same loop, filling). ``dX`` has no such structure (``dY`` is dense) and goes
-through the GEMM and ``col2im`` as above. Every sum runs in a fixed order (output position, then
-``k``; the forward product runs blocks of rows on Numba's threads, ``dW`` blocks of its rows ``k``,
-each scanning all output positions), so the result is deterministic and independent of any thread
-count; it differs from the GEMM path by rounding only.
-``algorithm="auto"`` (the default, and what the network layers use) takes this path when at most
-``EVENTS_MAX_DENSITY`` of ``x`` is nonzero: timing both paths on the STBP shapes at 5-40 % density,
-the GEMM caught up between 15 and 30 % (2026-12-05); the choice depends only on ``x``, so it is
-deterministic too. One difference with non-finite weights and ``check_finite=False``: a zero input
-times an infinite weight is NaN through the GEMM, but is skipped (contributes 0) here.
+A conv that follows a LIF layer reads spikes, mostly zeros. ``algorithm="events"`` keeps only the
+nonzeros of ``colT`` (a CSR matrix) and computes ``Y.T = colT @ W_col.T`` and ``dW.T = colT.T @ dY.T``
+over them; ``dX`` still goes through the GEMM and ``col2im``. ``algorithm="auto"`` (the default)
+takes it when at most ``EVENTS_MAX_DENSITY`` of ``x`` is nonzero. Its equations, kernels and oracle
+are in :mod:`refsnn.kernels.conv_sparse` (re-exported here: ``EVENTS_MAX_DENSITY``).
 
 Oracles: :func:`conv2d_forward_ref` / :func:`conv2d_backward_ref` are direct loops over the kernel
 offsets in plain NumPy; the tests also compare with ``scipy.signal.correlate``.
@@ -114,12 +96,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 
 import numba
 import numpy as np
 
 from refsnn._checks import FLOAT_DTYPES, check_array, check_choice, check_int, check_same_dtype
 from refsnn.kernels._args import check_bool
+from refsnn.kernels.conv_sparse import EVENTS_MAX_DENSITY, _sparse_colT, _spmm, _spmm_t
 
 __all__ = [
     "Conv2dContext",
@@ -136,8 +120,6 @@ __all__ = [
 # the L2/L3 cache before col2im consumes it, large enough for BLAS to run at full speed.
 _DX_CHUNK_BYTES = 8 << 20
 
-#: ``algorithm="auto"`` takes the event path when at most this fraction of ``x`` is nonzero.
-EVENTS_MAX_DENSITY = 0.2
 #: the values of ``conv2d_forward``'s ``algorithm`` argument
 ALGORITHMS = ("auto", "gemm", "events")
 
@@ -466,131 +448,6 @@ def _nchw_to_nhwc(dy, dyt, db):
     return dyt
 
 
-@numba.njit(cache=True, parallel=True)
-def _events_by_pixel(x, lo, hi, chan, val):
-    """The nonzeros of ``x`` ``(N, C, H, W)`` grouped by pixel: those of pixel ``r = (n*H + a)*W + b``
-    are ``lo[r]:hi[r]`` of ``chan`` (ascending channels ``c``) and ``val`` (``x[n, c, a, b]``). Images
-    in parallel, one pass: image ``n`` writes from ``n*C*H*W`` on (its most), pixel by pixel (an image's
-    channels stay in cache); ``chan`` and ``val`` have ``x.size`` elements."""
-    N, C, H, W = x.shape
-    for n in numba.prange(N):
-        k = n * C * H * W
-        for a in range(H):
-            for b in range(W):
-                r = (n * H + a) * W + b
-                lo[r] = k
-                for c in range(C):
-                    v = x[n, c, a, b]
-                    if v != 0:
-                        chan[k] = c
-                        val[k] = v
-                        k += 1
-                hi[r] = k
-
-
-@numba.njit(cache=True, parallel=True)
-def _sparse_im2col(lo, hi, chan, val, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, fill, cptr, ccol, cval):
-    """The sparse ``colT`` from :func:`_events_by_pixel`'s ``lo, hi, chan, val``: row ``(n, p, q)``
-    holds the events of the pixels of its receptive field. Without ``fill``: writes the row pointers
-    ``cptr`` (``N*Ho*Wo + 1``; each row's count, then a running sum) and returns the number of
-    entries (to size ``ccol`` and ``cval``, which may then be empty). With ``fill`` (``cptr`` from
-    the counting call): writes the entries ``ccol = (i*kw + j)*C + c`` (ascending within a row) and
-    ``cval = x[n, c, p*sh+i-ph, q*sw+j-pw]``. Images in parallel; each row is written by one thread."""
-    N = lo.shape[0] // (H * W)
-    for n in numba.prange(N):
-        for p in range(Ho):
-            for q in range(Wo):
-                row = (n * Ho + p) * Wo + q
-                k = cptr[row] if fill else 0          # filling: from the row's start; counting: from 0
-                for i in range(kh):
-                    a = p * sh + i - ph
-                    if 0 <= a < H:
-                        for j in range(kw):
-                            b = q * sw + j - pw
-                            if 0 <= b < W:
-                                r = (n * H + a) * W + b
-                                if fill:
-                                    k0 = (i * kw + j) * C
-                                    for e in range(lo[r], hi[r]):
-                                        ccol[k] = k0 + chan[e]
-                                        cval[k] = val[e]
-                                        k += 1
-                                else:
-                                    k += hi[r] - lo[r]
-                if not fill:
-                    cptr[row + 1] = k
-    if not fill:
-        cptr[0] = 0
-        for r in range(N * Ho * Wo):
-            cptr[r + 1] += cptr[r]
-    return cptr[N * Ho * Wo]
-
-
-@numba.njit(cache=True, inline="always")
-def _spmm_rows(cptr, ccol, cval, b, out, r0, r1, acc):
-    """Rows ``r0:r1`` of ``out = A @ b``, each accumulated in ``acc`` (``(O,)``), entries in column order."""
-    O = b.shape[1]  # noqa: E741 (O = output channels, as in the notes)
-    for r in range(r0, r1):
-        acc[:] = 0.0
-        for e in range(cptr[r], cptr[r + 1]):
-            v = cval[e]
-            k = ccol[e]
-            for o in range(O):
-                acc[o] += v * b[k, o]
-        for o in range(O):
-            out[r, o] = acc[o]
-
-
-@numba.njit(cache=True, parallel=True)
-def _spmm(cptr, ccol, cval, b, out):
-    """``out = A @ b`` for the CSR matrix ``A`` and a dense ``b`` (``(K, O)``); ``out`` is ``(rows, O)``.
-    Blocks of rows on Numba's threads; every row is one serial sum (in a local buffer, entries in
-    column order), so the result does not depend on the thread count."""
-    R = out.shape[0]
-    n_blocks = 64
-    for blk in numba.prange(n_blocks):
-        _spmm_rows(cptr, ccol, cval, b, out, blk * R // n_blocks, (blk + 1) * R // n_blocks,
-                   np.empty(b.shape[1], out.dtype))
-    return out
-
-
-@numba.njit(cache=True, parallel=True)
-def _spmm_t(cptr, ccol, cval, g, out, n_blocks):
-    """``out = A.T @ g`` for the CSR matrix ``A`` (``(rows, K)``) and a dense ``g`` (``(rows, O)``);
-    ``out`` is ``(K, O)``, each row accumulated in the order of ``A``'s rows. ``n_blocks`` blocks of
-    ``k`` in parallel (one per Numba thread): every block scans all of ``A``'s rows and keeps the
-    entries in its range (a row's columns ascend), so each ``out[k]`` is summed in the same order
-    whatever the number of blocks."""
-    O = g.shape[1]  # noqa: E741 (O = output channels, as in the notes)
-    K = out.shape[0]
-    for blk in numba.prange(n_blocks):
-        k_lo = blk * K // n_blocks
-        k_hi = (blk + 1) * K // n_blocks
-        out[k_lo:k_hi] = 0.0
-        grow = np.empty(O, g.dtype)
-        for r in range(g.shape[0]):
-            e0 = cptr[r]
-            e1 = cptr[r + 1]
-            if k_lo > 0:                   # the row's entries in [k_lo, k_hi): its columns ascend
-                while e0 < e1 and ccol[e0] < k_lo:
-                    e0 += 1
-            if k_hi < K:
-                stop = e0
-                while stop < e1 and ccol[stop] < k_hi:
-                    stop += 1
-                e1 = stop
-            if e0 == e1:
-                continue
-            for o in range(O):
-                grow[o] = g[r, o]
-            for e in range(e0, e1):
-                v = cval[e]
-                k = ccol[e]
-                for o in range(O):
-                    out[k, o] += v * grow[o]
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------------------------
@@ -666,15 +523,9 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, check_finite=True, work
         del xp
         np.dot(colT, w_col.T, out=yt)                        # Y.T, (N*Ho*Wo, O): NHWC output
     else:
-        lo, hi = _work(arrays, "lo", (N * H * W,), np.int64), _work(arrays, "hi", (N * H * W,), np.int64)
-        chan, val = _work(arrays, "chan", (x.size,), np.int32), _work(arrays, "val", (x.size,), x.dtype)
-        _events_by_pixel(x, lo, hi, chan, val)
-        cptr = _work(arrays, "cptr", (N * Ho * Wo + 1,), np.int64)
-        geom = (H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo)
-        nnz = int(_sparse_im2col(lo, hi, chan, val, *geom, False, cptr, np.empty(0, np.int32), np.empty(0, x.dtype)))
-        ccol, cval = _work_capacity(arrays, "ccol", nnz, np.int32), _work_capacity(arrays, "cval", nnz, x.dtype)
-        _sparse_im2col(lo, hi, chan, val, *geom, True, cptr, ccol, cval)
-        col_sparse = (cptr, ccol, cval)
+        col_sparse = _sparse_colT(x, kh, kw, sh, sw, ph, pw, Ho, Wo,
+                                  partial(_work, arrays), partial(_work_capacity, arrays))
+        cptr, ccol, cval = col_sparse
         wt = np.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(kh * kw * C, O)   # W_col.T, rows (i, j, c)
         _spmm(cptr, ccol, cval, wt, yt)                      # Y.T = colT @ W_col.T
     y = np.empty((N, O, Ho * Wo), x.dtype)                   # the caller's: never a work array

@@ -38,7 +38,8 @@ Two implementations of the same step:
   split at the E/I boundary: for member ``m`` and postsynaptic neuron ``j``, ``Chp[m, :WE, j]``
   holds the bits of presynaptic excitatory neurons ``0..n_exc-1`` and ``Chp[m, WE:, j]`` those of
   the inhibitory neurons ``n_exc..N-1`` (bit ``b`` of word ``w`` of a part = neuron
-  ``part_start + 64 w + b``). Spikes are kept as words of the same layout, so
+  ``part_start + 64 w + b``; packing and unpacking: :mod:`refsnn.kernels.cuba_pack`). Spikes are kept
+  as words of the same layout, so
   ``(s @ C_h)[j] = sum_w popcount(Chp[w, j] & sbits[w]) (w < WE) - sum_w popcount(...) (w >= WE)``,
   integer arithmetic with Dale's sign for free. The words are stored word-major ``(W, N)`` so the loop
   over postsynaptic ``j`` is contiguous and vectorises (AVX2/AVX-512 popcount), and all-silent
@@ -72,6 +73,15 @@ from numba.extending import intrinsic
 
 from refsnn._checks import FLOAT_DTYPES, check_array, check_float, check_int
 from refsnn.kernels._args import check_bool, check_disjoint, check_out
+from refsnn.kernels.cuba_pack import (
+    _check_dtype,
+    _check_spike_padding,
+    n_words,
+    pack_hidden,
+    pack_spikes,
+    unpack_hidden,
+    unpack_spikes,
+)
 
 __all__ = [
     "CubaConfig", "n_words", "pack_hidden", "unpack_hidden", "pack_spikes", "unpack_spikes",
@@ -170,13 +180,8 @@ class CubaConfig:
         return c
 
 
-def n_words(n_exc: int, n_neurons: int) -> tuple[int, int]:
-    """``(WE, WI)``: uint64 words for the excitatory and the inhibitory part of a packed row."""
-    return (n_exc + 63) // 64, (n_neurons - n_exc + 63) // 64
-
-
 # ---------------------------------------------------------------------------------------------
-# popcount and packing
+# popcount and the packed matvec (the packing itself: refsnn.kernels.cuba_pack)
 # ---------------------------------------------------------------------------------------------
 @intrinsic
 def _popcount64(typingctx, x):
@@ -200,93 +205,6 @@ def popcount64_ref(x: np.ndarray) -> np.ndarray:
     x = (x & m2) + ((x >> np.uint64(2)) & m2)
     x = (x + (x >> np.uint64(4))) & m4
     return ((x * h01) >> np.uint64(56)).astype(np.int64)
-
-
-def _pack_bits_last(bits: np.ndarray, n_words_: int) -> np.ndarray:
-    """Pack a bool array's last axis (length L <= 64 n_words_) little-endian into uint64 words."""
-    lead = bits.shape[:-1]
-    L = bits.shape[-1]
-    padded = np.zeros(lead + (n_words_ * 64,), dtype=np.uint8)
-    padded[..., :L] = bits
-    by = np.packbits(padded.reshape(lead + (n_words_, 64)), axis=-1, bitorder="little")
-    return np.ascontiguousarray(by).view("<u8").reshape(lead + (n_words_,)).astype(np.uint64)
-
-
-def _unpack_bits_last(words: np.ndarray, L: int) -> np.ndarray:
-    lead = words.shape[:-1]
-    by = np.ascontiguousarray(words.astype("<u8")).view(np.uint8).reshape(lead + (words.shape[-1], 8))
-    bits = np.unpackbits(by, axis=-1, bitorder="little").reshape(lead + (words.shape[-1] * 64,))
-    return bits[..., :L].astype(bool)
-
-
-def pack_hidden(C_h: np.ndarray, n_exc: int) -> np.ndarray:
-    """Pack recurrent connectivity ``C_h`` (bool ``(..., N_pre, N_post)``) to uint64 ``(..., WE+WI, N_post)``.
-
-    Column ``j`` of ``C_h`` (the presynaptic partners of neuron ``j``) becomes the words
-    ``Chp[..., :, j]``, split at presynaptic ``n_exc`` (module docstring). Stored word-major so the
-    kernel's loop over postsynaptic neurons is contiguous."""
-    C_h = check_array("C_h", C_h, ndim_min=2, dtypes=(np.dtype(bool),))
-    N = C_h.shape[-2]
-    if C_h.shape[-1] != N:
-        raise ValueError(f"C_h: expected a square (..., N, N) matrix, got shape {C_h.shape}")
-    n_exc = check_int("n_exc", n_exc, lo=0, hi=N)
-    we, wi = n_words(n_exc, N)
-    ct = np.swapaxes(C_h, -1, -2)  # (..., post, pre)
-    words = np.concatenate([_pack_bits_last(ct[..., :n_exc], we), _pack_bits_last(ct[..., n_exc:], wi)],
-                           axis=-1)    # (..., post, W)
-    return np.ascontiguousarray(np.swapaxes(words, -1, -2))
-
-
-def unpack_hidden(Chp: np.ndarray, n_neurons: int, n_exc: int) -> np.ndarray:
-    """Inverse of :func:`pack_hidden`: bool ``(..., N_pre, N_post)``."""
-    Chp = check_array("Chp", Chp, ndim_min=2, dtypes=(np.dtype(np.uint64),))
-    n_neurons = check_int("n_neurons", n_neurons, lo=1)
-    n_exc = check_int("n_exc", n_exc, lo=0, hi=n_neurons)
-    we, wi = n_words(n_exc, n_neurons)
-    if Chp.shape[-2:] != (we + wi, n_neurons):
-        raise ValueError(f"Chp: expected shape (..., {we + wi}, {n_neurons}), got {Chp.shape}")
-    Chp = np.swapaxes(Chp, -1, -2)
-    ct = np.concatenate([_unpack_bits_last(Chp[..., :we], n_exc),
-                         _unpack_bits_last(Chp[..., we:], n_neurons - n_exc)], axis=-1)
-    return np.ascontiguousarray(np.swapaxes(ct, -1, -2))
-
-
-def pack_spikes(s: np.ndarray, n_exc: int) -> np.ndarray:
-    """Signed spikes ``s`` (float ``(B, N)``, nonzero = spike) -> uint64 ``(B, WE+WI)`` words."""
-    s = check_array("s", s, ndim=2)
-    N = s.shape[1]
-    n_exc = check_int("n_exc", n_exc, lo=0, hi=N)
-    we, wi = n_words(n_exc, N)
-    b = s != 0
-    return np.concatenate([_pack_bits_last(b[:, :n_exc], we), _pack_bits_last(b[:, n_exc:], wi)], axis=-1)
-
-
-def unpack_spikes(sbits: np.ndarray, n_neurons: int, n_exc: int, dtype=np.float32) -> np.ndarray:
-    """uint64 spike words -> signed float spikes ``(B, N)``: +1 excitatory, -1 inhibitory, 0 silent."""
-    sbits = check_array("sbits", sbits, ndim=2, dtypes=(np.dtype(np.uint64),))
-    n_neurons = check_int("n_neurons", n_neurons, lo=1)
-    n_exc = check_int("n_exc", n_exc, lo=0, hi=n_neurons)
-    dtype = _check_dtype(dtype)
-    we, wi = n_words(n_exc, n_neurons)
-    if sbits.shape[1] != we + wi:
-        raise ValueError(f"sbits: expected {we + wi} words per row, got shape {sbits.shape}")
-    b = np.concatenate([_unpack_bits_last(sbits[:, :we], n_exc),
-                        _unpack_bits_last(sbits[:, we:], n_neurons - n_exc)], axis=1)
-    sign = np.ones(n_neurons, dtype=dtype)
-    sign[n_exc:] = -1
-    return (b * sign).astype(dtype)
-
-
-def _check_spike_padding(name: str, sbits: np.ndarray, n_exc: int, n_neurons: int) -> None:
-    """The unused high bits of the last E word and the last I word must be 0: the popcounts would
-    count them as spikes of neurons that do not exist (``B x (WE+WI)`` words, a negligible pass)."""
-    we, wi = n_words(n_exc, n_neurons)
-    for w, used in ((we - 1, n_exc - 64 * (we - 1)), (we + wi - 1, n_neurons - n_exc - 64 * (wi - 1))):
-        if w < 0 or used >= 64 or (w == we - 1 and we == 0) or (w == we + wi - 1 and wi == 0):
-            continue
-        if (sbits[:, w] >> np.uint64(used)).any():
-            raise ValueError(f"{name}: bits set beyond the last neuron of a word (word {w} uses {used} "
-                             f"bits for N={n_neurons}, n_exc={n_exc}); pack spikes with pack_spikes")
 
 
 @numba.njit(cache=True)
@@ -333,16 +251,6 @@ def packed_matvec_ref(s: np.ndarray, C_h: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # state
 # ---------------------------------------------------------------------------------------------
-def _check_dtype(dtype) -> np.dtype:
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from None
-    if dt not in FLOAT_DTYPES:
-        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
-    return dt
-
-
 def _check_cfg(cfg) -> CubaConfig:
     if not isinstance(cfg, CubaConfig):
         raise TypeError(f"cfg: expected a refsnn.kernels.cuba.CubaConfig, got {type(cfg).__name__}")

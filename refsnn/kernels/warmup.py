@@ -12,6 +12,7 @@ WARMUPS = [
     "refsnn.kernels.lif:_warmup",
     "refsnn.kernels.norse_lif:_warmup",
     "refsnn.kernels.conv:_warmup",
+    "refsnn.kernels.conv_sparse:_warmup",
     "refsnn.kernels.pool:_warmup",
     "refsnn.kernels.batchnorm:_warmup",
     "refsnn.kernels.rectify:_warmup",
