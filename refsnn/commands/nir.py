@@ -11,13 +11,15 @@
 
 Node mapping and metadata: :mod:`refsnn.nir.export`; parameter equations: :mod:`refsnn.nir.mapping`.
 
-``run`` reads a NIR graph (``nir.read``) and ``INPUT.npz`` -- ``input`` (or one array per ``Input``
+``run`` reads a NIR graph (:func:`refsnn.nir.reader.read_nir`: only the datasets the simulation uses,
+within the read budget of :mod:`refsnn.io`) and ``INPUT.npz`` -- ``input`` (or one array per ``Input``
 node, by name) of shape ``[T, B, *shape]``, float32 or float64, optionally initial states ``v/<node>``
 / ``i/<node>`` of shape ``[B, *shape]`` -- simulates it with refsnn's kernels
 (:mod:`refsnn.nir.simulate`) and writes ``OUT.npz``: ``spikes/<node>``, ``v/<node>``, ``h/<node>``,
 ``i/<node>``, ``out/<node>`` per node, plus the discretisation used (``discretisation``, ``reset``,
 ``threshold``, ``dt``). ``--discretisation``, ``--reset``, ``--threshold`` and ``--dt`` override the
-graph's metadata (``auto``: the metadata, else euler, hard, ``>``; ``dt`` has no default).
+graph's metadata (``auto``: the metadata, else euler, hard, ``>``; ``dt`` has no default). Any other
+array in ``INPUT.npz`` is an error; every problem with the graph is one error naming GRAPH.nir.
 
 Without the optional ``nir`` package both actions fail with exit status 2 naming the extra
 (``pip install 'refsnn[nir]'``).
@@ -36,6 +38,7 @@ from refsnn.ec.deploy import from_deployed_arrays
 from refsnn.io import atomic_savez, load_npz
 from refsnn.nir import mapping
 from refsnn.nir.export import ec_to_nir, network_to_nir, require_nir, to_nir_graph, write_nir
+from refsnn.nir.reader import read_nir
 from refsnn.nir.simulate import settings, simulate
 
 __all__ = ["NIRConfig", "CONFIG", "export", "run", "main"]
@@ -113,21 +116,27 @@ def export(cfg: NIRConfig) -> dict:
 
 
 def run(cfg: NIRConfig) -> dict[str, np.ndarray]:
-    """Simulate ``cfg.source`` on ``cfg.target``'s input; writes and returns ``cfg.output``'s arrays."""
-    nir = require_nir()
-    src = Path(cfg.source)
+    """Simulate ``cfg.source`` on ``cfg.target``'s input; writes and returns ``cfg.output``'s arrays. Every
+    problem with the graph is a ``ValueError``/``TypeError`` naming GRAPH.nir, with the input INPUT.npz."""
+    require_nir()
+    src, target = Path(cfg.source), Path(cfg.target)
     if not src.is_file():
         raise FileNotFoundError(f"source: no NIR file {src}")
-    try:
-        graph = nir.read(str(src))
-    except (OSError, KeyError, AssertionError, TypeError) as e:
-        raise ValueError(f"source: {src} is not a readable NIR graph ({type(e).__name__}: {e})") from None
-    arrays = load_npz(cfg.target)
+    graph = read_nir(src)               # only what the simulation uses, within the read budget
+    arrays = load_npz(target)
+    other = sorted(k for k in arrays if "/" in k and not k.startswith(("v/", "i/")))
+    if other:
+        raise ValueError(f"{target}: arrays {other} are neither inputs (<Input node> or 'input') nor initial "
+                         "states (v/<node>, i/<node>)")
     inputs = {k: v for k, v in arrays.items() if "/" not in k}
     init = {k: v for k, v in arrays.items() if k.startswith(("v/", "i/"))}
     kw = dict(method=_auto(cfg.discretisation), reset=_auto(cfg.reset), threshold=_auto(cfg.threshold), dt=cfg.dt)
-    st = settings(graph, **kw)
-    out = simulate(graph, inputs, initial_state=init, **kw)
+    try:
+        st = settings(graph, **kw)
+        out = simulate(graph, inputs, initial_state=init, **kw)
+    except (ValueError, TypeError) as e:
+        about_input = str(e).startswith(("inputs", "initial_state"))
+        raise type(e)(f"{target if about_input else src}: {e}") from None
     out.update({"discretisation": np.array(st["method"]), "reset": np.array(st["reset"]),
                 "threshold": np.array(st["threshold"]), "dt": np.array(st["dt"])})
     atomic_savez(cfg.output, out)

@@ -118,7 +118,9 @@ def _consumers(net: Network) -> dict[str, list[str]]:
 def fold_batchnorm(net: Network) -> Network:
     """A copy of ``net`` (eval mode) with every ``BatchNorm2d`` that is the only consumer of a
     ``Conv2d`` folded into that convolution (module docstring); the folded conv keeps its name and
-    takes the BN node's consumers. Other layers are deep copies."""
+    takes the BN node's consumers. Other layers are deep copies. A BatchNorm whose ``running_var + eps``
+    is not finite and positive (a corrupt checkpoint) is a ``ValueError`` naming it; :func:`network_to_nir`
+    and :func:`ec_to_nir` refuse any non-finite parameter, so no graph with NaN weights is written."""
     if not isinstance(net, Network):
         raise TypeError(f"net: expected a refsnn.snn.network.Network, got {type(net).__name__}")
     cons = _consumers(net)
@@ -135,8 +137,11 @@ def fold_batchnorm(net: Network) -> Network:
             bn = net[nxt[0]]
             w = layer.params["w"].astype(np.float64)
             b0 = layer.params["b"].astype(np.float64) if "b" in layer.params else np.zeros(layer.cout)
-            s = bn.params["gamma"].astype(np.float64) / np.sqrt(bn.buffers["running_var"].astype(np.float64)
-                                                                + bn.eps)
+            var = bn.buffers["running_var"].astype(np.float64)
+            if not (np.isfinite(var).all() and (var + bn.eps > 0).all()):
+                raise ValueError(f"node {nxt[0]!r} (BatchNorm2d): running_var must be finite with running_var + eps "
+                                 f"> 0, got min {var.min()!r} (a corrupt checkpoint)")
+            s = bn.params["gamma"].astype(np.float64) / np.sqrt(var + bn.eps)
             conv = Conv2d(layer.cin, layer.cout, layer.k, stride=layer.stride, padding=layer.padding, bias=True,
                           rng=np.random.default_rng(0), dtype=net.dtype)
             conv.params["w"][...] = w * s[:, None, None, None]
@@ -273,7 +278,19 @@ def network_to_nir(net: Network, input_shape, *, dt: float = 1e-3, method: str =
         "refsnn_neuron_json": json.dumps(neuron, sort_keys=True),
     }
     meta.update(extra_metadata or {})
-    return {"type": "NIRGraph", "nodes": nodes, "edges": edges, "metadata": meta}
+    return _finite({"type": "NIRGraph", "nodes": nodes, "edges": edges, "metadata": meta})
+
+
+def _finite(desc: dict) -> dict:
+    """``desc`` if every parameter of every node is finite, else a ``ValueError`` naming the node (a
+    graph with NaN weights is never written)."""
+    for name, node in desc["nodes"].items():
+        for k, v in node.items():
+            a = np.asarray(v)
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                raise ValueError(f"node {name!r} ({node['type']}): parameter {k} holds non-finite values "
+                                 "(NaN or infinity); nothing written")
+    return desc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,7 +367,7 @@ def ec_to_nir(config: dict, params: dict, *, extra_metadata: dict | None = None)
         "cuba_json": json.dumps(cfg.__dict__, sort_keys=True),
     }
     meta.update(extra_metadata or {})
-    return {"type": "NIRGraph", "nodes": nodes, "edges": edges, "metadata": meta}
+    return _finite({"type": "NIRGraph", "nodes": nodes, "edges": edges, "metadata": meta})
 
 
 # ---------------------------------------------------------------------------------------------

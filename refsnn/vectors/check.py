@@ -6,7 +6,8 @@ other backend from the case's ``in.*`` arrays and ``params`` (the reference ``.n
 ``manifest.json`` in ``data/vectors``; ``in.*`` arrays in the output files are allowed and
 ignored). Every output array must have the reference's dtype and shape and lie within the case's
 tolerance (``exact``, ``allclose`` with ``rtol``/``atol``, or ``json``); see
-``data/vectors/README.md``.
+``data/vectors/README.md``. The manifest is checked first (:func:`~refsnn.vectors.format.load_manifest`:
+every tolerance the table's or stricter), and only the ``out.*`` members of either file are read.
 
 Prints one row per (case, output): max abs error, max rel error, mismatching elements, status;
 then one line per problem. Exit status 0 when everything compared passes, 1 on any failure
@@ -22,6 +23,7 @@ import fnmatch
 import sys
 from pathlib import Path
 
+from refsnn.vectors.cases import all_cases
 from refsnn.vectors.format import default_dir, load_manifest, read_npz
 from refsnn.vectors.tolerances import Comparison, compare_output, format_table
 
@@ -36,7 +38,7 @@ def check(output_dir, *, ref_dir=None, allow_missing: bool = False, only=None,
     if not out_dir.is_dir():
         raise FileNotFoundError(f"OUTPUT_DIR: {out_dir} is not a directory")
     ref = Path(ref_dir) if ref_dir is not None else default_dir()
-    doc = load_manifest(ref)
+    doc = load_manifest(ref, registered={c.name: c for c in all_cases()})
     entries = doc["cases"]
     if only:
         entries = [e for e in entries if any(fnmatch.fnmatchcase(e["name"], p) for p in only)]
@@ -54,19 +56,23 @@ def check(output_dir, *, ref_dir=None, allow_missing: bool = False, only=None,
                                            + ("" if allow_missing else " (use --allow-missing to permit)")))
             continue
         try:
-            got = read_npz(f)
+            got = read_npz(f, keys=["out.*"])      # in.* members are never decompressed
         except (ValueError, OSError) as err:
             rows.append(Comparison(name, "*", "ERROR", message=f"{name}: unreadable: {err}"))
             continue
         try:
-            exp = read_npz(ref / e["file"])
+            exp = read_npz(ref / e["file"], keys=["out.*"])
         except (ValueError, OSError) as err:
             rows.append(Comparison(name, "*", "ERROR", message=f"{name}: reference file unreadable: {err}"))
             continue
         for key in sorted(e["outputs"]):
-            tol = e["outputs"][key]["tolerance"]
-            r = compare_output(name, key[len("out."):], exp[key], got.get(key), tol)
-            rows.append(r)
+            spec = e["outputs"][key]
+            if key not in exp or str(exp[key].dtype) != spec["dtype"]:
+                rows.append(Comparison(name, key[len("out."):], "ERROR", message=f"{ref / e['file']}: {key} "
+                                       f"missing or not of the manifest's dtype {spec['dtype']}"))
+                continue
+            rows.append(compare_output(name, key[len("out."):], exp[key], got.get(key), spec["tolerance"],
+                                       source=str(f)))
         unknown = sorted(k for k in got if k.startswith("out.") and k not in e["outputs"])
         if unknown:
             rows.append(Comparison(name, "*", "FAIL", message=f"{name}: unexpected outputs {unknown} "

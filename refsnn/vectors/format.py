@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from refsnn.datasets.paths import data_dir
-from refsnn.io import atomic_write_bytes, load_npz
-from refsnn.vectors.tolerances import FLOAT_TOL
+from refsnn.io import atomic_write_bytes, load_npz, read_json
+from refsnn.vectors.tolerances import FLOAT_TOL, JSON, check_tolerance, tol_for
 
 __all__ = ["FORMAT", "default_dir", "npz_bytes", "read_npz", "load_manifest", "manifest_text", "case_entry",
            "jsonable", "split_arrays", "write_backend_outputs"]
@@ -67,15 +67,16 @@ def npz_bytes(arrays: dict) -> bytes:
     return buf.getvalue()
 
 
-def read_npz(path) -> dict:
-    """Load an ``.npz`` without pickle (``ValueError`` naming the file when it is unreadable)."""
+def read_npz(path, keys=None) -> dict:
+    """Load an ``.npz`` without pickle (``ValueError`` naming the file when it is unreadable); ``keys``:
+    only these arrays (names or patterns such as ``"out.*"``; :func:`refsnn.io.load_npz`)."""
     path = Path(path)
     if path.is_file():
         with open(path, "rb") as f:
             magic = f.read(4)
         if magic not in (b"PK\x03\x04", b"PK\x05\x06"):  # zip local header / empty zip
             raise ValueError(f"{path}: not an .npz file (no zip header; expected a zip of .npy members)")
-    return load_npz(path)
+    return load_npz(path, keys=keys)
 
 
 def split_arrays(arrays: dict, prefix: str) -> dict:
@@ -119,19 +120,67 @@ def manifest_text(entries: list[dict]) -> str:
     return json.dumps(doc, indent=1, sort_keys=True, allow_nan=False) + "\n"
 
 
-def load_manifest(directory) -> dict:
-    """Read and check ``manifest.json`` of a vector directory."""
+_ENTRY_KEYS = {"name": str, "file": str, "sha256": str, "params": dict, "outputs": dict}
+
+
+def load_manifest(directory, *, registered: dict | None = None) -> dict:
+    """Read and check ``manifest.json`` of a vector directory (``data/vectors/README.md``).
+
+    Strict standard JSON (no ``NaN``/``Infinity``), within the read budget of :mod:`refsnn.io`; every
+    case entry has ``name``, a plain ``file`` name ``*.npz``, a hex ``sha256``, ``params`` and
+    ``outputs`` (``out.*`` -> ``dtype`` and ``tolerance``), names are unique, and every tolerance is
+    typed, finite and the table's or stricter (:func:`~refsnn.vectors.tolerances.check_tolerance`):
+    the registered case's tolerance when ``registered`` (name -> :class:`~refsnn.vectors.case.Case`)
+    holds the case, else the default for the declared dtype (``json`` allowed for ``uint8``).
+    ``ValueError`` naming the file, the case and the output."""
     d = Path(directory)
     p = d / "manifest.json"
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no manifest; run 'refsnn vectors generate' or pass the right directory")
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{p}: not valid JSON: {e}") from None
-    if doc.get("format") != FORMAT:
-        raise ValueError(f"{p}: expected format {FORMAT!r}, got {doc.get('format')!r}")
+    doc = read_json(p, allow_nan=False)
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise ValueError(f"{p}: expected format {FORMAT!r}, got {got!r}")
+    if not isinstance(doc.get("cases"), list):
+        raise ValueError(f"{p}: 'cases' must be a list of case entries")
+    seen = set()
+    for i, e in enumerate(doc["cases"]):
+        name = e.get("name") if isinstance(e, dict) else None
+        _check_entry(p, i, e, (registered or {}).get(name) if isinstance(name, str) else None)
+        if e["name"] in seen:
+            raise ValueError(f"{p}: case {e['name']!r} listed twice")
+        seen.add(e["name"])
     return doc
+
+
+def _check_entry(p: Path, i: int, e, case) -> None:
+    if not isinstance(e, dict):
+        raise ValueError(f"{p}: cases[{i}] must be an object, got {type(e).__name__}")
+    where = f"{p}: case {e['name']!r}" if isinstance(e.get("name"), str) else f"{p}: cases[{i}]"
+    for key, typ in _ENTRY_KEYS.items():
+        if not isinstance(e.get(key), typ):
+            raise ValueError(f"{where}: {key!r} missing or not a {typ.__name__} (got {e.get(key)!r})")
+    f = e["file"]
+    if not f.endswith(".npz") or f.startswith(".") or "/" in f or "\\" in f or f != Path(f).name:
+        raise ValueError(f"{where}: 'file' must be a plain file name <case>.npz, got {f!r}")
+    if len(e["sha256"]) != 64 or any(c not in "0123456789abcdef" for c in e["sha256"]):
+        raise ValueError(f"{where}: 'sha256' must be 64 lower-case hex digits, got {e['sha256']!r}")
+    for key, spec in e["outputs"].items():
+        w = f"{where}: output {key!r}"
+        if not key.startswith("out.") or not isinstance(spec, dict):
+            raise ValueError(f"{w}: outputs are 'out.<name>' -> {{dtype, shape, tolerance}}")
+        try:
+            dtype = np.dtype(spec.get("dtype")) if isinstance(spec.get("dtype"), str) else None
+        except TypeError:
+            dtype = None
+        if dtype is None or dtype.hasobject:
+            raise ValueError(f"{w}: 'dtype' missing or not a NumPy dtype name (got {spec.get('dtype')!r})")
+        if "tolerance" not in spec:
+            raise ValueError(f"{w}: 'tolerance' missing")
+        name = key[len("out."):]
+        required = case.tolerance(name, np.empty(0, dtype)) if case is not None else \
+            JSON if dtype == np.uint8 else tol_for(np.empty(0, dtype))   # (uint8: a JSON document or bytes)
+        check_tolerance(spec["tolerance"], required, w)
 
 
 def write_backend_outputs(out_dir, runners: dict, *, ref_dir=None) -> tuple[list[str], list[str]]:

@@ -6,7 +6,9 @@ current code (and, where a kernel has a NumPy oracle, with the oracle too) and c
 stored outputs under the stored tolerances; it also checks that the manifest lists exactly the
 registered cases with the same params and that each file's sha256 matches the manifest.
 Regenerated inputs that differ from the stored ones (a NumPy release changing a random stream)
-are reported as a warning only: the stored inputs are the reference.
+are reported as a warning only: the stored inputs are the reference. The manifest is checked first
+(:func:`~refsnn.vectors.format.load_manifest`: every tolerance the registered case's or stricter), and
+``only`` patterns that match no registered case are a ``ValueError``, as in ``refsnn check``.
 """
 from __future__ import annotations
 
@@ -89,9 +91,12 @@ def verify(directory=None, *, only=None, out=None) -> tuple[bool, list[Compariso
     ``(ok, rows)`` and prints the table and a summary to ``out``."""
     out = sys.stdout if out is None else out
     d = Path(directory) if directory is not None else default_dir()
-    doc = load_manifest(d)
+    registered = all_cases()
+    cases = _select(registered, only)
+    if only and not cases:
+        raise ValueError(f"--only: no reference case matches {list(only)}")
+    doc = load_manifest(d, registered={c.name: c for c in registered})
     entries = {e["name"]: e for e in doc["cases"]}
-    cases = _select(all_cases(), only)
     rows: list[Comparison] = []
     warnings = []
     for c in cases:
@@ -128,12 +133,17 @@ def verify(directory=None, *, only=None, out=None) -> tuple[bool, list[Compariso
             rows.append(Comparison(c.name, "*", "FAIL", message=f"{c.name}: outputs {sorted(got)} vs stored "
                                                                f"{sorted(exp)}"))
         for k in sorted(exp):
-            tol = e["outputs"][f"out.{k}"]["tolerance"]
+            spec = e["outputs"].get(f"out.{k}")
+            if spec is None or spec["dtype"] != str(exp[k].dtype):
+                rows.append(Comparison(c.name, k, "FAIL", message=f"{f}: out.{k} is not in the manifest's outputs "
+                                                                 "or not of its dtype"))
+                continue
+            tol = spec["tolerance"]
             rows.append(compare_output(c.name, k, exp[k], np.asarray(got[k]) if k in got else None, tol))
             if alt is not None and k in alt:
                 r = compare_output(c.name, f"{k} (oracle)", exp[k], np.asarray(alt[k]), tol)
                 rows.append(r)
-    extra = sorted(set(entries) - {c.name for c in all_cases()})
+    extra = sorted(set(entries) - {c.name for c in registered})
     if not only:
         for n in extra:
             rows.append(Comparison(n, "*", "FAIL", message=f"{n}: in the manifest but not registered"))

@@ -5,6 +5,10 @@
   :func:`tol_for` picks the default one for an array.
 * :data:`KERNEL_TOL` and :data:`KERNEL_ATOL`: what the unit tests allow between a compiled kernel
   and its NumPy oracle inside refsnn (the same equations, evaluated by the same code base).
+* :func:`check_tolerance`: a tolerance read from a manifest must be typed, finite and equal to the
+  one this table gives the output (the registered case's, else :func:`tol_for`) or stricter:
+  ``exact`` is stricter than everything, ``json`` than nothing but ``exact``, ``allclose`` than
+  ``allclose`` with a larger ``rtol`` or ``atol``.
 * :func:`compare_output` applies one tolerance to one output array and returns a
   :class:`Comparison`; :func:`format_table` prints the rows (``refsnn vectors verify`` and
   ``refsnn check``).
@@ -15,12 +19,15 @@ scalar type or a dtype (``FLOAT_TOL["float32"] is FLOAT_TOL[np.float32]``).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DtypeTable", "FLOAT_TOL", "EXACT", "JSON", "KERNEL_TOL", "KERNEL_ATOL", "tol_for", "Comparison",
-           "compare_output", "format_table"]
+from refsnn.io import parse_json
+
+__all__ = ["DtypeTable", "FLOAT_TOL", "EXACT", "JSON", "KERNEL_TOL", "KERNEL_ATOL", "tol_for", "check_tolerance",
+           "Comparison", "compare_output", "format_table"]
 
 
 class DtypeTable(dict):
@@ -68,6 +75,40 @@ def tol_for(a: np.ndarray) -> dict:
     return dict(EXACT)
 
 
+def _number(where: str, tol: dict, key: str) -> float:
+    v = tol.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"{where}: tolerance {key} must be a JSON number, got {v!r}")
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"{where}: tolerance {key} must be finite and >= 0, got {v!r}")
+    return float(v)
+
+
+def check_tolerance(tol, required: dict, where: str) -> dict:
+    """``tol`` (a tolerance read from a manifest) if it is typed, finite and equal to ``required`` (the
+    table's tolerance of this output) or stricter (module docstring); else a ``ValueError`` starting
+    with ``where`` (the file, case and output)."""
+    if not isinstance(tol, dict) or not isinstance(tol.get("kind"), str):
+        raise ValueError(f"{where}: tolerance must be an object with a 'kind', got {tol!r}")
+    kind, want = tol["kind"], required["kind"]
+    keys = {"exact": {"kind"}, "json": {"kind"}, "allclose": {"kind", "rtol", "atol"}}.get(kind)
+    if keys is None:
+        raise ValueError(f"{where}: unknown tolerance kind {kind!r} (expected exact, allclose or json)")
+    if set(tol) != keys:
+        raise ValueError(f"{where}: a tolerance of kind {kind!r} has the keys {sorted(keys)}, got {sorted(tol)}")
+    if kind == "allclose":
+        rtol, atol = _number(where, tol, "rtol"), _number(where, tol, "atol")
+    looser = f"{where}: tolerance {json.dumps(tol, sort_keys=True)} is looser than the table's " \
+             f"{json.dumps(required, sort_keys=True)} (refsnn/vectors/tolerances.py)"
+    if kind == "exact" or kind == want == "json":
+        return tol
+    if kind == "json" or want != "allclose":
+        raise ValueError(looser)
+    if rtol > float(required["rtol"]) or atol > float(required["atol"]):
+        raise ValueError(looser)
+    return tol
+
+
 @dataclass
 class Comparison:
     """One row of a verify/check report: one output of one case (``output == "*"``: the whole case)."""
@@ -96,8 +137,10 @@ def _mismatches(bad: np.ndarray, expected: np.ndarray, actual: np.ndarray, head:
     return nbad, f"{head.format(nbad)}; first at {list(idx)}: expected {expected[idx]!r}, got {actual[idx]!r}"
 
 
-def compare_output(case: str, output: str, expected: np.ndarray, actual, tolerance: dict) -> Comparison:
-    """Compare one output array with its tolerance; never raises on bad ``actual``."""
+def compare_output(case: str, output: str, expected: np.ndarray, actual, tolerance: dict, *,
+                   source: str = "") -> Comparison:
+    """Compare one output array with its tolerance; never raises on bad ``actual`` (``source``: the
+    file it came from, named in the message of an unreadable JSON document)."""
     if actual is None:
         return Comparison(case, output, "FAIL", message=f"{output}: missing from the output file")
     if not isinstance(actual, np.ndarray):
@@ -107,11 +150,12 @@ def compare_output(case: str, output: str, expected: np.ndarray, actual, toleran
                                                         f"got {actual.dtype}")
     kind = tolerance.get("kind")
     if kind == "json":
+        where = f" ({source})" if source else ""
         try:
-            a = json.loads(actual.tobytes().decode("utf-8"))
-            e = json.loads(expected.tobytes().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            return Comparison(case, output, "FAIL", message=f"{output}: not UTF-8 JSON: {err}")
+            a = parse_json(actual.tobytes(), name=f"{output}{where}", allow_nan=False)
+            e = parse_json(expected.tobytes(), name=f"{output} (reference)")
+        except ValueError as err:
+            return Comparison(case, output, "FAIL", message=str(err))
         ok = a == e
         return Comparison(case, output, "ok" if ok else "FAIL", mismatches=0 if ok else 1, n=1,
                           message="" if ok else f"{output}: JSON documents differ{_json_diff(e, a)}")
