@@ -1,4 +1,4 @@
-"""Cross-simulator check through NIR (issue 24, part 4): refsnn exports a Conv-LIF network and an EC
+"""Cross-simulator check through NIR: refsnn exports a Conv-LIF network and an EC
 CubaLIF RSNN, every NIR-capable simulator installed here imports them, all run the same input, and the
 spikes and outputs are compared with refsnn's reference simulation (``refsnn nir run``) under the
 discretisation that simulator uses. Writes ``crosscheck_out/nir/`` (networks, graphs, ``table.md``,

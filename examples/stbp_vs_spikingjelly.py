@@ -1,4 +1,4 @@
-"""The full ``refsnn train`` default run against the same recipe in SpikingJelly 2.0 (issue 25).
+"""The full ``refsnn train`` default run against the same recipe in SpikingJelly 2.0.
 
 Both sides train ``csnn`` (conv3x3(32, no bias)-BN-LIF-avgpool2-conv3x3(64)-BN-LIF-avgpool2-
 linear(10); the ``msenas`` neuron = SpikingJelly's ``LIFNode(tau=2, v_threshold=0.5,

@@ -142,7 +142,7 @@ def stbp_loss_settings():
 # ---- §1 argument checks of every kernel entry point (tests/test_kernel_fuzz.py) ------------------
 @st.composite
 def conv_cases_bounded(draw):
-    """:func:`conv_cases` restricted to what ``conv2d_forward`` accepts since issue 21: padding
+    """:func:`conv_cases` restricted to what ``conv2d_forward`` accepts: padding
     below the kernel size on each axis (every output sees at least one input pixel)."""
     (N, C, H, W), (O, _, kh, kw), stride, padding = draw(conv_cases())
     if isinstance(padding, int):

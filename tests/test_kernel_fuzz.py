@@ -1,4 +1,4 @@
-"""Every public kernel entry point under adversarial arguments (SPEC §1 "Bad input"; issue 21).
+"""Every public kernel entry point under adversarial arguments (SPEC §1 "Bad input").
 
 Each test draws a valid call, then (most of the time) spoils one argument: a wrong dtype (int64,
 bool, float16, ...), a wrong rank, a changed or zero size, a non-contiguous view, a NaN/inf value,
@@ -459,7 +459,7 @@ def test_fuzz_linear(n, fin, fout, dtype, seed, bias, target, how, bad, scale):
         got = run(lambda: linear.linear_forward(a["x"], a["w"], a["b"]))
         want = run(lambda: linear.linear_forward_ref(a["x"], a["w"], a["b"]))
         if got[0] == "err" and scale > 1 and names_in(str(got[1]), ["x"]):
-            return   # an overflowing product is refused (issue 21)
+            return   # an overflowing product is refused
         check_outcome(got, want, ["x", "w", "b"], spoiled if target in a else None, **tol(dtype))
         if got[0] != "ok":
             return
@@ -678,7 +678,7 @@ _SEGFAULT_SCRIPT = textwrap.dedent("""
 
 
 def test_too_wide_out_does_not_crash_the_interpreter():
-    """Issue 21: ``out`` wider than the action segfaulted (exit 139); narrower/int64 truncated."""
+    """``out`` wider than the action once segfaulted (exit 139); narrower/int64 truncated."""
     r = subprocess.run([sys.executable, "-c", _SEGFAULT_SCRIPT], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, f"exit {r.returncode}: {r.stderr[-2000:]}"
     assert "ACCEPTED" not in r.stdout and r.stdout.strip().endswith("DONE"), r.stdout

@@ -285,7 +285,7 @@ def test_check_finite_switch():
         a1, a2 = (r1[0], r2[0]) if isinstance(r1, tuple) else (r1, r2)
         assert np.array_equal(a1, a2)
     # BN training: the batch statistics (computed anyway) reveal the NaN even with check_finite=False,
-    # and the running statistics are left as they were (issue 21)
+    # and the running statistics are left as they were
     rm2, rv2 = rm.copy(), rv.copy()
     for k in ({}, {"check_finite": False}):
         with pytest.raises(ValueError, match=r"^x\b"):

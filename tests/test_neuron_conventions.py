@@ -1,4 +1,4 @@
-"""SPEC §2.1 presets for the other mainstream neuron conventions (issue 24): snnTorch's subtract reset
+"""SPEC §2.1 presets for the other mainstream neuron conventions: snnTorch's subtract reset
 (``subtract_after_decay``), an initial membrane ``v0`` for the LIF, and Norse's forward-Euler
 ``LIF`` (with synaptic current) and ``LIFBox`` (:mod:`refsnn.kernels.norse_lif`).
 
@@ -592,7 +592,7 @@ def test_norse_matches_norse(dtype, box):
         np.testing.assert_allclose(got[2].numpy(), gi0, **tol)
 
 
-# ---- SPEC §2.3 as corrected by issue 24: n_exc = round(N * ratio), halves to even --------------------
+# ---- SPEC §2.3 as corrected: n_exc = round(N * ratio), halves to even --------------------
 
 def test_excitatory_count_rounds_half_to_even():
     from refsnn.kernels.cuba import CubaConfig

@@ -1,4 +1,4 @@
-"""Issue 24: the NIR exchange (refsnn.nir). Export refsnn networks to NIR's dict form, simulate NIR graphs
+"""The NIR exchange (refsnn.nir). Export refsnn networks to NIR's dict form, simulate NIR graphs
 with refsnn's kernels, and (with the optional nir package, marker ``nir``) the round trip
 export -> nir.write -> nir.read -> run through the command line, bit for bit."""
 from __future__ import annotations

@@ -327,7 +327,7 @@ def test_a_moved_run_resumes_and_loads_without_its_genotype_file(tmp_path):
 
 def test_genotype_file_eval_noise_and_energy_in_summary(tmp_path):
     """``refsnn train --genotype FILE --eval-noise SIGMA``: the genotype's network, the noisy test
-    accuracy, and SOPs/MACs/energy per sample in the flat summary (issue: MSE-NAS item 7)."""
+    accuracy, and SOPs/MACs/energy per sample in the flat summary."""
     from refsnn.cli import main
 
     p = tmp_path / "g.json"

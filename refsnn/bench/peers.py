@@ -8,7 +8,7 @@ afterwards. A benchmark whose peer is not installed raises :class:`BenchSkipped`
 then leaves its keys out.
 
 * ``conv_fwd_bwd_speedup_vs_torch`` — conv2d forward + backward (``dx`` and ``dw``) on the four
-  shapes of the STBP networks (issue 25: ``[128,32,28,28]x[64,32,3,3]``, ``[64,64,16,16]x[64,64,3,3]``,
+  shapes of the STBP networks (``[128,32,28,28]x[64,32,3,3]``, ``[64,64,16,16]x[64,64,3,3]``,
   ``[128,1,28,28]x[32,1,3,3]``, ``[256,64,8,8]x[128,64,3,3]``, padding 1, float32), inputs 0/1 spikes
   at 10 % density (the input of a conv after a LIF layer), against ``torch.nn.functional.conv2d`` and
   autograd, one thread each; the key is the ratio of the summed times, with one key per shape.

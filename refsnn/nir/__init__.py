@@ -1,5 +1,5 @@
 """NIR (Neuromorphic Intermediate Representation) exchange: export refsnn networks as NIR graphs and
-simulate NIR graphs with refsnn's kernels (issue 24; optional extra ``refsnn[nir]``).
+simulate NIR graphs with refsnn's kernels (optional extra ``refsnn[nir]``).
 
 * :mod:`refsnn.nir.mapping` -- NIR's continuous-time parameters <-> refsnn's discrete ones (equations);
 * :mod:`refsnn.nir.export` -- trained Conv-LIF networks and EC deployed RSNNs -> NIR graphs;
