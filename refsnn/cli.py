@@ -17,6 +17,12 @@ Errors are one line on stderr, ``refsnn COMMAND: error: ...``, and an exit statu
   broken worker pool (``concurrent.futures.BrokenExecutor``: a worker was killed). The files of the
   run directory stay those of the last completed step (atomic writes), so the run can be resumed.
 
+SIGINT (Ctrl-C) and SIGTERM stop any command with one line on stderr, ``refsnn COMMAND: stopped by
+signal N (NAME)...``, and exit status 128 + N (130, 143), without a traceback from the parent or its
+worker processes (which ignore SIGINT and are terminated by the parent,
+:func:`refsnn.runs.stop_on_signals`, :mod:`refsnn.parallel`); ``train``, ``nas`` and ``ec`` keep their
+last completed step for ``--resume``.
+
 Any other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
@@ -29,6 +35,7 @@ import os
 import sys
 
 from refsnn.commands.config import parse
+from refsnn.runs import stop_on_signals
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -90,16 +97,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = _top_parser().parse_args(argv[:1] or argv)
     modname, help_line = COMMANDS[top.command]
-    mod = importlib.import_module(modname)
-    try:
-        cfg = parse(mod.CONFIG, argv[1:], prog=f"refsnn {top.command}", description=help_line)
-        return int(mod.main(cfg) or 0)
-    except BAD_INPUT + FAILURES as e:
-        # one clear line, no traceback (module docstring); REFSNN_DEBUG=1 shows the traceback
-        if os.environ.get("REFSNN_DEBUG"):
-            raise
-        print(f"refsnn {top.command}: error: {describe(e)}", file=sys.stderr)
-        return 2 if isinstance(e, BAD_INPUT) else 1
+    # SIGINT / SIGTERM: one line and 128 + the signal, no traceback (module docstring); train, nas and ec
+    # say in their own line where the run stands
+    with stop_on_signals(f"refsnn {top.command}"):
+        mod = importlib.import_module(modname)
+        try:
+            cfg = parse(mod.CONFIG, argv[1:], prog=f"refsnn {top.command}", description=help_line)
+            return int(mod.main(cfg) or 0)
+        except BAD_INPUT + FAILURES as e:
+            # one clear line, no traceback (module docstring); REFSNN_DEBUG=1 shows the traceback
+            if os.environ.get("REFSNN_DEBUG"):
+                raise
+            print(f"refsnn {top.command}: error: {describe(e)}", file=sys.stderr)
+            return 2 if isinstance(e, BAD_INPUT) else 1
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@
   thread of the worker exits it once ``os.getppid()`` is no longer the parent's pid (checked every
   :data:`PARENT_POLL_S` seconds). The multiprocessing resource tracker then exits by itself: it stops
   when the last process holding its pipe (the parent and the workers) is gone.
+* Pool workers ignore SIGINT: a Ctrl-C in a terminal reaches the whole process group, and the
+  parent, which handles it (:func:`refsnn.runs.stop_on_signals`), terminates them; they print nothing.
 * :func:`shutdown` -- closes an executor; ``abort=True`` (after an error or a signal) terminates a
   process pool's workers instead of waiting for their current task.
 * :func:`map_with_progress` -- ``fn(job)`` for every job, in job order, with one progress line per
@@ -72,7 +74,10 @@ def make_executor(workers: int, *, initializer: Callable | None = None, initargs
 
 
 def _worker_init(parent_pid: int, kernel_signal: bool, initializer, initargs) -> None:
-    """Initializer of every pool worker: die with the parent, then the caller's initializer."""
+    """Initializer of every pool worker: ignore SIGINT (a Ctrl-C reaches the terminal's whole process
+    group; the parent handles it and terminates its workers, so none prints a ``KeyboardInterrupt``
+    traceback), die with the parent, then the caller's initializer."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(parent_pid, kernel_signal=kernel_signal)
     if initializer is not None:
         initializer(*initargs)

@@ -2,9 +2,12 @@
 
 A run directory ``OUT`` holds
 
-* ``.lock`` -- the pid of the process writing it; a second writer is refused (a lock left by a dead
-  process is taken over);
-* ``config.json`` -- the command's whole config; on ``--resume`` the fields named as the run's
+* ``.lock`` -- held with ``flock`` by the process writing the run, and holding its pid; a second
+  writer is refused (the check and the taking are one atomic step, so of writers racing for a
+  directory exactly one wins); the kernel drops the lock of a process that dies, so a lock file
+  left by a dead process is taken over;
+* ``config.json`` -- the command's whole config (rewritten on ``--resume`` with the run's first new
+  file, so a resume with nothing left to do writes nothing); on ``--resume`` the fields named as the run's
   *resume keys* must equal the stored ones (the others, e.g. the number of epochs or workers, may
   change). Resume keys never hold absolute paths, so a run directory can be moved and resumed;
 * ``environment.json`` -- library versions, BLAS, threads, CPU and commit (:mod:`refsnn.provenance`);
@@ -23,10 +26,15 @@ A directory that already holds a run is refused unless ``resume`` (continue it) 
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import math
 import os
 import shutil
+import signal
+import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -34,7 +42,7 @@ from refsnn.io import atomic_savez, atomic_write_json, atomic_write_text, load_n
 from refsnn.plot import line_plot_png
 from refsnn.provenance import write_environment
 
-__all__ = ["RunDir", "fmt_hms"]
+__all__ = ["RunDir", "fmt_hms", "stop_on_signals"]
 
 
 class RunDir:
@@ -66,6 +74,11 @@ class RunDir:
     def __init__(self, path, *, config: Mapping, resume_keys: Sequence[str], resume: bool = False,
                  overwrite: bool = False, checkpoint: str = "checkpoint.npz", columns: Sequence[str] = (),
                  outputs: Sequence[str] = (), stored_config=None, added_keys: Mapping | None = None):
+        if isinstance(path, os.PathLike):
+            path = os.fspath(path)
+        if not isinstance(path, str) or not path.strip():
+            raise ValueError(f"out: expected a directory path, got {path!r} (an empty --out would write the run "
+                             "into the current directory; pass --out . for that)")
         self.path = Path(path)
         self.config = dict(config)
         missing = [k for k in resume_keys if k not in self.config]
@@ -81,7 +94,8 @@ class RunDir:
         self._stored_config = stored_config
         self.added_keys = dict(added_keys or {})
         self._lock = self.path / ".lock"
-        self._locked = False
+        self._lock_fd: int | None = None
+        self._pending_files = False   # config.json / environment.json not yet written (a resume)
         self.resuming = False
 
     # -- opening -------------------------------------------------------------------------------
@@ -121,8 +135,17 @@ class RunDir:
                 raise ValueError(f"resume: {self.path} was written with different settings for {diff}: "
                                  + ", ".join(f"{k}={stored.get(k)!r} (now {self.config[k]!r})" for k in diff))
             self.resuming = True
-        atomic_write_json(self.path / "config.json", self.config)
-        write_environment(self.path)
+        self._pending_files = True
+        if not self.resuming:
+            self._write_run_files()
+
+    def _write_run_files(self) -> None:
+        """``config.json`` and ``environment.json``: at once for a new run, with the first file a
+        resumed run writes (a resume with nothing left to do changes nothing)."""
+        if self._pending_files:
+            atomic_write_json(self.path / "config.json", self.config)
+            write_environment(self.path)
+            self._pending_files = False
 
     def _read_stored_config(self) -> dict | None:
         f = self.path / "config.json"
@@ -150,31 +173,48 @@ class RunDir:
                              ) from None
 
     def _acquire(self) -> None:
-        for _ in range(2):
+        """Take the run's lock: an exclusive ``flock`` on ``.lock`` (atomic, and released by the kernel
+        when the holder dies, however it dies), held until :meth:`_release`. A lock file that was
+        unlinked (released) between our open and our lock is not the lock any more: open again. The
+        file holds the holder's pid, for the message of the writer refused; a pid of another live
+        process in an unlocked file (a writer that does not use ``flock``) is refused too."""
+        for _ in range(100):
             try:
-                fd = os.open(self._lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                try:
-                    pid = int(self._lock.read_text().strip() or 0)
-                except (OSError, ValueError):
-                    pid = 0
-                if pid > 0 and _alive(pid):
-                    raise ValueError(f"out: {self.path} is in use by another run (pid {pid}); wait for it "
-                                     f"or remove {self._lock} if that process is gone") from None
-                self._lock.unlink(missing_ok=True)  # a stale lock of a dead process
-                continue
+                fd = os.open(self._lock, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as e:  # permission denied, read-only file system, ...: before any work
                 raise ValueError(f"out: {self.path} is not writable: {e.strerror or e}") from None
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            self._locked = True
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:   # held by a live writer
+                os.close(fd)
+                pid = _read_pid(self._lock)
+                raise ValueError(f"out: {self.path} is in use by another run (pid {pid or '?'}); wait for it "
+                                 f"or remove {self._lock} if that process is gone") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self._lock).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:   # released (unlinked) by its holder meanwhile
+                os.close(fd)
+                continue
+            pid = _read_pid(self._lock)
+            if pid > 0 and pid != os.getpid() and _alive(pid):
+                os.close(fd)
+                raise ValueError(f"out: {self.path} is in use by another run (pid {pid}); wait for it "
+                                 f"or remove {self._lock} if that process is gone")
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            self._lock_fd = fd
             return
         raise ValueError(f"out: cannot lock {self._lock}")
 
     def _release(self) -> None:
-        if self._locked:
+        """Unlink ``.lock`` while still holding it, then drop the lock (a writer waiting on the
+        unlinked file notices and opens the path again)."""
+        if self._lock_fd is not None:
             self._lock.unlink(missing_ok=True)
-            self._locked = False
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # -- files -----------------------------------------------------------------------------------
     def file(self, name: str) -> Path:
@@ -183,6 +223,7 @@ class RunDir:
 
     def save_checkpoint(self, arrays: Mapping) -> None:
         """Write the checkpoint atomically (``.npz`` of plain arrays, no pickle)."""
+        self._write_run_files()
         atomic_savez(self.checkpoint_path, dict(arrays))
 
     def load_checkpoint(self, *, required: Iterable[str] = ()) -> dict:
@@ -199,10 +240,12 @@ class RunDir:
             if set(r) != set(self.columns):
                 raise ValueError(f"rows: a metrics row has keys {sorted(r)}, expected {list(self.columns)}")
             w.writerow(r)
+        self._write_run_files()
         atomic_write_text(self.path / "metrics.csv", buf.getvalue())
 
     def write_summary(self, summary: Mapping) -> None:
         """``summary.json`` (flat figures of the run)."""
+        self._write_run_files()
         atomic_write_json(self.path / "summary.json", dict(summary))
 
     def read_summary(self) -> dict:
@@ -212,15 +255,68 @@ class RunDir:
 
     def write_json(self, name: str, obj) -> None:
         """Any other JSON file of the run, atomically."""
+        self._write_run_files()
         atomic_write_json(self.path / name, obj)
 
     def write_text(self, name: str, text: str) -> None:
         """Any other text file of the run, atomically."""
+        self._write_run_files()
         atomic_write_text(self.path / name, text)
 
     def plot(self, name: str, x, series: Mapping, *, title: str, xlabel: str, ylabel: str = "") -> None:
         """The run's PNG: ``series`` (label -> values) against ``x``."""
+        self._write_run_files()
         line_plot_png(self.path / name, x, dict(series), title=title, xlabel=xlabel, ylabel=ylabel)
+
+
+class _Stopped(BaseException):
+    """Raised in the main thread by the handler of :func:`stop_on_signals` (not an ``Exception``, so
+    that no ``except Exception`` of the run swallows it)."""
+
+
+@contextmanager
+def stop_on_signals(command: str, note: str = ""):
+    """SIGINT (Ctrl-C) and SIGTERM (a scheduler, ``timeout``, ``kill``) stop what runs inside: the
+    exception unwinds the run like any error (the worker pool is terminated, the run lock released;
+    every file is written atomically, so the run directory holds its last completed step), then one
+    line ``COMMAND: stopped by signal N (SIGINT); NOTE`` goes to stderr, no traceback, and
+    ``SystemExit(128 + N)`` (130 for SIGINT, 143 for SIGTERM) leaves. Further signals are ignored
+    while the run unwinds. Outside the main thread no handler can be installed: a
+    ``KeyboardInterrupt`` is still reported as SIGINT."""
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    stopped: list[int] = []
+
+    def handler(signum, frame):
+        if not stopped:
+            stopped.append(signum)
+            for sg in sigs:   # a second Ctrl-C must not interrupt the clean-up of the first
+                signal.signal(sg, signal.SIG_IGN)
+            raise _Stopped(signum)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sg: signal.signal(sg, handler) for sg in sigs}
+    try:
+        yield
+    except BaseException as e:
+        if not stopped and not isinstance(e, KeyboardInterrupt):
+            raise
+        signum = stopped[0] if stopped else int(signal.SIGINT)
+        extra = "" if isinstance(e, (_Stopped, KeyboardInterrupt)) else f" (while stopping: {type(e).__name__}: {e})"
+        print(f"{command}: stopped by signal {signum} ({signal.Signals(signum).name}){extra}"
+              + (f"; {note}" if note else ""), file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum) from None
+    finally:
+        for sg, h in previous.items():
+            signal.signal(sg, signal.SIG_DFL if h is None else h)
+
+
+def _read_pid(lock: Path) -> int:
+    """The pid written in a lock file (0 if none can be read)."""
+    try:
+        return max(0, int(lock.read_text().strip() or 0))
+    except (OSError, ValueError):
+        return 0
 
 
 def _alive(pid: int) -> bool:

@@ -55,6 +55,7 @@ import numpy as np
 
 from refsnn._checks import check_choice, check_float, check_int
 from refsnn.commands.config import option, to_dict
+from refsnn.commands.memory import check_fits
 from refsnn.ec import ppo
 from refsnn.ec.deploy import deployed_arrays
 from refsnn.ec.nes import RANK_TIES
@@ -202,6 +203,14 @@ class ECConfig:
                 raise ValueError(f"{_PPO_OPTION.get(name, name)}:{rest}") from None
         if self.executor == "dask" and not self.scheduler:
             raise ValueError("scheduler: --executor dask needs --scheduler ADDRESS (e.g. tcp://host:8786)")
+        # sizes that cannot fit, refused before any work (refsnn.commands.memory): the parent keeps ~340
+        # bytes per member and generation (return, length, spikes, observation statistics), and 6 float64
+        # copies of the N x N recurrent weights (parameters, Adam's moments, the update, the gradient)
+        members = (0 if self.method == "sg-ppo" else self.population) + self.eval_members
+        check_fits("eval_members" if self.method == "sg-ppo" or self.eval_members > self.population else "population",
+                   340.0 * members, f"the results of {members} members per generation (--population "
+                   f"{self.population}, --eval-members {self.eval_members})")
+        check_fits("neurons", 48.0 * self.neurons ** 2, f"the weights and optimiser state of {self.neurons} neurons")
 
 
 CONFIG = ECConfig
@@ -265,16 +274,17 @@ class _Progress:
     def restore(self, z: dict, generation: int, path) -> None:
         """History, env steps, wall time and best return from checkpoint ``z`` (at ``generation``), all
         checked before any is kept: ``history`` one row per generation numbered ``1..generation``
-        (NaN only where the run writes it, never infinity), ``env_steps`` a whole number >= 0 equal to
-        the last row's, ``wall_seconds`` >= 0, ``best_det`` the best deterministic return of the
-        history (``-inf`` before any). ``ValueError`` ``PATH: corrupt checkpoint (KEY: ...)``."""
+        (NaN only in the returns and the entropy, where the run writes it; rates, counts and times
+        finite and >= 0), ``env_steps`` a whole number >= 0 equal to the last row's, ``wall_seconds``
+        >= 0, ``best_det`` the best deterministic return of the history (``-inf`` before any).
+        ``ValueError`` ``PATH: corrupt checkpoint (KEY: ...)``."""
         try:
             history = restored_array(z, "history", shape=(generation, len(COLUMNS)), allow_nan=True)
             col = {c: history[:, i] for i, c in enumerate(COLUMNS)}
             if not np.array_equal(col["generation"], np.arange(1, generation + 1)):
                 raise ValueError(f"history: its generation column is not 1..{generation}")
-            for c in ("env_steps", "elapsed_s"):
-                restored_array(col, c, lo=0.0, integer=c == "env_steps")
+            for c in ("firing_rate_hz", "env_steps", "steps_per_s", "policy_over_env", "elapsed_s"):
+                restored_array({f"history {c}": col[c]}, f"history {c}", lo=0.0, integer=c == "env_steps")
             env_steps = restored_int(z, "env_steps", lo=0)
             if generation and env_steps != col["env_steps"][-1]:
                 raise ValueError(f"env_steps: {env_steps}, the history's last row says {col['env_steps'][-1]:.0f}")

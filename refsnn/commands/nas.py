@@ -66,16 +66,17 @@ from pathlib import Path
 
 from refsnn._checks import check_choice, check_float, check_int
 from refsnn.commands.config import option, to_dict
-from refsnn.commands.train import TrainConfig, train
+from refsnn.commands.memory import check_fits
+from refsnn.commands.train import TrainConfig, check_out_dir, train
 from refsnn.io import read_json
 from refsnn.nas.finalists import FinalistStage
 from refsnn.nas.fitness import KINDS, NASFitness, fitness_batches
-from refsnn.nas.genotype import to_json
+from refsnn.nas.genotype import G1_VALUES, G2_VALUES, MOTIF_VALUES, OP_VALUES, B, to_json
 from refsnn.nas.graph import decode, ei_counts, graph_stats
 from refsnn.nas.graph import to_json as graph_to_json
 from refsnn.nas.search import EvolutionarySearch, SearchConfig, evaluate
 from refsnn.parallel import make_executor, shutdown
-from refsnn.runs import RunDir, fmt_hms
+from refsnn.runs import RunDir, fmt_hms, stop_on_signals
 from refsnn.snn.threads import set_threads
 
 __all__ = ["NASConfig", "CONFIG", "run", "main", "demo_nas", "make_fitness", "search_config", "RUN_KEYS",
@@ -147,6 +148,27 @@ class NASConfig:
                 check_int(k, getattr(self, k), lo=1)
         if self.resume and self.overwrite:
             raise ValueError("overwrite: --resume and --overwrite exclude each other")
+        self.out = check_out_dir(self.out)
+        self._check_sizes()
+
+    def _check_sizes(self) -> None:
+        """Refuse before any work a search that cannot fit in memory (:mod:`refsnn.commands.memory`):
+        the fitness cache keeps every distinct genotype evaluated (``population + (population -
+        elites) x generations`` at most, and no more than there are genotypes), each a tuple of
+        ``9 cells + 2`` genes (8 bytes a gene, and about 3 more in the JSON text of
+        ``search_state.json``), and each worker decodes one genotype at a time into a graph
+        description of about 5 KB per cell. The option named is the one furthest above its default."""
+        genes = 9 * self.cells + 2
+        entries = self.population + (self.population - self.elites) * self.generations
+        space = self.cells * math.log(len(MOTIF_VALUES) * len(OP_VALUES) ** B * len(G1_VALUES) * len(G2_VALUES))
+        if space < math.log(entries):   # no more distinct genotypes than the space holds
+            entries = int(math.exp(space))
+        ratios = {"population": self.population / 20, "cells": self.cells / 3, "generations": self.generations / 80}
+        check_fits(max(ratios, key=ratios.get), 11.0 * genes * entries,
+                   f"the {entries} genotypes of {genes} genes a search evaluates (--population {self.population}, "
+                   f"--cells {self.cells}, --generations {self.generations})")
+        check_fits("cells", 5300.0 * self.cells * max(1, self.workers),
+                   f"{max(1, self.workers)} graph descriptions of {self.cells} cells")
 
 
 CONFIG = NASConfig
@@ -327,12 +349,57 @@ def _open_search(rd: RunDir, cfg: NASConfig, say) -> tuple[EvolutionarySearch, d
     state = _read_json(rd.checkpoint_path)
     if not state:
         raise ValueError(f"resume: {rd.checkpoint_path} is not a search state")
-    s = EvolutionarySearch.from_state(state, generations=cfg.generations)
+    try:
+        s = EvolutionarySearch.from_state(state, generations=cfg.generations)
+        _check_search_state(state, s, cfg)
+    except ValueError as e:
+        raise ValueError(f"{rd.checkpoint_path}: corrupt search state ({e})") from None
     if s.config != config:
         raise ValueError(f"resume: {rd.checkpoint_path} was written with a different search configuration")
-    timing = {k: v for k, v in _read_json(rd.file("timing.json")).items() if int(k) <= s.generation}
+    timing = _read_timing(rd.file("timing.json"), s.generation)
     say(f"resumed {rd.checkpoint_path} after generation {s.generation}")
     return s, timing
+
+
+def _check_search_state(state: dict, s: EvolutionarySearch, cfg: NASConfig) -> None:
+    """The values :meth:`EvolutionarySearch.from_state` converts without judging them: ``generation``
+    an integer >= 0 with one ``history`` record per generation (``0..generation``, each numbered), a
+    population of ``--population`` genotypes, and every fitness (population, cache, history) a real
+    number or ``-inf`` (an invalid genotype), never NaN or ``+inf``; ``ValueError`` naming the key."""
+    g = state.get("generation")
+    if isinstance(g, bool) or not isinstance(g, int) or g < 0:
+        raise ValueError(f"generation: expected an integer >= 0, got {g!r}")
+    if len(s.population) != cfg.population:
+        raise ValueError(f"population: {len(s.population)} genotypes, the search has {cfg.population}")
+    if len(s.history) != g + 1 or any(not isinstance(r, dict) or r.get("generation") != i
+                                      for i, r in enumerate(s.history)):
+        raise ValueError(f"history: expected the records of generations 0..{g}")
+    for key, values in (("fitness", s.fitnesses), ("cache", s.cache.values()),
+                        ("history best_fitness", [r["best_fitness"] for r in s.history]),
+                        ("history best_so_far_fitness", [r["best_so_far_fitness"] for r in s.history])):
+        if any(math.isnan(f) or f == math.inf for f in values):
+            raise ValueError(f"{key}: NaN or +inf (an invalid genotype's fitness is -inf)")
+    for i, r in enumerate(s.history):
+        m = r.get("mean_fitness")
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m)):
+            raise ValueError(f"history[{i}] mean_fitness: expected a finite number or null, got {m!r}")
+
+
+def _read_timing(path: Path, generation: int) -> dict:
+    """The stored wall times of generations ``0..generation`` (``timing.json``; ``ValueError`` naming
+    it for keys that are not generation numbers or times that are not finite numbers >= 0)."""
+    timing, stored = {}, _read_json(path)
+    if not isinstance(stored, dict):
+        raise ValueError(f"{path}: corrupt (expected a JSON object)")
+    for k, v in stored.items():
+        ok = k.isdigit() and isinstance(v, dict) and all(
+            not isinstance(x, bool) and isinstance(x, (int, float)) and math.isfinite(x) and x >= 0
+            for x in v.values())
+        if not ok:
+            raise ValueError(f"{path}: corrupt ({k!r}: expected a generation and finite times >= 0)")
+        if int(k) <= generation:
+            timing[k] = v
+    return timing
 
 
 def _read_json(path: Path) -> dict:
@@ -432,7 +499,10 @@ def train_finalists(cfg: NASConfig, stage: FinalistStage, rd: RunDir, *, executo
 
 
 def main(cfg: NASConfig) -> int:
-    run(cfg, log=lambda *x: print(*x, flush=True))
+    """``refsnn nas``: :func:`run`; SIGINT / SIGTERM stop it with one line and status 130 / 143, the
+    search state of the last completed generation kept (:func:`refsnn.runs.stop_on_signals`)."""
+    with stop_on_signals("refsnn nas", f"{cfg.out} holds the last completed step: continue with --resume"):
+        run(cfg, log=lambda *x: print(*x, flush=True))
     return 0
 
 

@@ -12,12 +12,17 @@ moved forward and its mean speed, and the mean return.
 members ``P .. P+E-1`` of generation ``g - 1`` with the run's seed, i.e. the same episode seeds and
 initial membranes as during training, so the mean return equals the ``det_return`` recorded in the
 file (and in ``metrics.csv``) exactly -- a check that the deployed 1-bit network *is* the evaluated one.
+A replay that differs from the record (another return, or a file whose ``det_return`` is not the
+``metrics.csv`` row of its generation) prints one line naming the difference and exits with status 1.
 
 Python API: ``run(PlayConfig("runs/ec", episodes=3))`` returns the returns and their mean.
 """
 from __future__ import annotations
 
+import csv
+import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +34,7 @@ from refsnn.ec.deploy import from_deployed_arrays
 from refsnn.ec.rollout import Task, check_env, evaluate_chunk
 from refsnn.io import load_npz
 
-__all__ = ["PlayConfig", "CONFIG", "run", "main", "load_deployed"]
+__all__ = ["PlayConfig", "CONFIG", "run", "main", "load_deployed", "replay_mismatch"]
 
 
 @dataclass
@@ -79,7 +84,8 @@ def run(cfg: PlayConfig) -> dict:
     run_dir = Path(cfg.run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run_dir: {run_dir} is not a directory")
-    conf, params = load_deployed(run_dir / ("best_deployed.npz" if cfg.best else "deployed.npz"))
+    name = "best_deployed.npz" if cfg.best else "deployed.npz"
+    conf, params = load_deployed(run_dir / name)
     cap = int(conf["max_steps"] if cfg.max_steps is None else cfg.max_steps)
     env, obs_dim, act_dim = check_env(conf["env"], cap)
     env.close()
@@ -104,10 +110,46 @@ def run(cfg: PlayConfig) -> dict:
         task = Task(*net, cfg.seed, 0, tuple(range(cfg.episodes)), 0)
     r = evaluate_chunk(task)
     speed = r["x_distance"] / (r["lengths"] * r["env_dt"])
-    return {"returns": r["returns"].tolist(), "lengths": r["lengths"].tolist(),
-            "x_distance": r["x_distance"].tolist(), "x_speed": speed.tolist(),
-            "mean_return": float(np.mean(r["returns"])), "env": conf["env"], "method": conf["method"],
-            "generation": int(conf["generation"]), "recorded_det_return": conf["det_return"]}
+    out = {"returns": r["returns"].tolist(), "lengths": r["lengths"].tolist(),
+           "x_distance": r["x_distance"].tolist(), "x_speed": speed.tolist(),
+           "mean_return": float(np.mean(r["returns"])), "env": conf["env"], "method": conf["method"],
+           "generation": int(conf["generation"]), "recorded_det_return": conf["det_return"]}
+    if cfg.replay:
+        out["mismatch"] = replay_mismatch(run_dir, out, name)
+    return out
+
+
+def replay_mismatch(run_dir: Path, r: dict, name: str) -> list[str]:
+    """What a replay ``r`` (of :func:`run`) finds different from the run's record: the replayed mean
+    return against the ``det_return`` stored in the deployed file ``name`` (equal to the last bit: the
+    same network, episode seeds and initial membranes), and that stored return against the
+    ``metrics.csv`` row of the same generation (6 significant digits, as written there) when the run
+    directory has one. Empty when the replay agrees."""
+    out = []
+    rec, got, g = float(r["recorded_det_return"]), r["mean_return"], r["generation"]
+    if not math.isclose(got, rec, rel_tol=1e-12, abs_tol=1e-9):
+        out.append(f"the replayed return {got:.6g} of generation {g} is not the det_return {rec:.6g} recorded in "
+                   f"{name}")
+    row = _metrics_row(run_dir / "metrics.csv", g)
+    if row is not None:
+        try:
+            csv_ret = float(row.get("det_return", "nan"))
+        except ValueError:
+            csv_ret = math.nan
+        if not math.isclose(csv_ret, rec, rel_tol=2e-6, abs_tol=1e-9):
+            out.append(f"{name} records det_return {rec:.6g} for generation {g}, metrics.csv {csv_ret:.6g}")
+    return out
+
+
+def _metrics_row(path: Path, generation: int) -> dict | None:
+    """The ``metrics.csv`` row of ``generation`` (``None`` without the file or the row)."""
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("generation") == str(generation):
+                return row
+    return None
 
 
 def main(cfg: PlayConfig) -> int:
@@ -122,4 +164,7 @@ def main(cfg: PlayConfig) -> int:
     print(f"mean return {r['mean_return']:.1f} over {len(r['returns'])} episodes"
           + (f" (generation {r['generation']}'s evaluation episodes; recorded deterministic return "
              f"{r['recorded_det_return']:.1f})" if cfg.replay else ""))
+    if r.get("mismatch"):   # the replay is a check: a difference from the record is a failure
+        print(f"refsnn play: error: replay differs from the record: {'; '.join(r['mismatch'])}", file=sys.stderr)
+        return 1
     return 0

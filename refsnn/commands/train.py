@@ -40,10 +40,11 @@ import numpy as np
 from refsnn._checks import check_choice, check_float, check_int
 from refsnn.commands.config import option
 from refsnn.datasets import iterate_batches, load
+from refsnn.ec.restore import restored_array, restored_int
 from refsnn.io import load_npz, read_json
 from refsnn.kernels.lif import PRESETS
 from refsnn.nas.network import ARCH_PREFIX, build_genotype_network, parse_genotype_arch
-from refsnn.runs import RunDir
+from refsnn.runs import RunDir, stop_on_signals
 from refsnn.snn.archs import ARCHS, build_arch
 from refsnn.snn.checkpoint import checkpoint_arrays, checkpoint_meta, restore_checkpoint
 from refsnn.snn.energy import E_AC_PJ, E_MAC_PJ, energy_report, evaluate_with_noise
@@ -52,7 +53,8 @@ from refsnn.snn.optim import OPTIMIZERS, cosine_lr, make_optimizer
 from refsnn.snn.threads import set_threads
 from refsnn.snn.trainer import evaluate, evaluate_per_sample, train_epoch
 
-__all__ = ["TrainConfig", "CONFIG", "train", "main", "load_run", "per_sample_hits", "demo_train"]
+__all__ = ["TrainConfig", "CONFIG", "train", "main", "load_run", "per_sample_hits", "demo_train", "check_checkpoint",
+           "check_out_dir"]
 
 _DATA_HELP = ("dataset: mnist5k | mnist5k-events | cifar10:DIR | cifar100:DIR | events:DIR, each optionally "
               "with [fold=K/N] (cross-validation fold K of N as the test split)")
@@ -119,6 +121,17 @@ class TrainConfig:
                 check_int(k, getattr(self, k), lo=1)
         if self.resume and self.overwrite:
             raise ValueError("overwrite: --resume and --overwrite exclude each other")
+        self.out = check_out_dir(self.out)
+
+
+def check_out_dir(out) -> str:
+    """``--out`` as a non-empty path string (an empty one would write the run into the current
+    directory; ``--out .`` says so explicitly)."""
+    if isinstance(out, os.PathLike):
+        out = os.fspath(out)
+    if not isinstance(out, str) or not out.strip():
+        raise ValueError(f"out: expected a directory path, got {out!r}")
+    return out
 
 
 CONFIG = TrainConfig
@@ -181,7 +194,9 @@ def train(cfg: TrainConfig | None = None, **overrides) -> dict:
                 columns=COLUMNS) as run:
         history, start, wall_before = [], 0, 0.0
         if run.resuming:
-            meta = restore_checkpoint(run.load_checkpoint(), net, opt, source=str(run.checkpoint_path))
+            arrays = run.load_checkpoint()
+            check_checkpoint(arrays, str(run.checkpoint_path))
+            meta = restore_checkpoint(arrays, net, opt, source=str(run.checkpoint_path))
             history, start, wall_before = list(meta["history"]), int(meta["epoch"]), float(meta["wall_seconds"])
             say(f"resumed from {run.checkpoint_path} after epoch {start}")
         say(f"refsnn train: {ds!r}, arch {arch}, {net.n_params()} parameters, T={cfg.timesteps}, "
@@ -221,12 +236,51 @@ def train(cfg: TrainConfig | None = None, **overrides) -> dict:
     return summary
 
 
+def check_checkpoint(arrays, source: str) -> dict:
+    """Check the checkpoint arrays of a run before anything is restored or written; returns its meta.
+
+    Every ``param/``, ``buffer/`` and ``optim/`` array holds finite real numbers (a second moment
+    ``optim/v/*`` and a ``running_var`` none below 0), ``optim/steps`` is a whole number >= 0, the
+    meta's ``epoch`` an integer >= 1, its ``history`` one row per epoch (numbered ``1..epoch``, the
+    :data:`COLUMNS`, finite numbers) and ``wall_seconds`` a finite number >= 0. Otherwise a
+    ``ValueError`` ``SOURCE: corrupt checkpoint (KEY: ...)``; shapes are checked against the network
+    by :func:`refsnn.snn.checkpoint.restore_checkpoint`."""
+    meta = checkpoint_meta(arrays, source=source)
+    try:
+        for k in arrays:
+            if k.startswith(("param/", "buffer/", "optim/m/", "optim/v/", "optim/buf/")):
+                nonneg = k.startswith("optim/v/") or k.endswith("running_var")
+                restored_array(arrays, k, lo=0.0 if nonneg else None)
+        if any(k.startswith("optim/") for k in arrays):
+            restored_int(arrays, "optim/steps", lo=0)
+        epoch = meta.get("epoch")
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+            raise ValueError(f"meta_json epoch: expected an integer >= 1, got {epoch!r}")
+        history = meta.get("history")
+        if not isinstance(history, list) or len(history) != epoch:
+            raise ValueError(f"meta_json history: expected {epoch} rows (one per epoch)")
+        for i, row in enumerate(history):
+            if not isinstance(row, dict) or set(row) != set(COLUMNS) or row["epoch"] != i + 1 or not all(
+                    _finite_number(row[c]) for c in COLUMNS):
+                raise ValueError(f"meta_json history[{i}]: expected epoch {i + 1} and finite {', '.join(COLUMNS)}")
+        if not _finite_number(meta.get("wall_seconds")) or meta["wall_seconds"] < 0:
+            raise ValueError(f"meta_json wall_seconds: expected a finite number >= 0, got {meta.get('wall_seconds')!r}")
+    except ValueError as e:
+        raise ValueError(f"{source}: corrupt checkpoint ({e})") from None
+    return meta
+
+
+def _finite_number(v) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+
 def _check_resume_epochs(cfg: TrainConfig) -> None:
     """Refuse ``--resume --epochs E`` below the epochs the checkpoint has already run, before the run
-    directory's ``config.json`` is rewritten (the run would otherwise claim fewer epochs than it has)."""
+    directory's ``config.json`` is rewritten (the run would otherwise claim fewer epochs than it has);
+    a corrupt checkpoint is refused here too (:func:`check_checkpoint`), before any file is written."""
     ckpt = Path(cfg.out) / "checkpoint.npz"
     if cfg.resume and ckpt.is_file():
-        done = int(checkpoint_meta(load_npz(ckpt), source=str(ckpt)).get("epoch", 0))
+        done = check_checkpoint(load_npz(ckpt), str(ckpt))["epoch"]
         if done > cfg.epochs:
             raise ValueError(f"epochs: {cfg.out} has already run {done} epochs; --epochs {cfg.epochs} would "
                              f"describe a shorter run than its checkpoint (pass --epochs >= {done}, or --overwrite)")
@@ -261,7 +315,10 @@ def _summary(cfg: TrainConfig, arch: str, net, ds, history: list[dict], say) -> 
 
 
 def main(cfg: TrainConfig) -> int:
-    train(cfg)
+    """``refsnn train``: :func:`train`; SIGINT / SIGTERM stop it with one line and status 130 / 143, the
+    checkpoint of the last completed epoch kept (:func:`refsnn.runs.stop_on_signals`)."""
+    with stop_on_signals("refsnn train", f"{cfg.out} holds the last completed epoch: continue with --resume"):
+        train(cfg)
     return 0
 
 

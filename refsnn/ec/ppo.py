@@ -49,6 +49,7 @@ import numpy as np
 
 from refsnn._checks import check_choice, check_float, check_int
 from refsnn.ec import nes
+from refsnn.ec.restore import restored_array, restored_int
 from refsnn.ec.rollout import RunningNorm
 from refsnn.kernels import surrogate
 from refsnn.kernels.cuba import CubaConfig
@@ -352,26 +353,29 @@ def init_state(cfg: CubaConfig, obs_dim: int, act_dim: int, seed: int) -> PPOSta
 
 
 def state_from_arrays(cfg: CubaConfig, obs_dim: int, act_dim: int, d) -> PPOState:
-    """A :class:`PPOState` from :meth:`PPOState.state_arrays` keys (a loaded checkpoint);
-    ``ValueError`` naming the key of a missing or misshapen array."""
+    """A :class:`PPOState` from :meth:`PPOState.state_arrays` keys (a loaded checkpoint), every array
+    checked before it is used (:mod:`refsnn.ec.restore`): ``ValueError`` naming the key of a missing,
+    misshapen or invalid array -- not real numbers, NaN or infinite (also once cast to the parameters'
+    float32), ``log_std`` outside ``[-80, 80]`` (``exp`` would leave float32), a negative Adam second
+    moment or normaliser ``m2``, a count or ``opt.t`` / ``generation`` that is not a whole number >= 0."""
     template = init_state(cfg, obs_dim, act_dim, 0)
     params = {}
     for k in PARAM_KEYS:
-        a = d.get(f"param.{k}")
         want = template.params[k]
-        if a is None or a.shape != want.shape:
-            raise ValueError(f"param.{k}: missing or of the wrong shape (expected {want.shape})")
-        params[k] = np.asarray(a).astype(want.dtype)
+        bound = 80.0 if k == "log_std" else None
+        a = restored_array(d, f"param.{k}", shape=want.shape, lo=None if bound is None else -bound, hi=bound)
+        with np.errstate(over="ignore"):
+            params[k] = a.astype(want.dtype)
+        if not np.isfinite(params[k]).all():
+            raise ValueError(f"param.{k}: beyond the range of {want.dtype}")
     m, v, t = nes.adam_load_state_arrays(d, {k: params[k].shape for k in PARAM_KEYS})
     obs_norm, reward_norm = RunningNorm(obs_dim), RunningNorm(1)
     obs_norm.load_state_arrays(d)
-    for k in ("rnorm.count", "rnorm.mean", "rnorm.m2"):
-        if k not in d:
-            raise ValueError(f"{k}: missing")
-    reward_norm.load_state_arrays({k[1:]: d[k] for k in ("rnorm.count", "rnorm.mean", "rnorm.m2")})
-    if d.get("generation") is None:
-        raise ValueError("generation: missing")
-    return PPOState(params, m, v, t, int(d["generation"]), obs_norm, reward_norm)
+    try:
+        reward_norm.load_state_arrays({k[1:]: d[k] for k in ("rnorm.count", "rnorm.mean", "rnorm.m2") if k in d})
+    except ValueError as e:   # name the checkpoint's key, rnorm.*
+        raise ValueError(f"r{e}") from None
+    return PPOState(params, m, v, t, restored_int(d, "generation", lo=0), obs_norm, reward_norm)
 
 
 def iterate(cfg: CubaConfig, obs_dim: int, state: PPOState, envs, s: PPOSettings, seed: int) -> tuple[PPOState, dict]:

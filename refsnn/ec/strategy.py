@@ -174,13 +174,17 @@ class _Strategy:
         EC: the members' connectivity is regenerated for the estimate in ``n_chunks`` chunks through
         ``map_fn`` (e.g. the rollout executor's ``map``; default in-process); the estimate is exact
         integer arithmetic, so the result is bit-identical for any ``map_fn`` and ``n_chunks``
-        (:func:`refsnn.ec.policy.ec_gradient`). ES ignores both."""
+        (:func:`refsnn.ec.policy.ec_gradient`). ES ignores both. ``n_chunks`` must be an integer >= 1,
+        ``map_fn`` a callable that returns one result per chunk (``ValueError`` otherwise: a ``map_fn``
+        returning nothing would leave the parameters unchanged), ``lengths`` whole numbers in
+        ``[0, 2**53 / (P + E)]`` (their sum stays exact)."""
         self._check_state(state)
+        n_chunks = check_int("n_chunks", n_chunks, lo=1)
+        if map_fn is not None:
+            map_fn = _counted_map(map_fn)
         P, E = self.population, self.eval_members
         r = self._per_member("returns", returns)
-        t = self._per_member("lengths", lengths)
-        if (t < 0).any():
-            raise ValueError("lengths: episode lengths must be >= 0")
+        t = self._per_member("lengths", lengths, whole=True)
         if episodes is not None:   # means over each member's completed episodes
             n_ep = self._per_member("episodes", episodes)
             if (n_ep < 1).any() or (n_ep != np.rint(n_ep)).any():
@@ -220,7 +224,9 @@ class _Strategy:
         return StrategyState(params, m, v, t, generation)
 
     # -- helpers -----------------------------------------------------------------------------------
-    def _per_member(self, name: str, x) -> np.ndarray:
+    def _per_member(self, name: str, x, *, whole: bool = False) -> np.ndarray:
+        """``x`` as one real number per member (``whole``: episode lengths, whole numbers in
+        ``[0, 2**53 // (P + E)]``, as int64, so that their sum neither wraps nor rounds)."""
         a = np.asarray(x)
         n = self.population + self.eval_members
         if a.shape != (n,):
@@ -230,6 +236,13 @@ class _Strategy:
             raise TypeError(f"{name}: expected real numbers, got dtype {a.dtype}")
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             raise ValueError(f"{name}: contains NaN or infinity")
+        if whole:
+            hi = 2 ** 53 // n
+            if (a < 0).any() or (a > hi).any():
+                raise ValueError(f"{name}: episode lengths must be >= 0 and at most {hi}")
+            if a.dtype.kind == "f" and (a != np.rint(a)).any():
+                raise ValueError(f"{name}: expected whole numbers of steps, got {a[a != np.rint(a)][0]!r}")
+            a = a.astype(np.int64)
         return a
 
     def _check_state(self, state: StrategyState) -> None:
@@ -344,6 +357,24 @@ def make_strategy(method: str, obs_dim: int, act_dim: int, **hparams) -> ECStrat
     if method in RNN_GATES:
         return RNNStrategy(method, obs_dim, act_dim, **kw)
     return (ECStrategy if method == "ec" else ESStrategy)(obs_dim, act_dim, **kw)
+
+
+def _counted_map(map_fn):
+    """``map_fn`` checked to be callable and to return one result per item (``ValueError`` naming
+    ``map_fn`` otherwise: results left out would silently drop members from the estimate)."""
+    if not callable(map_fn):
+        raise TypeError(f"map_fn: expected a callable like map(fn, items), got {type(map_fn).__name__}")
+
+    def checked(fn, items):
+        items = list(items)
+        out = map_fn(fn, items)
+        if out is None:
+            raise ValueError("map_fn: returned None, expected one result per chunk")
+        out = list(out)
+        if len(out) != len(items):
+            raise ValueError(f"map_fn: returned {len(out)} results for {len(items)} chunks")
+        return out
+    return checked
 
 
 def _rms(params: Mapping[str, np.ndarray]) -> float:
