@@ -191,3 +191,70 @@ def test_source_files_and_readme_stay_short():
     if readme > MAX_README_LINES:
         too_long.append(f"README.md: {readme} lines (at most {MAX_README_LINES})")
     assert not too_long, f"over {MAX_SOURCE_LINES} lines (README: {MAX_README_LINES}): {too_long}"
+
+
+#: kernel modules with no plain-NumPy oracle of their own, and why
+KERNEL_MODULES_WITHOUT_ORACLE = {
+    "__init__": "package marker, empty",
+    "_args": "argument checks the kernels share; computes nothing",
+    "cuba_pack": "exact bit packing in plain NumPy, no Numba; unpacking is its inverse (tested)",
+    "warmup": "calls every module's _warmup; computes nothing",
+}
+#: kernel modules whose oracles are not named ``*_ref``
+KERNEL_ORACLES = {"surrogate": ("heaviside", "grad", "primitive")}  # NumPy forms of _grad_nb, _prim_nb
+NUMBA_DECORATORS = {"njit", "jit", "intrinsic", "vectorize", "guvectorize"}
+
+
+def _kernel_order_problems(name: str, source: str) -> list[str]:
+    """Where module ``name`` breaks "docstring -> oracles -> Numba" (empty list: it does not)."""
+    import ast
+
+    tree = ast.parse(source)
+    defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    first = {}
+    for n in defs:
+        first.setdefault(n.name, n.lineno)
+
+    def is_numba(n):
+        for d in getattr(n, "decorator_list", []):
+            f = d.func if isinstance(d, ast.Call) else d
+            if (f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")) in NUMBA_DECORATORS:
+                return True
+        return False
+
+    oracles = [n for n in defs if n.name.endswith("_ref") or n.name in KERNEL_ORACLES.get(name, ())]
+    numba_defs = [n for n in defs if is_numba(n)]
+    if name in KERNEL_MODULES_WITHOUT_ORACLE:
+        return [f"{name}: listed without an oracle but defines {oracles[0].name}"] if oracles else []
+    if not oracles:
+        return [f"{name}: no plain-NumPy oracle (*_ref); add one or list the module with the reason"]
+    if not ast.get_docstring(tree):
+        return [f"{name}: no module docstring (the equations)"]
+    bad = []
+    if numba_defs and oracles[0].lineno > numba_defs[0].lineno:
+        bad.append(f"{name}: first oracle {oracles[0].name} (line {oracles[0].lineno}) after the first "
+                   f"Numba function {numba_defs[0].name} (line {numba_defs[0].lineno})")
+    bad += [f"{name}: {o.name} (line {o.lineno}) after {o.name[:-4]} (line {first[o.name[:-4]]})"
+            for o in oracles if o.name.endswith("_ref") and first.get(o.name[:-4], 1 << 30) < o.lineno]
+    return bad
+
+
+def test_kernel_modules_read_equations_then_oracle_then_numba():
+    """Every module of refsnn/kernels/ is read as a specification: docstring (equations), then the
+    plain-NumPy oracles, then the Numba kernels and the functions that call them (docs/DEVELOPING.md,
+    "Module order"): its first oracle precedes its first Numba definition, and each ``<op>_ref``
+    precedes ``<op>``. Modules without an oracle are listed above with the reason."""
+    import refsnn.kernels
+
+    kdir = Path(refsnn.kernels.__file__).parent
+    names = {f.stem for f in kdir.glob("*.py")}
+    stale = set(KERNEL_MODULES_WITHOUT_ORACLE) - names
+    assert not stale, f"listed kernel modules that no longer exist: {sorted(stale)}"
+    bad = []
+    for name in sorted(names):
+        bad += _kernel_order_problems(name, (kdir / f"{name}.py").read_text(encoding="utf-8"))
+    assert not bad, bad
+    # the check itself finds a module in the wrong order
+    wrong = ('"""y = 2 x."""\nimport numba\n\n\n@numba.njit(cache=True)\ndef _double_nb(x):\n    return 2 * x\n\n\n'
+             'def double(x):\n    return _double_nb(x)\n\n\ndef double_ref(x):\n    return 2 * x\n')
+    assert len(_kernel_order_problems("example", wrong)) == 2

@@ -1,4 +1,4 @@
-"""Checks of the arrays the kernels hand to Numba (SPEC §1 "Bad input"; issue 21 item 2).
+"""Checks of the arrays the kernels hand to Numba (SPEC §1 "Bad input").
 
 A Numba kernel does no bounds checking: an output wider than the loop bounds it was sized from
 reads past the end of an input (a segfault), a narrower one or one of another dtype silently

@@ -20,8 +20,11 @@ Backward with ``dy`` (``g = dy * gamma_c``):
 
 Shapes: ``x, y, dy, dx (N, C, H, W)``; ``gamma, beta, running_mean, running_var, dgamma, dbeta (C,)``.
 All arrays share one dtype (float32 or float64); per-channel sums are accumulated in float64 in a
-fixed order (one channel at a time; the kernels run channels, or images, on Numba's threads, never
-splitting a sum), so results are deterministic and independent of the thread count.
+fixed order, one channel at a time, so results are deterministic.
+
+Below, in this order: the oracles :func:`batchnorm2d_forward_ref` / :func:`batchnorm2d_backward_ref`
+(plain NumPy), then the Numba kernels and :func:`batchnorm2d_forward` / :func:`batchnorm2d_backward`.
+Performance notes (threads, determinism): ``docs/performance.md``, "BatchNorm, pooling, rectifier".
 """
 from __future__ import annotations
 
@@ -37,6 +40,83 @@ __all__ = ["BatchNormContext", "batchnorm2d_forward", "batchnorm2d_backward",
            "batchnorm2d_forward_ref", "batchnorm2d_backward_ref"]
 
 
+def _check_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps,
+                   check_finite=True, in_place_ok=True):
+    check_finite = check_bool("check_finite", check_finite)
+    x = check_array("x", x, ndim=4, dtypes=FLOAT_DTYPES, finite=check_finite)
+    C = x.shape[1]
+    arrs = {"gamma": gamma, "beta": beta, "running_mean": running_mean, "running_var": running_var}
+    for name, a in arrs.items():
+        check_array(name, a, ndim=1, dtypes=FLOAT_DTYPES, shape=(C,))
+        check_same_dtype("x", x, name, a)
+    training = check_bool("training", training)
+    if training and in_place_ok:
+        # updated in place: writeable, and neither may alias the other or an input read afterwards
+        for name in ("running_mean", "running_var"):
+            check_out(name, arrs[name], (C,), x.dtype)
+        check_disjoint({"running_mean": running_mean, "running_var": running_var},
+                       {"x": x, "gamma": gamma, "beta": beta})
+    momentum = check_float("momentum", momentum, lo=0.0, hi=1.0)
+    eps = check_float("eps", eps, lo=0.0, lo_open=True)
+    if np.any(running_var < 0):
+        raise ValueError("running_var: expected non-negative variances")
+    M = x.shape[0] * x.shape[2] * x.shape[3]
+    if training and M < 2:
+        raise ValueError(f"x: training needs more than 1 value per channel (N*H*W = {M})")
+    if M == 0:
+        raise ValueError(f"x: expected a non-empty input, got shape {x.shape}")
+    return x, bool(training), momentum, eps, M
+
+
+# ---- oracles (plain NumPy) ----
+def batchnorm2d_forward_ref(x, gamma, beta, running_mean, running_var, *, training, momentum=0.1,
+                            eps=1e-5):
+    """Oracle with ``np.mean``/``np.var``; returns ``(y, new_running_mean, new_running_var)``
+    and does NOT modify its arguments."""
+    x, training, momentum, eps, M = _check_forward(x, gamma, beta, running_mean, running_var,
+                                                   training, momentum, eps, in_place_ok=False)
+    x64 = x.astype(np.float64)
+    if training:
+        mean = x64.mean(axis=(0, 2, 3))
+        var = x64.var(axis=(0, 2, 3))
+        rm = ((1 - momentum) * running_mean + momentum * mean).astype(x.dtype)
+        rv = ((1 - momentum) * running_var + momentum * var * M / (M - 1)).astype(x.dtype)
+    else:
+        mean = running_mean.astype(np.float64)
+        var = running_var.astype(np.float64)
+        rm, rv = running_mean.copy(), running_var.copy()
+    sh = (1, -1, 1, 1)
+    y = (x64 - mean.reshape(sh)) / np.sqrt(var.reshape(sh) + eps) * gamma.reshape(sh) + beta.reshape(sh)
+    return y.astype(x.dtype), rm, rv
+
+
+def batchnorm2d_backward_ref(dy, x, gamma, running_mean, running_var, *, training, eps=1e-5):
+    """Oracle: the textbook BN backward in float64 NumPy (statistics recomputed from ``x`` in
+    training mode, running statistics in eval mode). Returns ``(dx, dgamma, dbeta)``."""
+    x, training, _, eps, _ = _check_forward(x, gamma, gamma, running_mean, running_var, training, 0.1,
+                                            eps, in_place_ok=False)
+    dy = check_array("dy", dy, ndim=4, dtypes=FLOAT_DTYPES, shape=x.shape)
+    check_same_dtype("x", x, "dy", dy)
+    x64, dy64, g = x.astype(np.float64), dy.astype(np.float64), gamma.astype(np.float64)
+    sh = (1, -1, 1, 1)
+    if training:
+        mean, var = x64.mean(axis=(0, 2, 3)), x64.var(axis=(0, 2, 3))
+    else:
+        mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
+    inv = 1.0 / np.sqrt(var + eps)
+    xhat = (x64 - mean.reshape(sh)) * inv.reshape(sh)
+    dgamma = (dy64 * xhat).sum(axis=(0, 2, 3))
+    dbeta = dy64.sum(axis=(0, 2, 3))
+    gx = dy64 * g.reshape(sh)
+    if training:
+        dx = inv.reshape(sh) * (gx - gx.mean(axis=(0, 2, 3), keepdims=True)
+                                - xhat * (gx * xhat).mean(axis=(0, 2, 3), keepdims=True))
+    else:
+        dx = gx * inv.reshape(sh)
+    return dx.astype(x.dtype), dgamma.astype(x.dtype), dbeta.astype(x.dtype)
+
+
+# ---- fast path: Numba kernels and the public functions ----
 @dataclass
 class BatchNormContext:
     """What :func:`batchnorm2d_backward` needs (treat as opaque).
@@ -119,34 +199,6 @@ def _bn_backward(dy, xhat, invstd, gamma, training, dx, dgamma, dbeta):
                 for h in range(H):
                     for w in range(W):
                         dx[n, c, h, w] = gm * r * np.float64(dy[n, c, h, w])
-
-
-def _check_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps,
-                   check_finite=True, in_place_ok=True):
-    check_finite = check_bool("check_finite", check_finite)
-    x = check_array("x", x, ndim=4, dtypes=FLOAT_DTYPES, finite=check_finite)
-    C = x.shape[1]
-    arrs = {"gamma": gamma, "beta": beta, "running_mean": running_mean, "running_var": running_var}
-    for name, a in arrs.items():
-        check_array(name, a, ndim=1, dtypes=FLOAT_DTYPES, shape=(C,))
-        check_same_dtype("x", x, name, a)
-    training = check_bool("training", training)
-    if training and in_place_ok:
-        # updated in place: writeable, and neither may alias the other or an input read afterwards
-        for name in ("running_mean", "running_var"):
-            check_out(name, arrs[name], (C,), x.dtype)
-        check_disjoint({"running_mean": running_mean, "running_var": running_var},
-                       {"x": x, "gamma": gamma, "beta": beta})
-    momentum = check_float("momentum", momentum, lo=0.0, hi=1.0)
-    eps = check_float("eps", eps, lo=0.0, lo_open=True)
-    if np.any(running_var < 0):
-        raise ValueError("running_var: expected non-negative variances")
-    M = x.shape[0] * x.shape[2] * x.shape[3]
-    if training and M < 2:
-        raise ValueError(f"x: training needs more than 1 value per channel (N*H*W = {M})")
-    if M == 0:
-        raise ValueError(f"x: expected a non-empty input, got shape {x.shape}")
-    return x, bool(training), momentum, eps, M
 
 
 def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, *, training, momentum=0.1,
@@ -238,54 +290,6 @@ def _check_context(ctx) -> None:
           and isinstance(ctx.training, (bool, np.bool_)))
     if not ok:
         raise ValueError("ctx: not a context made by batchnorm2d_forward (its arrays disagree)")
-
-
-# ---- oracles (plain NumPy) ----
-def batchnorm2d_forward_ref(x, gamma, beta, running_mean, running_var, *, training, momentum=0.1,
-                            eps=1e-5):
-    """Oracle with ``np.mean``/``np.var``; returns ``(y, new_running_mean, new_running_var)``
-    and does NOT modify its arguments."""
-    x, training, momentum, eps, M = _check_forward(x, gamma, beta, running_mean, running_var,
-                                                   training, momentum, eps, in_place_ok=False)
-    x64 = x.astype(np.float64)
-    if training:
-        mean = x64.mean(axis=(0, 2, 3))
-        var = x64.var(axis=(0, 2, 3))
-        rm = ((1 - momentum) * running_mean + momentum * mean).astype(x.dtype)
-        rv = ((1 - momentum) * running_var + momentum * var * M / (M - 1)).astype(x.dtype)
-    else:
-        mean = running_mean.astype(np.float64)
-        var = running_var.astype(np.float64)
-        rm, rv = running_mean.copy(), running_var.copy()
-    sh = (1, -1, 1, 1)
-    y = (x64 - mean.reshape(sh)) / np.sqrt(var.reshape(sh) + eps) * gamma.reshape(sh) + beta.reshape(sh)
-    return y.astype(x.dtype), rm, rv
-
-
-def batchnorm2d_backward_ref(dy, x, gamma, running_mean, running_var, *, training, eps=1e-5):
-    """Oracle: the textbook BN backward in float64 NumPy (statistics recomputed from ``x`` in
-    training mode, running statistics in eval mode). Returns ``(dx, dgamma, dbeta)``."""
-    x, training, _, eps, _ = _check_forward(x, gamma, gamma, running_mean, running_var, training, 0.1,
-                                            eps, in_place_ok=False)
-    dy = check_array("dy", dy, ndim=4, dtypes=FLOAT_DTYPES, shape=x.shape)
-    check_same_dtype("x", x, "dy", dy)
-    x64, dy64, g = x.astype(np.float64), dy.astype(np.float64), gamma.astype(np.float64)
-    sh = (1, -1, 1, 1)
-    if training:
-        mean, var = x64.mean(axis=(0, 2, 3)), x64.var(axis=(0, 2, 3))
-    else:
-        mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
-    inv = 1.0 / np.sqrt(var + eps)
-    xhat = (x64 - mean.reshape(sh)) * inv.reshape(sh)
-    dgamma = (dy64 * xhat).sum(axis=(0, 2, 3))
-    dbeta = dy64.sum(axis=(0, 2, 3))
-    gx = dy64 * g.reshape(sh)
-    if training:
-        dx = inv.reshape(sh) * (gx - gx.mean(axis=(0, 2, 3), keepdims=True)
-                                - xhat * (gx * xhat).mean(axis=(0, 2, 3), keepdims=True))
-    else:
-        dx = gx * inv.reshape(sh)
-    return dx.astype(x.dtype), dgamma.astype(x.dtype), dbeta.astype(x.dtype)
 
 
 def _warmup() -> None:

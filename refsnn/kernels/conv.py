@@ -22,72 +22,21 @@ matrix with the same ordering of ``K``, and
 * backward ``dX = col2im(W_col.T @ dY)``  (``col2im`` scatter-adds each column entry back to the
   input pixel it was copied from; padding entries are dropped)
 
-Memory layout (an implementation choice; the mathematics above is unchanged):
+refsnn orders ``K`` as ``(i, j, c)`` (kernel row, kernel column, input channel), i.e.
+``W_col = w.transpose(0, 2, 3, 1).reshape(O, K)``, and stores ``colT = col.T`` (one row per output
+position, ``(P, K)``); the products are evaluated transposed (``Y.T = colT @ W_col.T``,
+``dW = dY @ colT``, ``dcol.T = dY.T @ W_col``) with ``np.dot``. The bias gradient is summed in
+float64. Event-driven path for sparse inputs (``algorithm="events"``, or ``"auto"`` when at most
+``EVENTS_MAX_DENSITY`` of ``x`` is nonzero): the same products over the nonzeros of ``colT`` only;
+equations, kernels and oracle in :mod:`refsnn.kernels.conv_sparse` (``EVENTS_MAX_DENSITY`` is
+re-exported here).
 
-* ``K`` is ordered ``(i, j, c)`` — kernel row, kernel column, input channel — so
-  ``W_col = w.transpose(0, 2, 3, 1).reshape(O, K)`` (a small copy of the weight), and the input is
-  first copied into a zero-padded channels-last buffer ``xp`` of shape ``(N, H+2ph, W+2pw, C)``.
-  Then every ``(i, j)`` block of a receptive field is one contiguous run of ``C`` values of ``xp``:
-  ``im2col`` and ``col2im`` are branch-free contiguous vector copies/adds instead of a gather with
-  bounds checks per element.
-* refsnn stores ``colT = col.T`` of shape ``(P, K)`` (one row per output position) and evaluates
-  the products transposed, ``Y.T = colT @ W_col.T`` (which is the output in NHWC order),
-  ``dW = dY @ colT`` and ``dcol.T = dY.T @ W_col``: with OpenBLAS these ``(P, K) x (K, O)`` GEMMs
-  ran faster than the ``(O, K) x (K, P)`` ones.
-
-The GEMMs go through ``np.dot`` (BLAS, multithreaded); ``im2col``, ``col2im``, the NCHW <-> NHWC
-layout changes and the sparse path's kernels run on Numba's threads (``prange``), each thread
-owning whole images (or, in the sparse ``dW``, whole rows of ``dW``), so no sum is ever split
-between threads: ``col2im`` accumulates each element of ``dx`` in a fixed order (output position
-``(p, q)`` outer, kernel offset ``(i, j)`` inner); the bias gradient sums each image's channel in
-float64, then the images in order. The refsnn loops are therefore bit-identical for any Numba
-thread count; the GEMMs may round differently with another BLAS thread count (OpenBLAS splits the
-sums by thread), so results are deterministic for a given BLAS build and BLAS thread count. With
-more than one thread, :func:`refsnn.snn.threads.set_threads` keeps the idle threads of both pools
-from spinning on the cores the other one needs. At one thread ``col2im`` and the unpadding run
-as plain serial functions: compiled as a ``prange`` body they ran up to 2x slower.
-
-``dX`` is computed in chunks of images (``dY.T[chunk] @ W_col`` then ``col2im`` of that chunk)
-so the ``(chunk, K)`` intermediate stays in cache. Mathematically each element of ``W_col.T @ dY``
-is one dot product over ``O`` whichever chunk it is in, and with the OpenBLAS build used here the
-chunked products equal the unchunked one bit for bit for the network's shapes;
-BLAS does not promise that in general (splitting the *forward* GEMM into row blocks did change
-some results for ``K >= 200``), so what refsnn relies on is only that the chunk size is a function of
-the shapes, which keeps results deterministic.
-
-Work arrays and their ownership
--------------------------------
-A pass needs large work arrays: the padded input ``xp``, the im2col matrix ``colT``, the GEMM
-output ``Y.T``, and in the backward pass ``dY.T``, the padded ``dX`` and one chunk of ``dcol.T``.
-Fresh multi-megabyte arrays cost a page fault per page on first touch (as much as the im2col
-itself for the larger shapes), so a caller that runs the same shapes again and again passes a
-:class:`Conv2dWorkspace` through ``workspace=``. A workspace belongs to one owner (e.g. one
-:class:`refsnn.snn.layers.Conv2d` layer, which creates its own) and is never shared: the kernels
-reuse its arrays only for calls that pass that same workspace, so an array cannot be handed to
-another layer while it is still in use, and no reference counting is involved. It keeps one set
-of arrays per *geometry* (``x`` shape, ``w`` shape, stride, padding, dtype), so a layer that
-alternates training batches and evaluation batches keeps both sets and faults neither in again.
-
-The im2col matrix outlives the forward call (the :class:`Conv2dContext` holds it for the
-backward pass), so it is the one array where reuse has a visible effect: a context stays valid
-until the next ``conv2d_forward`` with the same workspace *and* the same geometry, which rewrites
-that matrix. ``conv2d_backward`` detects a context used after that (each forward stamps the
-workspace's set of arrays with a new generation number, and the context remembers its own) and
-raises ``RuntimeError`` instead of returning gradients of the wrong input. The returned arrays
-(``y``, ``dx``, ``dw``, ``db``) are always freshly allocated and belong to the caller. Without a
-workspace (``workspace=None``, the default) every array is freshly allocated: correct, just slower
-for repeated large shapes.
-
-Event-driven path for sparse inputs: a sparse im2col
-----------------------------------------------------
-A conv that follows a LIF layer reads spikes, mostly zeros. ``algorithm="events"`` keeps only the
-nonzeros of ``colT`` (a CSR matrix) and computes ``Y.T = colT @ W_col.T`` and ``dW.T = colT.T @ dY.T``
-over them; ``dX`` still goes through the GEMM and ``col2im``. ``algorithm="auto"`` (the default)
-takes it when at most ``EVENTS_MAX_DENSITY`` of ``x`` is nonzero. Its equations, kernels and oracle
-are in :mod:`refsnn.kernels.conv_sparse` (re-exported here: ``EVENTS_MAX_DENSITY``).
-
-Oracles: :func:`conv2d_forward_ref` / :func:`conv2d_backward_ref` are direct loops over the kernel
-offsets in plain NumPy; the tests also compare with ``scipy.signal.correlate``.
+Below, in this order: the oracles :func:`conv2d_forward_ref` / :func:`conv2d_backward_ref` (direct
+loops over the kernel offsets in plain NumPy; the tests also compare with
+``scipy.signal.correlate``), then the work arrays (:class:`Conv2dWorkspace`), the Numba kernels and
+:func:`conv2d_forward` / :func:`conv2d_backward`. Performance notes (memory layout, BLAS, thread
+determinism, chunking, workspaces and their generation stamps): ``docs/performance.md``,
+"Convolution".
 
 Dtypes: float32 in -> float32 out, float64 in -> float64 out; ``x``, ``w``, ``b`` (and ``dy``)
 must share the dtype (``TypeError`` naming the argument otherwise).
@@ -116,16 +65,110 @@ __all__ = [
     "ALGORITHMS",
 ]
 
-# Target size (bytes) of one chunk of W_col.T @ dY in the backward pass: small enough to stay in
-# the L2/L3 cache before col2im consumes it, large enough for BLAS to run at full speed.
-_DX_CHUNK_BYTES = 8 << 20
-
 #: the values of ``conv2d_forward``'s ``algorithm`` argument
 ALGORITHMS = ("auto", "gemm", "events")
 
 
 # ---------------------------------------------------------------------------------------------
-# work arrays
+# argument handling
+# ---------------------------------------------------------------------------------------------
+def _pair(name: str, v, *, lo: int) -> tuple[int, int]:
+    """``v`` as an ``(h, w)`` pair of ints >= ``lo`` (an int means the same for both)."""
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"{name}: expected an int or an (h, w) pair, got {v!r}")
+        return (check_int(f"{name}[0]", v[0], lo=lo), check_int(f"{name}[1]", v[1], lo=lo))
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int or an (h, w) pair of ints, got {type(v).__name__}")
+    v = check_int(name, v, lo=lo)
+    return (v, v)
+
+
+def _out_size(size: int, k: int, s: int, p: int, axis: str) -> int:
+    if size + 2 * p < k:
+        raise ValueError(
+            f"w: kernel {axis} {k} exceeds the padded input {axis} {size} + 2*{p} = {size + 2 * p}")
+    return (size + 2 * p - k) // s + 1
+
+
+def _check_forward_args(x, w, b, stride, padding, check_finite=True):
+    x = check_array("x", x, ndim=4, dtypes=FLOAT_DTYPES, finite=check_finite)
+    w = check_array("w", w, ndim=4, dtypes=FLOAT_DTYPES, finite=check_finite)
+    check_same_dtype("x", x, "w", w)
+    if w.shape[1] != x.shape[1]:
+        raise ValueError(f"w: expected {x.shape[1]} input channels (w.shape[1], from x.shape[1]), "
+                         f"got shape {w.shape}")
+    if min(w.shape) < 1:
+        raise ValueError(f"w: expected all dimensions >= 1, got shape {w.shape}")
+    if b is not None:
+        b = check_array("b", b, ndim=1, dtypes=FLOAT_DTYPES, shape=(w.shape[0],), finite=check_finite)
+        check_same_dtype("x", x, "b", b)
+    sh, sw = _pair("stride", stride, lo=1)
+    ph, pw = _pair("padding", padding, lo=0)
+    kh, kw = w.shape[2:]
+    if ph >= kh or pw >= kw:
+        raise ValueError(f"padding: expected padding < kernel size per axis (so that every output sees "
+                         f"at least one input pixel), got padding ({ph}, {pw}) for kernel ({kh}, {kw})")
+    return x, w, b, (sh, sw), (ph, pw)
+
+
+# ---------------------------------------------------------------------------------------------
+# oracles
+# ---------------------------------------------------------------------------------------------
+def conv2d_forward_ref(x, w, b=None, *, stride=1, padding=0):
+    """Direct convolution: a plain NumPy loop over the kernel offsets ``(i, j)`` (oracle).
+
+    ``y[n, o, p, q] = b[o] + sum_{i,j} sum_c w[o, c, i, j] xpad[n, c, p*sh + i, q*sw + j]``.
+    Same arguments, validation and dtype rules as :func:`conv2d_forward`; returns ``y`` only.
+    """
+    x, w, b, (sh, sw), (ph, pw) = _check_forward_args(x, w, b, stride, padding)
+    N, C, H, W = x.shape
+    O, _, kh, kw = w.shape  # noqa: E741 (O = output channels, as in the notes)
+    Ho = _out_size(H, kh, sh, ph, "height")
+    Wo = _out_size(W, kw, sw, pw, "width")
+    xp = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
+    xp[:, :, ph:ph + H, pw:pw + W] = x
+    y = np.zeros((N, O, Ho, Wo), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[:, :, i:i + sh * (Ho - 1) + 1:sh, j:j + sw * (Wo - 1) + 1:sw]  # (N,C,Ho,Wo)
+            y += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
+    if b is not None:
+        y += b[None, :, None, None]
+    return y
+
+
+def conv2d_backward_ref(dy, x, w, *, stride=1, padding=0, has_bias=True):
+    """Gradients of the direct convolution by the same loop over kernel offsets (oracle).
+
+    ``dw[o, c, i, j] = sum_{n,p,q} dy[n, o, p, q] xpad[n, c, p*sh + i, q*sw + j]``,
+    ``dxpad[n, c, p*sh + i, q*sw + j] += sum_o dy[n, o, p, q] w[o, c, i, j]``,
+    ``db[o] = sum_{n,p,q} dy[n, o, p, q]``. Returns ``(dx, dw, db)``, ``db`` None if not ``has_bias``.
+    """
+    x, w, _, (sh, sw), (ph, pw) = _check_forward_args(x, w, None, stride, padding)
+    N, C, H, W = x.shape
+    O, _, kh, kw = w.shape  # noqa: E741 (O = output channels, as in the notes)
+    Ho = _out_size(H, kh, sh, ph, "height")
+    Wo = _out_size(W, kw, sw, pw, "width")
+    dy = check_array("dy", dy, ndim=4, dtypes=FLOAT_DTYPES, shape=(N, O, Ho, Wo))
+    check_same_dtype("x", x, "dy", dy)
+    xp = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
+    xp[:, :, ph:ph + H, pw:pw + W] = x
+    dxp = np.zeros_like(xp)
+    dw = np.zeros_like(w)
+    for i in range(kh):
+        for j in range(kw):
+            sl = (slice(None), slice(None),
+                  slice(i, i + sh * (Ho - 1) + 1, sh), slice(j, j + sw * (Wo - 1) + 1, sw))
+            dw[:, :, i, j] = np.einsum("nohw,nchw->oc", dy, xp[sl])
+            dxp[sl] += np.einsum("nohw,oc->nchw", dy, w[:, :, i, j])
+    dx = dxp[:, :, ph:ph + H, pw:pw + W].copy()
+    db = dy.sum(axis=(0, 2, 3)) if has_bias else None
+    return dx, dw, db
+
+
+# ---------------------------------------------------------------------------------------------
+# work arrays of the fast path (docs/performance.md, "Convolution")
 # ---------------------------------------------------------------------------------------------
 class _Arrays:
     """The work arrays of one geometry in a :class:`Conv2dWorkspace` (one array per role)."""
@@ -166,7 +209,11 @@ class Conv2dWorkspace:
     """Work arrays of :func:`conv2d_forward` / :func:`conv2d_backward`, reused by their one owner.
 
     Pass the same workspace to every call of one owner (e.g. one conv layer); never share it
-    between owners or threads. See the module notes "Work arrays and their ownership".
+    between owners or threads. It keeps one set of arrays per geometry; the im2col matrix of a set is
+    rewritten by the next :func:`conv2d_forward` with this workspace and that geometry, so a
+    :class:`Conv2dContext` is valid until then (:func:`conv2d_backward` raises ``RuntimeError`` for a
+    stale one; each forward stamps the set with a new generation number). Returned arrays are always
+    fresh. Why and how: ``docs/performance.md``, "Convolution".
 
     Memory held: one set of arrays per geometry (``x`` shape ``(N, C, H, W)``, ``w`` shape
     ``(O, C, kh, kw)``, stride, padding, dtype) for the ``max_geometries`` geometries used most
@@ -225,49 +272,6 @@ def _check_workspace(workspace):
     return workspace
 
 
-# ---------------------------------------------------------------------------------------------
-# argument handling
-# ---------------------------------------------------------------------------------------------
-def _pair(name: str, v, *, lo: int) -> tuple[int, int]:
-    """``v`` as an ``(h, w)`` pair of ints >= ``lo`` (an int means the same for both)."""
-    if isinstance(v, (tuple, list)):
-        if len(v) != 2:
-            raise ValueError(f"{name}: expected an int or an (h, w) pair, got {v!r}")
-        return (check_int(f"{name}[0]", v[0], lo=lo), check_int(f"{name}[1]", v[1], lo=lo))
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{name}: expected an int or an (h, w) pair of ints, got {type(v).__name__}")
-    v = check_int(name, v, lo=lo)
-    return (v, v)
-
-
-def _out_size(size: int, k: int, s: int, p: int, axis: str) -> int:
-    if size + 2 * p < k:
-        raise ValueError(
-            f"w: kernel {axis} {k} exceeds the padded input {axis} {size} + 2*{p} = {size + 2 * p}")
-    return (size + 2 * p - k) // s + 1
-
-
-def _check_forward_args(x, w, b, stride, padding, check_finite=True):
-    x = check_array("x", x, ndim=4, dtypes=FLOAT_DTYPES, finite=check_finite)
-    w = check_array("w", w, ndim=4, dtypes=FLOAT_DTYPES, finite=check_finite)
-    check_same_dtype("x", x, "w", w)
-    if w.shape[1] != x.shape[1]:
-        raise ValueError(f"w: expected {x.shape[1]} input channels (w.shape[1], from x.shape[1]), "
-                         f"got shape {w.shape}")
-    if min(w.shape) < 1:
-        raise ValueError(f"w: expected all dimensions >= 1, got shape {w.shape}")
-    if b is not None:
-        b = check_array("b", b, ndim=1, dtypes=FLOAT_DTYPES, shape=(w.shape[0],), finite=check_finite)
-        check_same_dtype("x", x, "b", b)
-    sh, sw = _pair("stride", stride, lo=1)
-    ph, pw = _pair("padding", padding, lo=0)
-    kh, kw = w.shape[2:]
-    if ph >= kh or pw >= kw:
-        raise ValueError(f"padding: expected padding < kernel size per axis (so that every output sees "
-                         f"at least one input pixel), got padding ({ph}, {pw}) for kernel ({kh}, {kw})")
-    return x, w, b, (sh, sw), (ph, pw)
-
-
 @dataclass
 class Conv2dContext:
     """What :func:`conv2d_backward` needs from the forward pass (treat as opaque).
@@ -275,7 +279,7 @@ class Conv2dContext:
     Attributes
     ----------
     colT : ndarray, shape ``(N*Ho*Wo, C*kh*kw)``, or None
-        The transpose of the im2col matrix ``col`` of the forward input (see the module notes);
+        The transpose of the im2col matrix ``col`` of the forward input (module docstring);
         None after the event path.
     col_sparse : tuple ``(ptr, col, val)`` or None
         The event path's ``colT`` as a CSR matrix: row pointers ``ptr`` (int64, ``N*Ho*Wo + 1``),
@@ -448,6 +452,10 @@ def _nchw_to_nhwc(dy, dyt, db):
     return dyt
 
 
+# Target size (bytes) of one chunk of W_col.T @ dY in the backward pass (docs/performance.md).
+_DX_CHUNK_BYTES = 8 << 20
+
+
 # ---------------------------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------------------------
@@ -472,12 +480,12 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, check_finite=True, work
         False: their input is checked once at ``Network.forward`` and every LIF kernel detects a
         non-finite input current itself.
     workspace : Conv2dWorkspace or None
-        Work arrays to reuse, owned by the caller (module notes, "Work arrays and their
-        ownership"). The returned context is valid until the next call with this workspace and the
-        same shapes. None (default): fresh arrays.
+        Work arrays to reuse, owned by the caller (:class:`Conv2dWorkspace`). The returned context
+        is valid until the next call with this workspace and the same shapes. None (default): fresh
+        arrays.
     algorithm : {"auto", "gemm", "events"}
         ``"gemm"``: im2col and a GEMM; ``"events"``: a sparse im2col, sums over the nonzeros of ``x``
-        only (module notes, "Event-driven path"); ``"auto"`` (default): ``"events"`` when at most
+        only (:mod:`refsnn.kernels.conv_sparse`); ``"auto"`` (default): ``"events"`` when at most
         :data:`EVENTS_MAX_DENSITY` of ``x`` is nonzero. The backward pass follows the forward's choice.
 
     Returns
@@ -669,61 +677,6 @@ def conv2d_backward(dy, ctx, *, need_dx=True, check_finite=True, workspace=None)
             raise ValueError(f"dy: the input gradient dx overflowed {dy.dtype} (dy or w too large)")
     if check_finite:
         _check_result("dy", "the weight or bias gradient", dw, db)
-    return dx, dw, db
-
-
-# ---------------------------------------------------------------------------------------------
-# oracles
-# ---------------------------------------------------------------------------------------------
-def conv2d_forward_ref(x, w, b=None, *, stride=1, padding=0):
-    """Direct convolution: a plain NumPy loop over the kernel offsets ``(i, j)`` (oracle).
-
-    ``y[n, o, p, q] = b[o] + sum_{i,j} sum_c w[o, c, i, j] xpad[n, c, p*sh + i, q*sw + j]``.
-    Same arguments, validation and dtype rules as :func:`conv2d_forward`; returns ``y`` only.
-    """
-    x, w, b, (sh, sw), (ph, pw) = _check_forward_args(x, w, b, stride, padding)
-    N, C, H, W = x.shape
-    O, _, kh, kw = w.shape  # noqa: E741 (O = output channels, as in the notes)
-    Ho = _out_size(H, kh, sh, ph, "height")
-    Wo = _out_size(W, kw, sw, pw, "width")
-    xp = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
-    xp[:, :, ph:ph + H, pw:pw + W] = x
-    y = np.zeros((N, O, Ho, Wo), dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            patch = xp[:, :, i:i + sh * (Ho - 1) + 1:sh, j:j + sw * (Wo - 1) + 1:sw]  # (N,C,Ho,Wo)
-            y += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
-    if b is not None:
-        y += b[None, :, None, None]
-    return y
-
-
-def conv2d_backward_ref(dy, x, w, *, stride=1, padding=0, has_bias=True):
-    """Gradients of the direct convolution by the same loop over kernel offsets (oracle).
-
-    ``dw[o, c, i, j] = sum_{n,p,q} dy[n, o, p, q] xpad[n, c, p*sh + i, q*sw + j]``,
-    ``dxpad[n, c, p*sh + i, q*sw + j] += sum_o dy[n, o, p, q] w[o, c, i, j]``,
-    ``db[o] = sum_{n,p,q} dy[n, o, p, q]``. Returns ``(dx, dw, db)``, ``db`` None if not ``has_bias``.
-    """
-    x, w, _, (sh, sw), (ph, pw) = _check_forward_args(x, w, None, stride, padding)
-    N, C, H, W = x.shape
-    O, _, kh, kw = w.shape  # noqa: E741 (O = output channels, as in the notes)
-    Ho = _out_size(H, kh, sh, ph, "height")
-    Wo = _out_size(W, kw, sw, pw, "width")
-    dy = check_array("dy", dy, ndim=4, dtypes=FLOAT_DTYPES, shape=(N, O, Ho, Wo))
-    check_same_dtype("x", x, "dy", dy)
-    xp = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
-    xp[:, :, ph:ph + H, pw:pw + W] = x
-    dxp = np.zeros_like(xp)
-    dw = np.zeros_like(w)
-    for i in range(kh):
-        for j in range(kw):
-            sl = (slice(None), slice(None),
-                  slice(i, i + sh * (Ho - 1) + 1, sh), slice(j, j + sw * (Wo - 1) + 1, sw))
-            dw[:, :, i, j] = np.einsum("nohw,nchw->oc", dy, xp[sl])
-            dxp[sl] += np.einsum("nohw,oc->nchw", dy, w[:, :, i, j])
-    dx = dxp[:, :, ph:ph + H, pw:pw + W].copy()
-    db = dy.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dw, db
 
 

@@ -1,7 +1,7 @@
 """Event-driven 2-D convolution: a sparse im2col and the sparse products (SPEC §3).
 
 The event path of :func:`refsnn.kernels.conv.conv2d_forward` / ``conv2d_backward`` (whose module
-notes define ``x``, ``w``, the strides, paddings and the im2col matrix ``colT``); only the kernels and
+docstring defines ``x``, ``w``, the strides, paddings and the im2col matrix ``colT``); only the kernels and
 their oracle live here, the public functions stay in :mod:`refsnn.kernels.conv`.
 
 Equations
@@ -20,25 +20,19 @@ and evaluates the same two products over them:
 * forward  ``Y.T[(n, p, q), :] = sum_{k in row (n, p, q)} colT[(n, p, q), k] * W_col.T[k, :]``
 * backward ``dW.T[k, :] = sum_{(n, p, q) whose row holds k} colT[(n, p, q), k] * dY.T[(n, p, q), :]``
 
-Each term is a contiguous run of ``O`` products, which the compiler vectorises; the work is the
-number of nonzeros of ``colT`` (about ``kh*kw`` times those of ``x``) times ``O`` instead of
-``N*Ho*Wo*K*O``. The CSR matrix is built in three passes, each over images in parallel: the
-nonzeros of ``x`` grouped by pixel (each image in its own stretch of the arrays), then per output
-position the number of entries of its receptive field (to size the arrays), then the entries
-themselves (the same loop, filling). ``dX`` has no such structure (``dY`` is dense) and goes
-through the GEMM and ``col2im`` of :mod:`refsnn.kernels.conv`. Every sum runs in a fixed order
-(output position, then ``k``; the forward product runs blocks of rows on Numba's threads, ``dW``
-blocks of its rows ``k``, each scanning all output positions), so the result is deterministic and
-independent of any thread count; it differs from the GEMM path by rounding only.
-``algorithm="auto"`` (the default, and what the network layers use) takes this path when at most
-:data:`EVENTS_MAX_DENSITY` of ``x`` is nonzero: timing both paths on the STBP shapes at 5-40 %
-density, the GEMM caught up between 15 and 30 % (2026-12-05); the choice depends only on ``x``, so
-it is deterministic too. One difference with non-finite weights and ``check_finite=False``: a zero
-input times an infinite weight is NaN through the GEMM, but is skipped (contributes 0) here.
+``dX`` has no such structure (``dY`` is dense) and goes through the GEMM and ``col2im`` of
+:mod:`refsnn.kernels.conv`. Every sum runs in a fixed order (output position, then ``k``), so the
+result is deterministic; it differs from the GEMM path by rounding only. ``algorithm="auto"`` (the
+default, and what the network layers use) takes this path when at most :data:`EVENTS_MAX_DENSITY`
+of ``x`` is nonzero; the choice depends only on ``x``, so it is deterministic too. One difference
+with non-finite weights and ``check_finite=False``: a zero input times an infinite weight is NaN
+through the GEMM, but is skipped (contributes 0) here.
 
 Oracle: :func:`sparse_im2col_ref` builds the same CSR matrix from a dense im2col in plain NumPy
 (equal entry for entry); the products' oracle is the dense product with that matrix, and end to end
-:func:`refsnn.kernels.conv.conv2d_forward_ref` / ``conv2d_backward_ref``.
+:func:`refsnn.kernels.conv.conv2d_forward_ref` / ``conv2d_backward_ref``. Below, in this order: the
+oracle, then the Numba kernels. Performance notes (work, threads, the density threshold's timing):
+``docs/performance.md``, "Convolution".
 """
 from __future__ import annotations
 
@@ -63,7 +57,7 @@ def _int_pair(name: str, v, *, lo: int) -> tuple[int, int]:
 
 
 def sparse_im2col_ref(x, kh, kw, *, stride=(1, 1), padding=(0, 0)):
-    """The event path's CSR ``colT`` of ``x`` (module notes), from a dense im2col in plain NumPy.
+    """The event path's CSR ``colT`` of ``x`` (module docstring), from a dense im2col in plain NumPy.
 
     Parameters
     ----------

@@ -41,10 +41,9 @@ Two implementations of the same step:
   ``part_start + 64 w + b``; packing and unpacking: :mod:`refsnn.kernels.cuba_pack`). Spikes are kept
   as words of the same layout, so
   ``(s @ C_h)[j] = sum_w popcount(Chp[w, j] & sbits[w]) (w < WE) - sum_w popcount(...) (w >= WE)``,
-  integer arithmetic with Dale's sign for free. The words are stored word-major ``(W, N)`` so the loop
-  over postsynaptic ``j`` is contiguous and vectorises (AVX2/AVX-512 popcount), and all-silent
-  spike words are skipped. Members are independent, so the batch loop may
-  run in parallel (``prange``) without changing any result.
+  integer arithmetic with Dale's sign for free. The words are stored word-major ``(W, N)``
+  (postsynaptic axis innermost). Members are independent: running the batch loop in parallel does
+  not change any result.
 
 And the real-valued variant used by the ES-RSNN baseline (SPEC §5.5, no Dale's law, spikes 0/1):
 :func:`float_env_step` (Numba) and :func:`float_env_step_ref` (NumPy). Its recurrent sum
@@ -59,6 +58,11 @@ Argument checks (SPEC §1): every array a kernel indexes is checked before the k
 dtype, finiteness of the state and input (of the connectivity only with ``check_finite``); arrays
 written in place (state, ``out``) must be C-contiguous, writeable and not overlap one another or an
 input (:mod:`refsnn.kernels._args`). :class:`CubaConfig` validates its fields on construction.
+
+Below, in this order: the configuration and its constants, the initial state, the NumPy oracles
+(``*_ref``), then the Numba kernels and the public functions that call them. Performance notes
+(vectorisation, silent words, serial vs parallel members, timings): ``docs/performance.md``,
+"Evolving Connectivity RSNN".
 """
 from __future__ import annotations
 
@@ -97,6 +101,22 @@ __all__ = [
 #: Upper bound of ``K = round(sim_time/dt)`` (the default is 33): a typo such as ``dt=1e-9`` would
 #: otherwise make one environment step run for hours.
 MAX_SUBSTEPS = 100_000
+
+
+class CubaConstants(NamedTuple):
+    """The step's constants (module docstring), each rounded once from float64 to the compute dtype;
+    made by :meth:`CubaConfig.constants` and passed as one record to the Numba kernels."""
+
+    r_in: np.floating       # R_in: i_in = R_in * (u @ C_in)
+    r: np.floating          # R: i_syn += R * (s @ C_h)
+    r_out: np.floating      # R_out: action = clip(R_out * (rate @ C_out), -1, 1)
+    alpha_syn: np.floating  # exp(-dt/tau_syn)
+    alpha_m: np.floating    # exp(-dt/tau_m)
+    beta_m: np.floating     # 1 - alpha_m
+    alpha_out: np.floating  # exp(-dt/tau_out)
+    g_out: np.floating      # (1 - alpha_out)/dt
+    v_th: np.floating
+    v_reset: np.floating
 
 
 @dataclass(frozen=True)
@@ -159,9 +179,9 @@ class CubaConfig:
         r_out = self.k_out * math.sqrt(1.0 / (p * n))
         return r_in, r, r_out
 
-    def constants(self, d_in: int, dtype) -> np.ndarray:
-        """The 10 constants the kernels use, rounded once to ``dtype``:
-        ``[R_in, R, R_out, alpha_syn, alpha_m, beta_m, alpha_out, g_out, v_th, v_reset]``."""
+    def constants(self, d_in: int, dtype) -> CubaConstants:
+        """The 10 constants of the step, rounded once to ``dtype`` (:class:`CubaConstants`, a tuple
+        ``(R_in, R, R_out, alpha_syn, alpha_m, beta_m, alpha_out, g_out, v_th, v_reset)``)."""
         r_in, r, r_out = self.gains(d_in)
         a_syn = math.exp(-self.dt / self.tau_syn)
         a_m = math.exp(-self.dt / self.tau_m)
@@ -177,75 +197,7 @@ class CubaConfig:
                      "dt (g_out)", "v_th", "v_reset"]
             bad = ", ".join(n for n, ok in zip(names, np.isfinite(c)) if not ok)
             raise ValueError(f"{bad}: the constant overflows {dtype} (gains {vals[:3]})")
-        return c
-
-
-# ---------------------------------------------------------------------------------------------
-# popcount and the packed matvec (the packing itself: refsnn.kernels.cuba_pack)
-# ---------------------------------------------------------------------------------------------
-@intrinsic
-def _popcount64(typingctx, x):
-    """LLVM ``ctpop`` on a uint64 (one POPCNT instruction on x86-64 with SSE4.2)."""
-    if x != types.uint64:
-        return None
-    sig = types.int64(types.uint64)
-
-    def codegen(context, builder, signature, args):
-        return builder.zext(builder.ctpop(args[0]), context.get_value_type(types.int64))
-
-    return sig, codegen
-
-
-def popcount64_ref(x: np.ndarray) -> np.ndarray:
-    """Oracle popcount of uint64 words (SWAR bit tricks in NumPy), returned as int64."""
-    x = check_array("x", x, dtypes=(np.dtype(np.uint64),))
-    m1, m2, m4 = np.uint64(0x5555555555555555), np.uint64(0x3333333333333333), np.uint64(0x0F0F0F0F0F0F0F0F)
-    h01 = np.uint64(0x0101010101010101)
-    x = x - ((x >> np.uint64(1)) & m1)
-    x = (x & m2) + ((x >> np.uint64(2)) & m2)
-    x = (x + (x >> np.uint64(4))) & m4
-    return ((x * h01) >> np.uint64(56)).astype(np.int64)
-
-
-@numba.njit(cache=True)
-def _counts_kernel(Chp, sbits, we, out):
-    for m in range(Chp.shape[0]):
-        for j in range(Chp.shape[2]):
-            out[m, j] = 0
-        for w in range(Chp.shape[1]):
-            sw = sbits[m, w]
-            if sw == 0:
-                continue
-            if w < we:
-                for j in range(Chp.shape[2]):
-                    out[m, j] += _popcount64(Chp[m, w, j] & sw)
-            else:
-                for j in range(Chp.shape[2]):
-                    out[m, j] -= _popcount64(Chp[m, w, j] & sw)
-
-
-def packed_matvec(Chp: np.ndarray, sbits: np.ndarray, n_exc: int) -> np.ndarray:
-    """``s @ C_h`` from packed operands (SPEC §5.3): int64 ``(B, N)`` counts
-    ``sum_{w<WE} popcount(Chp[:, w, j] & sbits[:, w]) - sum_{w>=WE} popcount(...)``."""
-    Chp = check_array("Chp", Chp, ndim=3, dtypes=(np.dtype(np.uint64),))
-    B, W, N = Chp.shape
-    n_exc = check_int("n_exc", n_exc, lo=0, hi=N)
-    we, wi = n_words(n_exc, N)
-    if W != we + wi:
-        raise ValueError(f"Chp: expected {we + wi} words for N={N}, n_exc={n_exc}, got shape {Chp.shape}")
-    check_array("sbits", sbits, shape=(B, W), dtypes=(np.dtype(np.uint64),))
-    _check_spike_padding("sbits", sbits, n_exc, N)
-    out = np.empty((B, N), dtype=np.int64)
-    _counts_kernel(np.ascontiguousarray(Chp), np.ascontiguousarray(sbits), we, out)
-    return out
-
-
-def packed_matvec_ref(s: np.ndarray, C_h: np.ndarray) -> np.ndarray:
-    """Oracle of :func:`packed_matvec`: signed spikes ``s`` (B, N) times bool ``C_h`` (B, N, N), int64."""
-    s = check_array("s", s, ndim=2)
-    B, N = s.shape
-    check_array("C_h", C_h, shape=(B, N, N), dtypes=(np.dtype(bool),))
-    return np.einsum("bi,bij->bj", np.sign(s).astype(np.int64), C_h.astype(np.int64))
+        return CubaConstants(*c)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,8 +366,78 @@ def float_env_step_ref(cfg: CubaConfig, u, W_in, W_h, W_out, state, *, active=No
     return (v, i_syn, rate, s), act, nsp
 
 
+def popcount64_ref(x: np.ndarray) -> np.ndarray:
+    """Oracle popcount of uint64 words (SWAR bit tricks in NumPy), returned as int64."""
+    x = check_array("x", x, dtypes=(np.dtype(np.uint64),))
+    m1, m2, m4 = np.uint64(0x5555555555555555), np.uint64(0x3333333333333333), np.uint64(0x0F0F0F0F0F0F0F0F)
+    h01 = np.uint64(0x0101010101010101)
+    x = x - ((x >> np.uint64(1)) & m1)
+    x = (x & m2) + ((x >> np.uint64(2)) & m2)
+    x = (x + (x >> np.uint64(4))) & m4
+    return ((x * h01) >> np.uint64(56)).astype(np.int64)
+
+
+def packed_matvec_ref(s: np.ndarray, C_h: np.ndarray) -> np.ndarray:
+    """Oracle of :func:`packed_matvec`: signed spikes ``s`` (B, N) times bool ``C_h`` (B, N, N), int64."""
+    s = check_array("s", s, ndim=2)
+    B, N = s.shape
+    check_array("C_h", C_h, shape=(B, N, N), dtypes=(np.dtype(bool),))
+    return np.einsum("bi,bij->bj", np.sign(s).astype(np.int64), C_h.astype(np.int64))
+
+
 # ---------------------------------------------------------------------------------------------
-# Numba kernels
+# Fast path: Numba kernels (docs/performance.md, "Evolving Connectivity RSNN")
+# ---------------------------------------------------------------------------------------------
+# popcount and the packed matvec (the packing itself: refsnn.kernels.cuba_pack)
+# ---------------------------------------------------------------------------------------------
+@intrinsic
+def _popcount64(typingctx, x):
+    """LLVM ``ctpop`` on a uint64 (one POPCNT instruction on x86-64 with SSE4.2)."""
+    if x != types.uint64:
+        return None
+    sig = types.int64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.zext(builder.ctpop(args[0]), context.get_value_type(types.int64))
+
+    return sig, codegen
+
+
+@numba.njit(cache=True)
+def _counts_kernel(Chp, sbits, we, out):
+    for m in range(Chp.shape[0]):
+        for j in range(Chp.shape[2]):
+            out[m, j] = 0
+        for w in range(Chp.shape[1]):
+            sw = sbits[m, w]
+            if sw == 0:
+                continue
+            if w < we:
+                for j in range(Chp.shape[2]):
+                    out[m, j] += _popcount64(Chp[m, w, j] & sw)
+            else:
+                for j in range(Chp.shape[2]):
+                    out[m, j] -= _popcount64(Chp[m, w, j] & sw)
+
+
+def packed_matvec(Chp: np.ndarray, sbits: np.ndarray, n_exc: int) -> np.ndarray:
+    """``s @ C_h`` from packed operands (SPEC §5.3): int64 ``(B, N)`` counts
+    ``sum_{w<WE} popcount(Chp[:, w, j] & sbits[:, w]) - sum_{w>=WE} popcount(...)``."""
+    Chp = check_array("Chp", Chp, ndim=3, dtypes=(np.dtype(np.uint64),))
+    B, W, N = Chp.shape
+    n_exc = check_int("n_exc", n_exc, lo=0, hi=N)
+    we, wi = n_words(n_exc, N)
+    if W != we + wi:
+        raise ValueError(f"Chp: expected {we + wi} words for N={N}, n_exc={n_exc}, got shape {Chp.shape}")
+    check_array("sbits", sbits, shape=(B, W), dtypes=(np.dtype(np.uint64),))
+    _check_spike_padding("sbits", sbits, n_exc, N)
+    out = np.empty((B, N), dtype=np.int64)
+    _counts_kernel(np.ascontiguousarray(Chp), np.ascontiguousarray(sbits), we, out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the environment step
 # ---------------------------------------------------------------------------------------------
 @numba.njit(cache=True, inline="always")
 def _readout_nb(rate, Wout, r_out, zero, act):
@@ -443,8 +465,9 @@ def _packed_member(u, Cin, Chp, Cout, v, isyn, rate, sbits, c, n_exc, we, K, act
     i_in = scratch[0]
     cnt = scratch[1]
     sg = scratch[2]
-    r_in, r, r_out = c[0], c[1], c[2]
-    a_syn, a_m, b_m, a_out, g_out, v_th, v_reset = c[3], c[4], c[5], c[6], c[7], c[8], c[9]
+    r_in, r, r_out = c.r_in, c.r, c.r_out
+    a_syn, a_m, b_m, a_out, g_out, v_th, v_reset = (c.alpha_syn, c.alpha_m, c.beta_m, c.alpha_out, c.g_out,
+                                                    c.v_th, c.v_reset)
     zero = g_out - g_out
     for j in range(N):  # Dale's sign times g_out: the rate increment of a spike of neuron j
         sg[j] = g_out if j < n_exc else -g_out
@@ -568,7 +591,7 @@ def cuba_env_step_packed(cfg: CubaConfig, u, C_in, Chp, C_out, state, *, d_in=No
 class _PackedArgs(NamedTuple):
     fn: object
     Chp: np.ndarray
-    c: np.ndarray
+    c: CubaConstants
     we: int
 
 
@@ -649,8 +672,9 @@ def _float_member(u, Win, Wh, Wout, v, isyn, rate, s, c, K, act, scratch):
     N = v.shape[0]
     i_in = scratch[0]
     acc = scratch[1]
-    r_in, r, r_out = c[0], c[1], c[2]
-    a_syn, a_m, b_m, a_out, g_out, v_th, v_reset = c[3], c[4], c[5], c[6], c[7], c[8], c[9]
+    r_in, r, r_out = c.r_in, c.r, c.r_out
+    a_syn, a_m, b_m, a_out, g_out, v_th, v_reset = (c.alpha_syn, c.alpha_m, c.beta_m, c.alpha_out, c.g_out,
+                                                    c.v_th, c.v_reset)
     zero = g_out - g_out
     one = zero + 1
     for j in range(N):

@@ -41,16 +41,13 @@ spikes = the surrogate's primitive) the network is a smooth function and this ba
 gradient (checked against central finite differences in float64, SPEC §4.1; and against PyTorch
 autograd when it is installed).
 
-Implementations: :func:`rsnn_forward` / :func:`rsnn_backward` are Numba kernels; the NumPy
-functions :func:`rsnn_forward_ref` / :func:`rsnn_backward_ref` are the same equations line by line
-(the oracles: tests hold the two equal, spikes exactly). The forward kernel is event-driven: the
-recurrent input ``s @ W`` adds the rows of ``W`` of the neurons that spiked (under 1 % per substep
-once PPO training settles: 8-14 Hz at 0.5 ms substeps on Hopper-v5), in ascending order, instead of
-a dense product, and the input current sums the rows of ``W_in`` in ascending order. The backward
-kernel fuses the elementwise adjoints and keeps the two products per substep, ``gW += s_{k-1}^T (R gi_k)`` and
-``gs_{k-1} = (R gi_k) @ W^T``, as batch GEMMs in BLAS (an event-driven ``gW`` was 2-10x slower
-while the policy still fires densely, early in training). Floats differ from the oracles by
-summation order only.
+Below, in this order: the NumPy oracles :func:`rsnn_forward_ref` / :func:`rsnn_backward_ref` (the
+equations line by line), then the Numba kernels and :func:`rsnn_forward` / :func:`rsnn_backward`
+(tests hold the two equal, spikes exactly). The forward kernel sums ``s @ W`` over the rows of the
+neurons that spiked, and ``u @ W_in`` over the rows of ``W_in``, in ascending order; the backward
+keeps ``gW += s_{k-1}^T (R gi_k)`` and ``gs_{k-1} = (R gi_k) @ W^T`` as BLAS GEMMs. Floats differ
+from the oracles by summation order only. Performance notes (event-driven forward, GEMM backward,
+timings): ``docs/performance.md``, "Evolving Connectivity RSNN".
 
 Shapes: ``u (B, T, d_u)``; state ``(v, i_syn, rate, s)``, each ``(B, N)``; output rates
 ``(B, T, N)``. ``d_in`` sets the input gain ``R_in`` (:meth:`CubaConfig.gains`; for EC's
@@ -65,7 +62,7 @@ import numpy as np
 
 from refsnn._checks import check_array, check_choice, check_int
 from refsnn.kernels import surrogate
-from refsnn.kernels.cuba import CubaConfig
+from refsnn.kernels.cuba import CubaConfig, CubaConstants
 from refsnn.kernels.surrogate import _grad_nb, _prim_nb
 
 __all__ = ["effective_recurrent", "rsnn_forward", "rsnn_backward", "rsnn_forward_ref", "rsnn_backward_ref",
@@ -99,7 +96,7 @@ class RSNNCache:
     s: np.ndarray           # (B, T, K, N) spikes (or the primitive in relaxed mode)
     s_enter: np.ndarray     # (B, T, N) spikes entering step t (after a reset: 0)
     mask: np.ndarray | None  # (B, T) episode starts (resets), or None
-    consts: np.ndarray
+    consts: CubaConstants
     surrogate: str
     alpha: float | None
     detach_reset: bool
@@ -215,7 +212,7 @@ def _kernel_surrogate(name: str, alpha, dtype) -> tuple:
 
 
 # ---------------------------------------------------------------------------------------------
-# Numba kernels
+# Fast path: Numba kernels (docs/performance.md, "Evolving Connectivity RSNN")
 # ---------------------------------------------------------------------------------------------
 @numba.njit(cache=True)
 def _forward_nb(u, W_in, W, v, i_syn, rate, s, c, K, mask, v0, relaxed, code, alpha, sc, P, S, s_enter, rates):
@@ -224,9 +221,10 @@ def _forward_nb(u, W_in, W, v, i_syn, rate, s, c, K, mask, v0, relaxed, code, al
     (``mask.shape[1] == 0``: no resets)."""
     B, T, d_u = u.shape
     N = W.shape[0]
-    r_in, r, a_syn, a_m, b_m, a_out, g_out, v_th, v_reset = c[0], c[1], c[3], c[4], c[5], c[6], c[7], c[8], c[9]
-    zero = sc[0]
-    one = sc[1]
+    r_in, r, a_syn, a_m, b_m, a_out, g_out, v_th, v_reset = (c.r_in, c.r, c.alpha_syn, c.alpha_m, c.beta_m,
+                                                             c.alpha_out, c.g_out, c.v_th, c.v_reset)
+    zero = sc.zero
+    one = sc.one
     cur = np.empty(N, u.dtype)
     rec = np.empty(N, u.dtype)
     for b in range(B):
@@ -279,9 +277,10 @@ def _backward_nb(P, S, s_enter, u, W, WT, grad_rates, c, mask, detach_reset, cod
     BLAS, ``gW += s_prev^T ga`` and ``gs_next = ga @ W^T`` (``WT`` = ``W.T`` contiguous)."""
     B, T, K, N = P.shape
     d_u = u.shape[2]
-    r_in, r, a_syn, a_m, b_m, a_out, g_out, v_th, v_reset = c[0], c[1], c[3], c[4], c[5], c[6], c[7], c[8], c[9]
-    zero = sc[0]
-    one = sc[1]
+    r_in, r, a_syn, a_m, b_m, a_out, g_out, v_th, v_reset = (c.r_in, c.r, c.alpha_syn, c.alpha_m, c.beta_m,
+                                                             c.alpha_out, c.g_out, c.v_th, c.v_reset)
+    zero = sc.zero
+    one = sc.one
     gv = np.zeros((B, N), P.dtype)
     gi = np.zeros((B, N), P.dtype)
     gr = np.zeros((B, N), P.dtype)

@@ -43,11 +43,12 @@ gradient with respect to ``X`` only through ``H``.
 "Relaxed mode" replaces the Heaviside by the surrogate's primitive in the forward pass, so the
 layer is a smooth function and the same backward is its exact gradient (SPEC §4.1).
 
-Functions: :func:`lif_forward` / :func:`lif_backward` (fused Numba kernels, parallel over neurons —
-each neuron's time loop is sequential, so results do not depend on the thread count) and the
-oracles :func:`lif_forward_ref` / :func:`lif_backward_ref` (a vectorised NumPy loop over T, written
-as the equations read). Both compute in the input dtype (float32 or float64) with the operations in
+Below, in this order: the oracles :func:`lif_forward_ref` / :func:`lif_backward_ref` (a vectorised
+NumPy loop over T, written as the equations read), then :func:`lif_forward` / :func:`lif_backward`
+(fused Numba kernels; the equations' branches reach them as the records :class:`LIFFlags` and
+:class:`LIFConstants`). Both compute in the input dtype (float32 or float64) with the operations in
 the order written above, so spikes agree exactly and floats to rounding of ``exp``/``atan``.
+Performance notes (blocking, threads, determinism): ``docs/performance.md``, "LIF neurons".
 
 Argument checks (SPEC §1): ``x``/``grad_s``/``h`` must be float32/float64 arrays of the same shape
 and dtype (non-contiguous ones are copied); ``out`` arrays exactly that shape and dtype,
@@ -84,6 +85,7 @@ Norse's neurons (current-based ``LIF``, ``LIFBox``) are in :mod:`refsnn.kernels.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -183,220 +185,6 @@ def _check_params(params) -> LIFParams:
     return params
 
 
-# Parameter vector layout, in the compute dtype (so float32 kernels stay float32).
-_P_TAU, _P_VTH, _P_VR, _P_ALPHA, _P_LEAK, _P_KX = range(6)
-
-
-def _param_vector(p: LIFParams, dtype) -> np.ndarray:
-    dt = np.dtype(dtype).type
-    vr = 0.0 if p.v_reset is None else p.v_reset
-    tau = dt(p.tau)
-    leak = dt(1) - dt(1) / tau
-    kx = dt(1) / tau if p.decay_input else dt(1)
-    with np.errstate(over="ignore"):
-        prm = np.array([tau, p.v_th, vr, p.surrogate_alpha, leak, kx], dtype=dtype)
-    if not np.isfinite(prm).all():
-        raise ValueError(f"params: tau, v_th, v_reset and alpha must be finite in {np.dtype(dtype)}, got {p}")
-    return prm
-
-
-def _flags(p: LIFParams, relaxed: bool) -> np.ndarray:
-    # [hard, ge, decay_input, detach, relaxed, surrogate code, subtract after decay]
-    return np.array([p.v_reset is not None, p.threshold == ">=", p.decay_input, p.detach_reset,
-                     relaxed, sg.CODES[p.surrogate], p.subtract_after_decay], dtype=np.int64)
-
-
-# ---------------------------------------------------------------------------------------------
-# Numba kernels. Data are viewed as [T, N] (N = product of the non-time axes). Neurons are split
-# into blocks of _BLOCK processed in parallel (prange; each neuron's time loop is sequential, so the
-# result does not depend on the thread count). Inside a block the time loop is outermost and one
-# fused, contiguous neuron loop does charge, fire and reset; the mode flags are loop-invariant, so
-# LLVM unswitches them and vectorises each variant. Relaxed mode (gradient checks only) calls the
-# surrogate primitive and takes its own loop so it does not slow down the spiking path.
-# ---------------------------------------------------------------------------------------------
-_BLOCK = 2048
-
-
-@numba.njit(cache=True, inline="always")
-def _any_nonfinite(v):
-    # NaN or +-inf anywhere in an input leaves the final state of that neuron non-finite (a NaN
-    # propagates through +, *, and the reset; inf * 0 = NaN), so checking the final state of each
-    # block detects bad input without an extra pass over the (large) input arrays.
-    for i in range(v.size):
-        if not np.isfinite(v[i]):
-            return 1
-    return 0
-
-
-@numba.njit(cache=True, inline="always")
-def _spike(z, ge, one, zero):
-    if ge:
-        return one if z >= zero else zero
-    return one if z > zero else zero
-
-
-@numba.njit(cache=True, parallel=True)
-def _lif_forward_nb(x, v0, s_out, h_out, prm, flags, c, bad):
-    T, N = x.shape
-    tau, vth, vr, a = prm[_P_TAU], prm[_P_VTH], prm[_P_VR], prm[_P_ALPHA]
-    hard, ge, decay, relaxed, code, after = flags[0], flags[1], flags[2], flags[4], flags[5], flags[6]
-    one, zero = c[sg.C_ONE], c[sg.C_ZERO]
-    nblk = (N + _BLOCK - 1) // _BLOCK
-    for b in numba.prange(nblk):
-        i0 = b * _BLOCK
-        n = min(N, i0 + _BLOCK) - i0
-        v = np.empty(n, dtype=x.dtype)
-        v[:] = v0[i0:i0 + n]
-        if after:
-            # soft reset after the decay: the state is H, the threshold is subtracted one step late
-            sp = np.empty(n, dtype=x.dtype)  # S[t-1]; S[-1] = fire(v0 - v_th)
-            for i in range(n):
-                sp[i] = sg._prim_nb(code, v[i] - vth, a, c) if relaxed else _spike(v[i] - vth, ge, one, zero)
-            for t in range(T):
-                xt = x[t, i0:i0 + n]
-                ho = h_out[t, i0:i0 + n]
-                so = s_out[t, i0:i0 + n]
-                for i in range(n):
-                    vi = v[i]
-                    if decay:
-                        h = vi + (xt[i] - (vi - vr)) / tau - vth * sp[i]
-                    else:
-                        h = vi - (vi - vr) / tau + xt[i] - vth * sp[i]
-                    s = sg._prim_nb(code, h - vth, a, c) if relaxed else _spike(h - vth, ge, one, zero)
-                    v[i] = h
-                    sp[i] = s
-                    ho[i] = h
-                    so[i] = s
-            bad[b] = _any_nonfinite(v)
-            continue
-        for t in range(T):
-            xt = x[t, i0:i0 + n]
-            ho = h_out[t, i0:i0 + n]
-            so = s_out[t, i0:i0 + n]
-            if relaxed:
-                for i in range(n):
-                    vi = v[i]
-                    h = vi + (xt[i] - (vi - vr)) / tau if decay else vi - (vi - vr) / tau + xt[i]
-                    s = sg._prim_nb(code, h - vth, a, c)
-                    v[i] = h * (one - s) + vr * s if hard else h - vth * s
-                    ho[i] = h
-                    so[i] = s
-            else:
-                for i in range(n):
-                    vi = v[i]
-                    if decay:  # charge
-                        h = vi + (xt[i] - (vi - vr)) / tau
-                    else:
-                        h = vi - (vi - vr) / tau + xt[i]
-                    s = _spike(h - vth, ge, one, zero)  # fire
-                    if hard:  # reset
-                        v[i] = h * (one - s) + vr * s
-                    else:
-                        v[i] = h - vth * s
-                    ho[i] = h
-                    so[i] = s
-        bad[b] = _any_nonfinite(v)
-
-
-@numba.njit(cache=True, parallel=True)
-def _lif_backward_nb(gs, h_in, gx_out, gv_out, prm, flags, c, bad):
-    T, N = gs.shape
-    vth, vr, a, leak, kx = prm[_P_VTH], prm[_P_VR], prm[_P_ALPHA], prm[_P_LEAK], prm[_P_KX]
-    hard, ge, detach, relaxed, code, after = flags[0], flags[1], flags[3], flags[4], flags[5], flags[6]
-    one, zero = c[sg.C_ONE], c[sg.C_ZERO]
-    aa = a * a
-    nblk = (N + _BLOCK - 1) // _BLOCK
-    for b in numba.prange(nblk):
-        i0 = b * _BLOCK
-        n = min(N, i0 + _BLOCK) - i0
-        gv = np.zeros(n, dtype=gs.dtype)  # dL/dV[t] (dL/dH[t+1] after the decay), backwards in time
-        hk = np.zeros(n, dtype=gs.dtype)  # sum of H - H: NaN iff some H[t] was NaN or infinite
-        d = np.empty(n, dtype=gs.dtype)   # surrogate derivative at H[t] - v_th
-        s = np.empty(n, dtype=gs.dtype)   # S[t], recomputed from H[t]
-        if after:
-            # subtract after the decay: H[t+1] = charge(H[t]) - v_th S[t]; gv holds dL/dH[t+1]
-            for t in range(T - 1, -1, -1):
-                ht = h_in[t, i0:i0 + n]
-                gst = gs[t, i0:i0 + n]
-                gxt = gx_out[t, i0:i0 + n]
-                for i in range(n):
-                    h = ht[i]
-                    hk[i] += h - h
-                    di = sg._grad_nb(code, h - vth, a, c)
-                    g = gv[i]
-                    if detach:
-                        gh = gst[i] * di + g * leak
-                    else:
-                        gh = (gst[i] - g * vth) * di + g * leak
-                    gxt[i] = gh * kx
-                    gv[i] = gh
-            gv_out[i0:i0 + n] = gv
-            bad[b] = _any_nonfinite(gv) | _any_nonfinite(hk)
-            continue
-        for t in range(T - 1, -1, -1):
-            ht = h_in[t, i0:i0 + n]
-            gst = gs[t, i0:i0 + n]
-            gxt = gx_out[t, i0:i0 + n]
-            if code == 3 and not relaxed:
-                # fast path (the MSE-NAS default): triangle surrogate, one fused loop
-                for i in range(n):
-                    h = ht[i]
-                    hk[i] += h - h
-                    z = h - vth
-                    di = max(zero, a - aa * abs(z))
-                    si = _spike(z, ge, one, zero)
-                    g = gv[i]
-                    if hard:
-                        dv_dh = one - si
-                        dv_ds = vr - h
-                    else:
-                        dv_dh = one
-                        dv_ds = -vth
-                    if detach:
-                        gh = gst[i] * di + g * dv_dh
-                    else:
-                        gh = (gst[i] + g * dv_ds) * di + g * dv_dh
-                    gxt[i] = gh * kx
-                    gv[i] = gh * leak
-                continue
-            # general path, pass 1: surrogate derivative and spikes (choice outside the loops)
-            if code == 3:
-                for i in range(n):
-                    hk[i] += ht[i] - ht[i]
-                    d[i] = max(zero, a - aa * abs(ht[i] - vth))
-            else:
-                for i in range(n):
-                    hk[i] += ht[i] - ht[i]
-                    d[i] = sg._grad_nb(code, ht[i] - vth, a, c)
-            if relaxed:
-                for i in range(n):
-                    s[i] = sg._prim_nb(code, ht[i] - vth, a, c)
-            else:
-                for i in range(n):
-                    s[i] = _spike(ht[i] - vth, ge, one, zero)
-            # pass 2: BPTT through reset and leak
-            for i in range(n):
-                g = gv[i]
-                if hard:
-                    dv_dh = one - s[i]
-                    dv_ds = vr - ht[i]
-                else:
-                    dv_dh = one
-                    dv_ds = -vth
-                if detach:
-                    gh = gst[i] * d[i] + g * dv_dh
-                else:
-                    gh = (gst[i] + g * dv_ds) * d[i] + g * dv_dh
-                gxt[i] = gh * kx
-                gv[i] = gh * leak
-        gv_out[i0:i0 + n] = gv
-        bad[b] = _any_nonfinite(gv) | _any_nonfinite(hk)
-
-
-def _nblocks(n: int) -> int:
-    return (n + _BLOCK - 1) // _BLOCK
-
-
 def _prepare(name: str, x, params):
     params = _check_params(params)
     # finiteness is checked inside the kernels (see _any_nonfinite), not by an extra pass here
@@ -406,124 +194,8 @@ def _prepare(name: str, x, params):
     return np.ascontiguousarray(x), params
 
 
-def _check_out(name, o, like):
-    return check_out(name, o, like.shape, like.dtype)
-
-
 def _v0_default(p: LIFParams) -> float:
     return 0.0 if p.v_reset is None else p.v_reset
-
-
-def lif_forward(x: np.ndarray, params: LIFParams = PRESETS["msenas"], *, v0=None,
-                relaxed: bool = False, out: tuple[np.ndarray, np.ndarray] | None = None,
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Run the LIF neuron over a time-major input.
-
-    Parameters
-    ----------
-    x : ndarray, float32 or float64, shape ``[T, ...]``
-        Input current ``X[t]`` (e.g. a convolution's output, time-major).
-    params : LIFParams
-    v0 : None, real number, or ndarray of ``x``'s dtype broadcastable to ``x.shape[1:]``
-        Initial membrane ``V[-1]`` (``H[-1]`` with ``subtract_after_decay``, which also fires
-        ``S[-1] = Heaviside(v0 - v_th)``). Default (``None``): ``v_reset``, 0 for soft reset.
-    relaxed : bool
-        Use the surrogate's primitive instead of the Heaviside (gradient checks).
-    out : (s, h), optional
-        Preallocated C-contiguous writeable outputs of exactly ``x``'s shape and dtype (a training
-        loop reuses them to avoid allocating, and page-faulting, large arrays every step); they
-        must not share memory with each other or with ``x``.
-
-    Returns
-    -------
-    s : ndarray, same shape and dtype as ``x``
-        Spikes ``S[t]`` (0.0/1.0; in relaxed mode values in the primitive's range).
-    h : ndarray, same shape and dtype as ``x``
-        Membrane before reset ``H[t]``: what :func:`lif_backward` needs.
-    """
-    x_in = x
-    x, params = _prepare("x", x, params)
-    relaxed = check_bool("relaxed", relaxed)
-    v0 = initial_state("v0", v0, x, _v0_default(params))
-    if out is None:
-        s, h = np.empty_like(x), np.empty_like(x)
-    else:
-        if not isinstance(out, (tuple, list)) or len(out) != 2:
-            raise TypeError(f"out: expected a pair (s, h) of arrays, got {type(out).__name__}")
-        s, h = (_check_out(f"out[{k}]", o, x) for k, o in enumerate(out))
-        check_disjoint({"out[0]": s, "out[1]": h}, {"x": x_in})
-    n = x.size // x.shape[0]
-    bad = np.zeros(_nblocks(n), np.int64)
-    _lif_forward_nb(x.reshape(x.shape[0], n), v0, s.reshape(x.shape[0], n), h.reshape(x.shape[0], n),
-                    _param_vector(params, x.dtype), _flags(params, relaxed), sg.constants(x.dtype),
-                    bad)
-    if bad.any():
-        raise ValueError("x: contains NaN or infinity (or values so large the membrane overflowed)")
-    return s, h
-
-
-def lif_backward(grad_s: np.ndarray, h: np.ndarray, params: LIFParams = PRESETS["msenas"], *,
-                 v0=None, relaxed: bool = False, out: np.ndarray | None = None,
-                 return_grad_v0: bool = False):
-    """BPTT through the LIF neuron: ``dL/dX`` from ``dL/dS`` (equations in the module docstring).
-
-    Parameters
-    ----------
-    grad_s : ndarray ``[T, ...]``, float32 or float64
-        Gradient of the loss with respect to the spikes ``S``.
-    h : ndarray, same shape and dtype
-        Membrane before reset, as returned by :func:`lif_forward` with the same params and mode.
-    v0 : as for :func:`lif_forward`
-        The initial membrane the forward used. Only ``dL/dv0`` with ``subtract_after_decay`` and
-        ``detach_reset=False`` depends on it (through ``S[-1]``); ``dL/dX`` never does (``v0``
-        reaches it through ``h``).
-    out : ndarray, optional
-        Preallocated C-contiguous writeable output of ``grad_s``'s shape and dtype. It may be
-        ``grad_s`` itself (the update is in place-safe) but must not otherwise share memory with
-        ``grad_s`` or ``h``.
-    return_grad_v0 : bool
-        Also return ``dL/dv0``.
-
-    Returns
-    -------
-    grad_x : ndarray, same shape and dtype as ``grad_s``
-    grad_v0 : ndarray ``grad_s.shape[1:]``, same dtype (only with ``return_grad_v0=True``)
-        Per neuron, not reduced to ``v0``'s shape (sum over the axes ``v0`` was broadcast along).
-    """
-    grad_in = grad_s
-    grad_s, params = _prepare("grad_s", grad_s, params)
-    relaxed = check_bool("relaxed", relaxed)
-    return_grad_v0 = check_bool("return_grad_v0", return_grad_v0)
-    h = check_array("h", h, finite=False)
-    check_same_shape("grad_s", grad_s, "h", h)
-    check_same_dtype("grad_s", grad_s, "h", h)
-    if v0 is not None or (return_grad_v0 and params.subtract_after_decay and not params.detach_reset):
-        v0 = initial_state("v0", v0, grad_s, _v0_default(params))  # checked; used only for dL/dv0
-    h = np.ascontiguousarray(h)
-    if out is None:
-        gx = np.empty_like(grad_s)
-    else:
-        gx = _check_out("out", out, grad_s)
-        check_disjoint({"out": gx}, {"grad_s": grad_in, "h": h}, same_ok=(("out", "grad_s"),))
-    T = grad_s.shape[0]
-    n = grad_s.size // T
-    bad = np.zeros(_nblocks(n), np.int64)
-    gv = np.empty(n, dtype=grad_s.dtype)
-    prm = _param_vector(params, grad_s.dtype)
-    _lif_backward_nb(grad_s.reshape(T, n), h.reshape(T, n), gx.reshape(T, n), gv, prm,
-                     _flags(params, relaxed), sg.constants(grad_s.dtype), bad)
-    if bad.any():
-        raise ValueError("grad_s: grad_s or h contains NaN or infinity (or the gradient overflowed)")
-    if not return_grad_v0:
-        return gx
-    if params.subtract_after_decay:
-        # gv = dL/dH[0]; H[0] = charge(v0) - v_th S[-1], S[-1] = fire(v0 - v_th)
-        vth, leak = prm[_P_VTH], prm[_P_LEAK]
-        if params.detach_reset:
-            gv = gv * leak
-        else:
-            gv = gv * leak - gv * vth * sg.grad(params.surrogate, v0 - vth, params.surrogate_alpha)
-    return gx, gv.reshape(grad_s.shape[1:])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -622,6 +294,353 @@ def lif_backward_ref(grad_s: np.ndarray, h: np.ndarray, params: LIFParams = PRES
         gx[t] = gh * kx
         gv = gh * leak
     return (gx.reshape(shape), gv.reshape(shape[1:])) if return_grad_v0 else gx.reshape(shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fast path: Numba kernels over the data viewed as [T, N] (N = product of the non-time axes),
+# neurons in blocks of _BLOCK. How and why: docs/performance.md, "LIF neurons".
+# ---------------------------------------------------------------------------------------------
+class LIFFlags(NamedTuple):
+    """Which form of the equations (module docstring) a kernel call evaluates; ints for Numba."""
+
+    hard: int                  # 1: hard reset V = H (1 - S) + v_r S;  0: soft reset V = H - v_th S
+    ge: int                    # 1: fire on H - v_th >= 0;  0: on H - v_th > 0
+    decay_input: int           # 1: H = V + (X - (V - v_r))/tau;  0: H = V - (V - v_r)/tau + X
+    detach_reset: int          # 1: dV/dS = 0 in the backward
+    relaxed: int               # 1: S = surrogate primitive instead of the Heaviside
+    surrogate: int             # surrogate code, refsnn.kernels.surrogate.CODES
+    subtract_after_decay: int  # 1: H[t] = charge(H[t-1]) - v_th S[t-1] (the state is H)
+
+
+class LIFConstants(NamedTuple):
+    """The equations' constants, each rounded once to the compute dtype (float32 stays float32)."""
+
+    tau: np.floating
+    v_th: np.floating
+    v_r: np.floating           # v_reset, 0 for soft reset
+    alpha: np.floating         # surrogate alpha
+    leak: np.floating          # 1 - 1/tau: gV[t-1] = gH[t] leak
+    kx: np.floating            # dH/dX: 1/tau (decay_input) or 1
+
+
+def _constants(p: LIFParams, dtype) -> LIFConstants:
+    dt = np.dtype(dtype).type
+    vr = 0.0 if p.v_reset is None else p.v_reset
+    tau = dt(p.tau)
+    leak = dt(1) - dt(1) / tau
+    kx = dt(1) / tau if p.decay_input else dt(1)
+    with np.errstate(over="ignore"):
+        prm = np.array([tau, p.v_th, vr, p.surrogate_alpha, leak, kx], dtype=dtype)
+    if not np.isfinite(prm).all():
+        raise ValueError(f"params: tau, v_th, v_reset and alpha must be finite in {np.dtype(dtype)}, got {p}")
+    return LIFConstants(*prm)
+
+
+def _flags(p: LIFParams, relaxed: bool) -> LIFFlags:
+    return LIFFlags(hard=int(p.v_reset is not None), ge=int(p.threshold == ">="),
+                    decay_input=int(p.decay_input), detach_reset=int(p.detach_reset), relaxed=int(relaxed),
+                    surrogate=sg.CODES[p.surrogate], subtract_after_decay=int(p.subtract_after_decay))
+
+
+_BLOCK = 2048
+
+
+def _nblocks(n: int) -> int:
+    return (n + _BLOCK - 1) // _BLOCK
+
+
+def _check_out(name, o, like):
+    return check_out(name, o, like.shape, like.dtype)
+
+
+@numba.njit(cache=True, inline="always")
+def _any_nonfinite(v):
+    # NaN or +-inf anywhere in an input leaves the final state of that neuron non-finite (a NaN
+    # propagates through +, *, and the reset; inf * 0 = NaN), so checking the final state of each
+    # block detects bad input without an extra pass over the (large) input arrays.
+    for i in range(v.size):
+        if not np.isfinite(v[i]):
+            return 1
+    return 0
+
+
+@numba.njit(cache=True, inline="always")
+def _spike(z, ge, one, zero):
+    if ge:
+        return one if z >= zero else zero
+    return one if z > zero else zero
+
+
+@numba.njit(cache=True, parallel=True)
+def _lif_forward_nb(x, v0, s_out, h_out, k, f, c, bad):
+    T, N = x.shape
+    tau, vth, vr, a = k.tau, k.v_th, k.v_r, k.alpha
+    hard, ge, decay, relaxed, code, after = (f.hard, f.ge, f.decay_input, f.relaxed, f.surrogate,
+                                             f.subtract_after_decay)
+    one, zero = c.one, c.zero
+    nblk = (N + _BLOCK - 1) // _BLOCK
+    for b in numba.prange(nblk):
+        i0 = b * _BLOCK
+        n = min(N, i0 + _BLOCK) - i0
+        v = np.empty(n, dtype=x.dtype)
+        v[:] = v0[i0:i0 + n]
+        if after:
+            # soft reset after the decay: the state is H, the threshold is subtracted one step late
+            sp = np.empty(n, dtype=x.dtype)  # S[t-1]; S[-1] = fire(v0 - v_th)
+            for i in range(n):
+                sp[i] = sg._prim_nb(code, v[i] - vth, a, c) if relaxed else _spike(v[i] - vth, ge, one, zero)
+            for t in range(T):
+                xt = x[t, i0:i0 + n]
+                ho = h_out[t, i0:i0 + n]
+                so = s_out[t, i0:i0 + n]
+                for i in range(n):
+                    vi = v[i]
+                    if decay:
+                        h = vi + (xt[i] - (vi - vr)) / tau - vth * sp[i]
+                    else:
+                        h = vi - (vi - vr) / tau + xt[i] - vth * sp[i]
+                    s = sg._prim_nb(code, h - vth, a, c) if relaxed else _spike(h - vth, ge, one, zero)
+                    v[i] = h
+                    sp[i] = s
+                    ho[i] = h
+                    so[i] = s
+            bad[b] = _any_nonfinite(v)
+            continue
+        for t in range(T):
+            xt = x[t, i0:i0 + n]
+            ho = h_out[t, i0:i0 + n]
+            so = s_out[t, i0:i0 + n]
+            if relaxed:
+                for i in range(n):
+                    vi = v[i]
+                    h = vi + (xt[i] - (vi - vr)) / tau if decay else vi - (vi - vr) / tau + xt[i]
+                    s = sg._prim_nb(code, h - vth, a, c)
+                    v[i] = h * (one - s) + vr * s if hard else h - vth * s
+                    ho[i] = h
+                    so[i] = s
+            else:
+                for i in range(n):
+                    vi = v[i]
+                    if decay:  # charge
+                        h = vi + (xt[i] - (vi - vr)) / tau
+                    else:
+                        h = vi - (vi - vr) / tau + xt[i]
+                    s = _spike(h - vth, ge, one, zero)  # fire
+                    if hard:  # reset
+                        v[i] = h * (one - s) + vr * s
+                    else:
+                        v[i] = h - vth * s
+                    ho[i] = h
+                    so[i] = s
+        bad[b] = _any_nonfinite(v)
+
+
+@numba.njit(cache=True, parallel=True)
+def _lif_backward_nb(gs, h_in, gx_out, gv_out, k, f, c, bad):
+    T, N = gs.shape
+    vth, vr, a, leak, kx = k.v_th, k.v_r, k.alpha, k.leak, k.kx
+    hard, ge, detach, relaxed, code, after = (f.hard, f.ge, f.detach_reset, f.relaxed, f.surrogate,
+                                              f.subtract_after_decay)
+    one, zero = c.one, c.zero
+    aa = a * a
+    nblk = (N + _BLOCK - 1) // _BLOCK
+    for b in numba.prange(nblk):
+        i0 = b * _BLOCK
+        n = min(N, i0 + _BLOCK) - i0
+        gv = np.zeros(n, dtype=gs.dtype)  # dL/dV[t] (dL/dH[t+1] after the decay), backwards in time
+        hk = np.zeros(n, dtype=gs.dtype)  # sum of H - H: NaN iff some H[t] was NaN or infinite
+        d = np.empty(n, dtype=gs.dtype)   # surrogate derivative at H[t] - v_th
+        s = np.empty(n, dtype=gs.dtype)   # S[t], recomputed from H[t]
+        if after:
+            # subtract after the decay: H[t+1] = charge(H[t]) - v_th S[t]; gv holds dL/dH[t+1]
+            for t in range(T - 1, -1, -1):
+                ht = h_in[t, i0:i0 + n]
+                gst = gs[t, i0:i0 + n]
+                gxt = gx_out[t, i0:i0 + n]
+                for i in range(n):
+                    h = ht[i]
+                    hk[i] += h - h
+                    di = sg._grad_nb(code, h - vth, a, c)
+                    g = gv[i]
+                    if detach:
+                        gh = gst[i] * di + g * leak
+                    else:
+                        gh = (gst[i] - g * vth) * di + g * leak
+                    gxt[i] = gh * kx
+                    gv[i] = gh
+            gv_out[i0:i0 + n] = gv
+            bad[b] = _any_nonfinite(gv) | _any_nonfinite(hk)
+            continue
+        for t in range(T - 1, -1, -1):
+            ht = h_in[t, i0:i0 + n]
+            gst = gs[t, i0:i0 + n]
+            gxt = gx_out[t, i0:i0 + n]
+            if code == 3 and not relaxed:
+                # fast path (the MSE-NAS default): triangle surrogate, one fused loop
+                for i in range(n):
+                    h = ht[i]
+                    hk[i] += h - h
+                    z = h - vth
+                    di = max(zero, a - aa * abs(z))
+                    si = _spike(z, ge, one, zero)
+                    g = gv[i]
+                    if hard:
+                        dv_dh = one - si
+                        dv_ds = vr - h
+                    else:
+                        dv_dh = one
+                        dv_ds = -vth
+                    if detach:
+                        gh = gst[i] * di + g * dv_dh
+                    else:
+                        gh = (gst[i] + g * dv_ds) * di + g * dv_dh
+                    gxt[i] = gh * kx
+                    gv[i] = gh * leak
+                continue
+            # general path, pass 1: surrogate derivative and spikes (choice outside the loops)
+            if code == 3:
+                for i in range(n):
+                    hk[i] += ht[i] - ht[i]
+                    d[i] = max(zero, a - aa * abs(ht[i] - vth))
+            else:
+                for i in range(n):
+                    hk[i] += ht[i] - ht[i]
+                    d[i] = sg._grad_nb(code, ht[i] - vth, a, c)
+            if relaxed:
+                for i in range(n):
+                    s[i] = sg._prim_nb(code, ht[i] - vth, a, c)
+            else:
+                for i in range(n):
+                    s[i] = _spike(ht[i] - vth, ge, one, zero)
+            # pass 2: BPTT through reset and leak
+            for i in range(n):
+                g = gv[i]
+                if hard:
+                    dv_dh = one - s[i]
+                    dv_ds = vr - ht[i]
+                else:
+                    dv_dh = one
+                    dv_ds = -vth
+                if detach:
+                    gh = gst[i] * d[i] + g * dv_dh
+                else:
+                    gh = (gst[i] + g * dv_ds) * d[i] + g * dv_dh
+                gxt[i] = gh * kx
+                gv[i] = gh * leak
+        gv_out[i0:i0 + n] = gv
+        bad[b] = _any_nonfinite(gv) | _any_nonfinite(hk)
+
+
+def lif_forward(x: np.ndarray, params: LIFParams = PRESETS["msenas"], *, v0=None,
+                relaxed: bool = False, out: tuple[np.ndarray, np.ndarray] | None = None,
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Run the LIF neuron over a time-major input.
+
+    Parameters
+    ----------
+    x : ndarray, float32 or float64, shape ``[T, ...]``
+        Input current ``X[t]`` (e.g. a convolution's output, time-major).
+    params : LIFParams
+    v0 : None, real number, or ndarray of ``x``'s dtype broadcastable to ``x.shape[1:]``
+        Initial membrane ``V[-1]`` (``H[-1]`` with ``subtract_after_decay``, which also fires
+        ``S[-1] = Heaviside(v0 - v_th)``). Default (``None``): ``v_reset``, 0 for soft reset.
+    relaxed : bool
+        Use the surrogate's primitive instead of the Heaviside (gradient checks).
+    out : (s, h), optional
+        Preallocated C-contiguous writeable outputs of exactly ``x``'s shape and dtype (a training
+        loop reuses them to avoid allocating, and page-faulting, large arrays every step); they
+        must not share memory with each other or with ``x``.
+
+    Returns
+    -------
+    s : ndarray, same shape and dtype as ``x``
+        Spikes ``S[t]`` (0.0/1.0; in relaxed mode values in the primitive's range).
+    h : ndarray, same shape and dtype as ``x``
+        Membrane before reset ``H[t]``: what :func:`lif_backward` needs.
+    """
+    x_in = x
+    x, params = _prepare("x", x, params)
+    relaxed = check_bool("relaxed", relaxed)
+    v0 = initial_state("v0", v0, x, _v0_default(params))
+    if out is None:
+        s, h = np.empty_like(x), np.empty_like(x)
+    else:
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise TypeError(f"out: expected a pair (s, h) of arrays, got {type(out).__name__}")
+        s, h = (_check_out(f"out[{k}]", o, x) for k, o in enumerate(out))
+        check_disjoint({"out[0]": s, "out[1]": h}, {"x": x_in})
+    n = x.size // x.shape[0]
+    bad = np.zeros(_nblocks(n), np.int64)
+    _lif_forward_nb(x.reshape(x.shape[0], n), v0, s.reshape(x.shape[0], n), h.reshape(x.shape[0], n),
+                    _constants(params, x.dtype), _flags(params, relaxed), sg.constants(x.dtype),
+                    bad)
+    if bad.any():
+        raise ValueError("x: contains NaN or infinity (or values so large the membrane overflowed)")
+    return s, h
+
+
+def lif_backward(grad_s: np.ndarray, h: np.ndarray, params: LIFParams = PRESETS["msenas"], *,
+                 v0=None, relaxed: bool = False, out: np.ndarray | None = None,
+                 return_grad_v0: bool = False):
+    """BPTT through the LIF neuron: ``dL/dX`` from ``dL/dS`` (equations in the module docstring).
+
+    Parameters
+    ----------
+    grad_s : ndarray ``[T, ...]``, float32 or float64
+        Gradient of the loss with respect to the spikes ``S``.
+    h : ndarray, same shape and dtype
+        Membrane before reset, as returned by :func:`lif_forward` with the same params and mode.
+    v0 : as for :func:`lif_forward`
+        The initial membrane the forward used. Only ``dL/dv0`` with ``subtract_after_decay`` and
+        ``detach_reset=False`` depends on it (through ``S[-1]``); ``dL/dX`` never does (``v0``
+        reaches it through ``h``).
+    out : ndarray, optional
+        Preallocated C-contiguous writeable output of ``grad_s``'s shape and dtype. It may be
+        ``grad_s`` itself (the update is in place-safe) but must not otherwise share memory with
+        ``grad_s`` or ``h``.
+    return_grad_v0 : bool
+        Also return ``dL/dv0``.
+
+    Returns
+    -------
+    grad_x : ndarray, same shape and dtype as ``grad_s``
+    grad_v0 : ndarray ``grad_s.shape[1:]``, same dtype (only with ``return_grad_v0=True``)
+        Per neuron, not reduced to ``v0``'s shape (sum over the axes ``v0`` was broadcast along).
+    """
+    grad_in = grad_s
+    grad_s, params = _prepare("grad_s", grad_s, params)
+    relaxed = check_bool("relaxed", relaxed)
+    return_grad_v0 = check_bool("return_grad_v0", return_grad_v0)
+    h = check_array("h", h, finite=False)
+    check_same_shape("grad_s", grad_s, "h", h)
+    check_same_dtype("grad_s", grad_s, "h", h)
+    if v0 is not None or (return_grad_v0 and params.subtract_after_decay and not params.detach_reset):
+        v0 = initial_state("v0", v0, grad_s, _v0_default(params))  # checked; used only for dL/dv0
+    h = np.ascontiguousarray(h)
+    if out is None:
+        gx = np.empty_like(grad_s)
+    else:
+        gx = _check_out("out", out, grad_s)
+        check_disjoint({"out": gx}, {"grad_s": grad_in, "h": h}, same_ok=(("out", "grad_s"),))
+    T = grad_s.shape[0]
+    n = grad_s.size // T
+    bad = np.zeros(_nblocks(n), np.int64)
+    gv = np.empty(n, dtype=grad_s.dtype)
+    k = _constants(params, grad_s.dtype)
+    _lif_backward_nb(grad_s.reshape(T, n), h.reshape(T, n), gx.reshape(T, n), gv, k,
+                     _flags(params, relaxed), sg.constants(grad_s.dtype), bad)
+    if bad.any():
+        raise ValueError("grad_s: grad_s or h contains NaN or infinity (or the gradient overflowed)")
+    if not return_grad_v0:
+        return gx
+    if params.subtract_after_decay:
+        # gv = dL/dH[0]; H[0] = charge(v0) - v_th S[-1], S[-1] = fire(v0 - v_th)
+        vth, leak = k.v_th, k.leak
+        if params.detach_reset:
+            gv = gv * leak
+        else:
+            gv = gv * leak - gv * vth * sg.grad(params.surrogate, v0 - vth, params.surrogate_alpha)
+    return gx, gv.reshape(grad_s.shape[1:])
 
 
 # ---------------------------------------------------------------------------------------------

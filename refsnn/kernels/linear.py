@@ -3,7 +3,8 @@
 Shapes: ``x (N, in)``, ``w (out, in)`` (PyTorch layout), ``b (out,)`` or None, ``y (N, out)``.
 Backward, with ``dy (N, out)``: ``dx = dy @ W`` ``(N, in)``, ``dW = dy.T @ x`` ``(out, in)``,
 ``db = sum_n dy[n]`` ``(out,)`` (None without bias). These are single GEMMs, so there is no Numba
-kernel here: BLAS is the fast path, and the oracles are explicit ``einsum`` contractions.
+kernel here: BLAS is the fast path, and the oracles (first below) are explicit ``einsum``
+contractions.
 float32 in -> float32 out, float64 -> float64; mixed dtypes raise ``TypeError`` naming the argument.
 Inputs must be finite, and so must the results: a product that overflows the dtype (e.g. float32
 values near 1e20 times 1e20) raises ``ValueError`` naming the inputs instead of returning inf (one
@@ -32,6 +33,25 @@ def _check(x, w, b):
     return x, w, b
 
 
+# ---- oracles: explicit einsum contractions ----
+def linear_forward_ref(x, w, b=None):
+    """Oracle: ``einsum('ni,oi->no')`` plus bias."""
+    x, w, b = _check(x, w, b)
+    y = np.einsum("ni,oi->no", x, w)
+    return y + b if b is not None else y
+
+
+def linear_backward_ref(dy, x, w, has_bias):
+    """Oracle: the three contractions written with ``einsum``."""
+    x, w, _ = _check(x, w, None)
+    dy = check_array("dy", dy, ndim=2, dtypes=FLOAT_DTYPES, shape=(x.shape[0], w.shape[0]))
+    check_same_dtype("x", x, "dy", dy)
+    has_bias = check_bool("has_bias", has_bias)
+    return (np.einsum("no,oi->ni", dy, w), np.einsum("no,ni->oi", dy, x),
+            np.einsum("no->o", dy) if has_bias else None)
+
+
+# ---- fast path: BLAS through NumPy's matmul ----
 def linear_forward(x, w, b=None):
     """``y = x @ w.T + b``; ``x (N, in)``, ``w (out, in)``, ``b (out,)`` or None -> ``y (N, out)``."""
     x, w, b = _check(x, w, b)
@@ -65,20 +85,3 @@ def linear_backward(dy, x, w, has_bias, need_dx=True):
         db = dy.sum(axis=0, dtype=np.float64).astype(dy.dtype) if has_bias else None
     _check_result("dy", "a gradient (dy @ w, dy.T @ x or the sum of dy)", dx, dw, db)
     return dx, dw, db
-
-
-def linear_forward_ref(x, w, b=None):
-    """Oracle: ``einsum('ni,oi->no')`` plus bias."""
-    x, w, b = _check(x, w, b)
-    y = np.einsum("ni,oi->no", x, w)
-    return y + b if b is not None else y
-
-
-def linear_backward_ref(dy, x, w, has_bias):
-    """Oracle: the three contractions written with ``einsum``."""
-    x, w, _ = _check(x, w, None)
-    dy = check_array("dy", dy, ndim=2, dtypes=FLOAT_DTYPES, shape=(x.shape[0], w.shape[0]))
-    check_same_dtype("x", x, "dy", dy)
-    has_bias = check_bool("has_bias", has_bias)
-    return (np.einsum("no,oi->ni", dy, w), np.einsum("no,ni->oi", dy, x),
-            np.einsum("no->o", dy) if has_bias else None)

@@ -42,12 +42,13 @@ Backward (BPTT, ``L = sum(grad_s * S)``; ``gV[T-1] = gI[T-1] = 0``)::
 The backward needs only ``H``: the initial state reaches it through ``H``. "Relaxed mode" replaces
 the Heaviside by the surrogate's primitive, so the backward is the exact gradient (SPEC §4.1).
 
-Functions: :func:`norse_lif_forward` / :func:`norse_lif_backward` and :func:`norse_lif_box_forward` /
-:func:`norse_lif_box_backward` (Numba kernels, parallel over blocks of neurons, each neuron's time
-loop sequential: results do not depend on the thread count), and the oracles ``*_ref`` beside them
-(a NumPy loop over T, the equations as written). Kernel and oracle evaluate the same operations in
+Below, in this order: the oracles ``*_ref`` (a NumPy loop over T, the equations as written), then
+:func:`norse_lif_forward` / :func:`norse_lif_backward` and :func:`norse_lif_box_forward` /
+:func:`norse_lif_box_backward` (Numba kernels; constants and branches reach them as the records
+:class:`NorseConstants` and :class:`NorseFlags`). Kernel and oracle evaluate the same operations in
 the same order as Norse, so spikes and membranes agree exactly with each other and with Norse
-(float32 and float64) up to the surrogate's rounding in the gradients.
+(float32 and float64) up to the surrogate's rounding in the gradients. Performance notes (blocking,
+threads, determinism): ``docs/performance.md``, "LIF neurons".
 
 Presets (:data:`PRESETS`, :func:`norse_preset`):
 
@@ -64,6 +65,7 @@ rest value and oscillates; Norse accepts it) and ``v_reset < v_th``, like :class
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -167,26 +169,31 @@ def norse_preset(name: str, **overrides):
     return replace(PRESETS[name], **overrides)
 
 
-# Parameter vector layout, in the compute dtype (so float32 kernels stay float32).
-_P_KM, _P_NKS, _P_VLEAK, _P_VTH, _P_VR, _P_ALPHA, _P_1MKM, _P_1MKS = range(8)
+class NorseConstants(NamedTuple):
+    """The equations' constants (module docstring), each rounded once to the compute dtype."""
+
+    k_m: np.floating            # dt * tau_mem_inv
+    neg_k_s: np.floating        # -(dt * tau_syn_inv): I[t] = J[t] + (-k_s) J[t]  (0 for LIFBox)
+    v_leak: np.floating
+    v_th: np.floating
+    v_reset: np.floating
+    alpha: np.floating          # surrogate alpha
+    one_minus_k_m: np.floating  # gV[t-1] = gH[t] (1 - k_m)
+    one_minus_k_s: np.floating  # gJ[t] = gH[t] k_m + gI[t] (1 - k_s)
 
 
-def _param_vector(p, dtype) -> np.ndarray:
+def _constants(p, dtype) -> NorseConstants:
     d = np.dtype(dtype).type
     with np.errstate(over="ignore", under="ignore"):
         km = d(p.dt) * d(p.tau_mem_inv)
         ks = d(p.dt) * d(getattr(p, "tau_syn_inv", 0.0))
         prm = np.array([km, -ks, p.v_leak, p.v_th, p.v_reset, p.surrogate_alpha, d(1) - km, d(1) - ks],
                        dtype=dtype)
-    if not (np.isfinite(prm).all() and prm[_P_KM] > 0):
+    k = NorseConstants(*prm)
+    if not (np.isfinite(prm).all() and k.k_m > 0):
         raise ValueError(f"params: dt * tau_mem_inv, v_leak, v_th, v_reset and alpha must be finite (and "
                          f"dt * tau_mem_inv > 0) in {np.dtype(dtype)}, got {p}")
-    return prm
-
-
-def _flags(p, relaxed: bool) -> np.ndarray:
-    # [detach, relaxed, surrogate code]
-    return np.array([p.detach_reset, relaxed, sg.CODES[p.surrogate]], dtype=np.int64)
+    return k
 
 
 def _check_params(params, cls):
@@ -212,8 +219,115 @@ def _prepare_backward(grad_s, h, params, cls):
 
 
 # ---------------------------------------------------------------------------------------------
-# Numba kernels over [T, N] (N = product of the non-time axes), neurons in parallel blocks.
+# Oracles: a NumPy loop over T, the equations as written.
 # ---------------------------------------------------------------------------------------------
+
+def _consts(p, dtype):
+    d = np.dtype(dtype).type
+    _constants(p, dtype)  # the same range checks as the kernels
+    km = d(p.dt) * d(p.tau_mem_inv)
+    ks = d(p.dt) * d(getattr(p, "tau_syn_inv", 0.0))
+    return km, ks, d(p.v_leak), d(p.v_th), d(p.v_reset), d(1)
+
+
+def _fire_ref(z, p, relaxed):
+    if relaxed:
+        return sg.primitive(p.surrogate, z, p.surrogate_alpha)
+    return sg.heaviside(z, ">")
+
+
+def _forward_ref(x, p, v0, i0, relaxed, synaptic):
+    relaxed = check_bool("relaxed", relaxed)
+    v = initial_state("v0", v0, x, p.v_leak)  # flat [N], before x is viewed as [T, N]
+    cur = initial_state("i0", i0, x, 0.0) if synaptic else None
+    shape = x.shape
+    x = x.reshape(shape[0], -1)
+    km, ks, vl, vth, vr, one = _consts(p, x.dtype)
+    s_all, h_all, i_all = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+    for t in range(x.shape[0]):
+        if synaptic:
+            j = cur + x[t]
+            h = v + km * ((vl - v) + j)
+            cur = j + (-ks) * j
+            i_all[t] = cur
+        else:
+            h = v + km * ((x[t] + vl) - v)
+        s = _fire_ref(h - vth, p, relaxed)
+        v = (one - s) * h + s * vr
+        s_all[t], h_all[t] = s, h
+    return s_all.reshape(shape), h_all.reshape(shape), i_all.reshape(shape)
+
+
+def _backward_ref(grad_s, h, p, relaxed, synaptic):
+    relaxed = check_bool("relaxed", relaxed)
+    shape = grad_s.shape
+    grad_s, h = grad_s.reshape(shape[0], -1), h.reshape(shape[0], -1)
+    km, ks, _, vth, vr, one = _consts(p, grad_s.dtype)
+    gx = np.empty_like(grad_s)
+    gv = np.zeros(grad_s.shape[1:], grad_s.dtype)
+    gi = np.zeros(grad_s.shape[1:], grad_s.dtype)
+    for t in range(grad_s.shape[0] - 1, -1, -1):
+        z = h[t] - vth
+        d = sg.grad(p.surrogate, z, p.surrogate_alpha)
+        s = _fire_ref(z, p, relaxed)
+        if p.detach_reset:
+            gh = grad_s[t] * d + gv * (one - s)
+        else:
+            gh = (grad_s[t] + gv * (vr - h[t])) * d + gv * (one - s)
+        if synaptic:
+            gi = gh * km + gi * (one - ks)
+            gx[t] = gi
+        else:
+            gx[t] = gh * km
+        gv = gh * (one - km)
+    return gx.reshape(shape), gv.reshape(shape[1:]), gi.reshape(shape[1:])
+
+
+def norse_lif_forward_ref(x, params: NorseLIFParams = PRESETS["norse_lif"], *, v0=None, i0=None,
+                          relaxed: bool = False):
+    """Oracle for :func:`norse_lif_forward` (same signature and results)."""
+    x, p = _prepare("x", x, params, NorseLIFParams)
+    return _forward_ref(x, p, v0, i0, relaxed, True)
+
+
+def norse_lif_backward_ref(grad_s, h, params: NorseLIFParams = PRESETS["norse_lif"], *, relaxed: bool = False):
+    """Oracle for :func:`norse_lif_backward` (same signature and results)."""
+    grad_s, h, p = _prepare_backward(grad_s, h, params, NorseLIFParams)
+    return _backward_ref(grad_s, h, p, relaxed, True)
+
+
+def norse_lif_box_forward_ref(x, params: NorseLIFBoxParams = PRESETS["norse_lif_box"], *, v0=None,
+                              relaxed: bool = False):
+    """Oracle for :func:`norse_lif_box_forward` (same signature and results)."""
+    x, p = _prepare("x", x, params, NorseLIFBoxParams)
+    s, h, _ = _forward_ref(x, p, v0, None, relaxed, False)
+    return s, h
+
+
+def norse_lif_box_backward_ref(grad_s, h, params: NorseLIFBoxParams = PRESETS["norse_lif_box"], *,
+                               relaxed: bool = False):
+    """Oracle for :func:`norse_lif_box_backward` (same signature and results)."""
+    grad_s, h, p = _prepare_backward(grad_s, h, params, NorseLIFBoxParams)
+    gx, gv, _ = _backward_ref(grad_s, h, p, relaxed, False)
+    return gx, gv
+
+
+# ---------------------------------------------------------------------------------------------
+# Fast path: Numba kernels over [T, N] (N = product of the non-time axes), neurons in parallel
+# blocks (docs/performance.md, "LIF neurons").
+# ---------------------------------------------------------------------------------------------
+class NorseFlags(NamedTuple):
+    """Which form of the equations a kernel call evaluates; ints for Numba."""
+
+    detach_reset: int  # 1: drop the gV[t] (v_reset - H[t]) term of gH[t]
+    relaxed: int       # 1: S = surrogate primitive instead of the Heaviside
+    surrogate: int     # surrogate code, refsnn.kernels.surrogate.CODES
+
+
+def _flags(p, relaxed: bool) -> NorseFlags:
+    return NorseFlags(detach_reset=int(p.detach_reset), relaxed=int(relaxed), surrogate=sg.CODES[p.surrogate])
+
+
 _BLOCK = 2048
 
 
@@ -229,15 +343,15 @@ def _nonfinite(v):
 def _fire(z, relaxed, code, a, c):
     if relaxed:
         return sg._prim_nb(code, z, a, c)
-    return c[sg.C_ONE] if z > c[sg.C_ZERO] else c[sg.C_ZERO]
+    return c.one if z > c.zero else c.zero
 
 
 @numba.njit(cache=True, parallel=True)
-def _lif_forward_nb(x, v0, i0, s_out, h_out, i_out, prm, flags, c, bad, synaptic):
+def _lif_forward_nb(x, v0, i0, s_out, h_out, i_out, kc, f, c, bad, synaptic):
     T, N = x.shape
-    km, nks, vl, vth, vr, a = prm[_P_KM], prm[_P_NKS], prm[_P_VLEAK], prm[_P_VTH], prm[_P_VR], prm[_P_ALPHA]
-    relaxed, code = flags[1], flags[2]
-    one = c[sg.C_ONE]
+    km, nks, vl, vth, vr, a = kc.k_m, kc.neg_k_s, kc.v_leak, kc.v_th, kc.v_reset, kc.alpha
+    relaxed, code = f.relaxed, f.surrogate
+    one = c.one
     nblk = (N + _BLOCK - 1) // _BLOCK
     for b in numba.prange(nblk):
         j0 = b * _BLOCK
@@ -274,11 +388,11 @@ def _lif_forward_nb(x, v0, i0, s_out, h_out, i_out, prm, flags, c, bad, synaptic
 
 
 @numba.njit(cache=True, parallel=True)
-def _lif_backward_nb(gs, h_in, gx_out, gv_out, gi_out, prm, flags, c, bad, synaptic):
+def _lif_backward_nb(gs, h_in, gx_out, gv_out, gi_out, kc, f, c, bad, synaptic):
     T, N = gs.shape
-    km, vth, vr, a, mkm, mks = prm[_P_KM], prm[_P_VTH], prm[_P_VR], prm[_P_ALPHA], prm[_P_1MKM], prm[_P_1MKS]
-    detach, relaxed, code = flags[0], flags[1], flags[2]
-    one = c[sg.C_ONE]
+    km, vth, vr, a, mkm, mks = kc.k_m, kc.v_th, kc.v_reset, kc.alpha, kc.one_minus_k_m, kc.one_minus_k_s
+    detach, relaxed, code = f.detach_reset, f.relaxed, f.surrogate
+    one = c.one
     nblk = (N + _BLOCK - 1) // _BLOCK
     for b in numba.prange(nblk):
         j0 = b * _BLOCK
@@ -323,7 +437,7 @@ def _run_forward(x, params, v0, i0, relaxed, synaptic):
     i = np.empty_like(x) if synaptic else np.empty((1, n), x.dtype)
     bad = np.zeros((n + _BLOCK - 1) // _BLOCK, np.int64)
     _lif_forward_nb(x.reshape(T, n), v0, i0, s.reshape(T, n), h.reshape(T, n), i.reshape(-1, n),
-                    _param_vector(params, x.dtype), _flags(params, relaxed), sg.constants(x.dtype), bad,
+                    _constants(params, x.dtype), _flags(params, relaxed), sg.constants(x.dtype), bad,
                     synaptic)
     if bad.any():
         raise ValueError("x: contains NaN or infinity (or values so large the state overflowed)")
@@ -338,7 +452,7 @@ def _run_backward(grad_s, h, params, relaxed, synaptic):
     gv, gi = np.empty(n, grad_s.dtype), np.empty(n, grad_s.dtype)
     bad = np.zeros((n + _BLOCK - 1) // _BLOCK, np.int64)
     _lif_backward_nb(grad_s.reshape(T, n), h.reshape(T, n), gx.reshape(T, n), gv, gi,
-                     _param_vector(params, grad_s.dtype), _flags(params, relaxed),
+                     _constants(params, grad_s.dtype), _flags(params, relaxed),
                      sg.constants(grad_s.dtype), bad, synaptic)
     if bad.any():
         raise ValueError("grad_s: grad_s or h contains NaN or infinity (or the gradient overflowed)")
@@ -424,100 +538,6 @@ def norse_lif_box_backward(grad_s: np.ndarray, h: np.ndarray, params: NorseLIFBo
     """BPTT through Norse's ``LIFBox``: ``(dL/dX [T, ...], dL/dv0 grad_s.shape[1:])``."""
     grad_s, h, params = _prepare_backward(grad_s, h, params, NorseLIFBoxParams)
     gx, gv, _ = _run_backward(grad_s, h, params, relaxed, False)
-    return gx, gv
-
-
-# ---------------------------------------------------------------------------------------------
-# Oracles: a NumPy loop over T, the equations as written.
-# ---------------------------------------------------------------------------------------------
-
-def _consts(p, dtype):
-    d = np.dtype(dtype).type
-    _param_vector(p, dtype)  # the same range checks as the kernels
-    km = d(p.dt) * d(p.tau_mem_inv)
-    ks = d(p.dt) * d(getattr(p, "tau_syn_inv", 0.0))
-    return km, ks, d(p.v_leak), d(p.v_th), d(p.v_reset), d(1)
-
-
-def _fire_ref(z, p, relaxed):
-    if relaxed:
-        return sg.primitive(p.surrogate, z, p.surrogate_alpha)
-    return sg.heaviside(z, ">")
-
-
-def _forward_ref(x, p, v0, i0, relaxed, synaptic):
-    relaxed = check_bool("relaxed", relaxed)
-    v = initial_state("v0", v0, x, p.v_leak)  # flat [N], before x is viewed as [T, N]
-    cur = initial_state("i0", i0, x, 0.0) if synaptic else None
-    shape = x.shape
-    x = x.reshape(shape[0], -1)
-    km, ks, vl, vth, vr, one = _consts(p, x.dtype)
-    s_all, h_all, i_all = np.empty_like(x), np.empty_like(x), np.empty_like(x)
-    for t in range(x.shape[0]):
-        if synaptic:
-            j = cur + x[t]
-            h = v + km * ((vl - v) + j)
-            cur = j + (-ks) * j
-            i_all[t] = cur
-        else:
-            h = v + km * ((x[t] + vl) - v)
-        s = _fire_ref(h - vth, p, relaxed)
-        v = (one - s) * h + s * vr
-        s_all[t], h_all[t] = s, h
-    return s_all.reshape(shape), h_all.reshape(shape), i_all.reshape(shape)
-
-
-def _backward_ref(grad_s, h, p, relaxed, synaptic):
-    relaxed = check_bool("relaxed", relaxed)
-    shape = grad_s.shape
-    grad_s, h = grad_s.reshape(shape[0], -1), h.reshape(shape[0], -1)
-    km, ks, _, vth, vr, one = _consts(p, grad_s.dtype)
-    gx = np.empty_like(grad_s)
-    gv = np.zeros(grad_s.shape[1:], grad_s.dtype)
-    gi = np.zeros(grad_s.shape[1:], grad_s.dtype)
-    for t in range(grad_s.shape[0] - 1, -1, -1):
-        z = h[t] - vth
-        d = sg.grad(p.surrogate, z, p.surrogate_alpha)
-        s = _fire_ref(z, p, relaxed)
-        if p.detach_reset:
-            gh = grad_s[t] * d + gv * (one - s)
-        else:
-            gh = (grad_s[t] + gv * (vr - h[t])) * d + gv * (one - s)
-        if synaptic:
-            gi = gh * km + gi * (one - ks)
-            gx[t] = gi
-        else:
-            gx[t] = gh * km
-        gv = gh * (one - km)
-    return gx.reshape(shape), gv.reshape(shape[1:]), gi.reshape(shape[1:])
-
-
-def norse_lif_forward_ref(x, params: NorseLIFParams = PRESETS["norse_lif"], *, v0=None, i0=None,
-                          relaxed: bool = False):
-    """Oracle for :func:`norse_lif_forward` (same signature and results)."""
-    x, p = _prepare("x", x, params, NorseLIFParams)
-    return _forward_ref(x, p, v0, i0, relaxed, True)
-
-
-def norse_lif_backward_ref(grad_s, h, params: NorseLIFParams = PRESETS["norse_lif"], *, relaxed: bool = False):
-    """Oracle for :func:`norse_lif_backward` (same signature and results)."""
-    grad_s, h, p = _prepare_backward(grad_s, h, params, NorseLIFParams)
-    return _backward_ref(grad_s, h, p, relaxed, True)
-
-
-def norse_lif_box_forward_ref(x, params: NorseLIFBoxParams = PRESETS["norse_lif_box"], *, v0=None,
-                              relaxed: bool = False):
-    """Oracle for :func:`norse_lif_box_forward` (same signature and results)."""
-    x, p = _prepare("x", x, params, NorseLIFBoxParams)
-    s, h, _ = _forward_ref(x, p, v0, None, relaxed, False)
-    return s, h
-
-
-def norse_lif_box_backward_ref(grad_s, h, params: NorseLIFBoxParams = PRESETS["norse_lif_box"], *,
-                               relaxed: bool = False):
-    """Oracle for :func:`norse_lif_box_backward` (same signature and results)."""
-    grad_s, h, p = _prepare_backward(grad_s, h, params, NorseLIFBoxParams)
-    gx, gv, _ = _backward_ref(grad_s, h, p, relaxed, False)
     return gx, gv
 
 

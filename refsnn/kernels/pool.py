@@ -9,9 +9,10 @@ Equations and shapes (NCHW, time folded into the batch, ``N = T*B``)
 * ``global_avgpool_forward(x)``: ``y[n, c] = (1/(H W)) sum_{h,w} x[n, c, h, w]``, ``y (N, C)``.
 * ``global_avgpool_backward(dy, hw)``: ``dx[n, c, h, w] = dy[n, c] / (H W)``, ``hw = (H, W)``.
 
-Sums are accumulated in float64 in a fixed order and rounded once to the input dtype; the kernels
-run images on Numba's threads (each output belongs to one image), so results do not depend on the
-thread count.
+Sums are accumulated in float64 in a fixed order and rounded once to the input dtype.
+Below, in this order: the oracles ``*_ref`` (plain NumPy), then the Numba kernels and the public
+functions. Performance notes (threads, determinism): ``docs/performance.md``, "BatchNorm, pooling,
+rectifier".
 float32 in -> float32 out, float64 -> float64; other dtypes raise ``TypeError`` naming the argument.
 """
 from __future__ import annotations
@@ -29,6 +30,50 @@ __all__ = [
 ]
 
 
+def _check_k(k, H=None, W=None):
+    k = check_int("k", k, lo=1)
+    if H is not None and (H % k or W % k):
+        raise ValueError(f"k: H and W ({H}, {W}) must be divisible by the pooling size k={k}")
+    return k
+
+
+def _check_hw(hw):
+    if not isinstance(hw, (tuple, list)) or len(hw) != 2:
+        raise ValueError(f"hw: expected an (H, W) pair, got {hw!r}")
+    return check_int("hw[0]", hw[0], lo=1), check_int("hw[1]", hw[1], lo=1)
+
+
+# ---- oracles (plain NumPy) ----
+def avgpool2d_forward_ref(x, k):
+    """Oracle: reshape to ``(N, C, H/k, k, W/k, k)`` and average the window axes."""
+    x = check_array("x", x, ndim=4, dtypes=FLOAT_DTYPES)
+    N, C, H, W = x.shape
+    k = _check_k(k, H, W)
+    return x.reshape(N, C, H // k, k, W // k, k).mean(axis=(3, 5), dtype=np.float64).astype(x.dtype)
+
+
+def avgpool2d_backward_ref(dy, k):
+    """Oracle: ``np.repeat`` along both spatial axes, divided by ``k^2``."""
+    dy = check_array("dy", dy, ndim=4, dtypes=FLOAT_DTYPES)
+    k = _check_k(k)
+    return (np.repeat(np.repeat(dy.astype(np.float64), k, axis=2), k, axis=3) / (k * k)).astype(dy.dtype)
+
+
+def global_avgpool_forward_ref(x):
+    """Oracle: ``x.mean(axis=(2, 3))``."""
+    x = check_array("x", x, ndim=4, dtypes=FLOAT_DTYPES)
+    return x.mean(axis=(2, 3), dtype=np.float64).astype(x.dtype)
+
+
+def global_avgpool_backward_ref(dy, hw):
+    """Oracle: broadcast ``dy / (H W)`` over ``(H, W)``."""
+    dy = check_array("dy", dy, ndim=2, dtypes=FLOAT_DTYPES)
+    H, W = _check_hw(hw)
+    g = dy.astype(np.float64) / (H * W)
+    return np.broadcast_to(g[:, :, None, None], dy.shape + (H, W)).astype(dy.dtype)
+
+
+# ---- fast path: Numba kernels and the public functions ----
 @numba.njit(cache=True, parallel=True)
 def _avgpool_fwd(x, k, y):
     N, C, Ho, Wo = y.shape
@@ -87,13 +132,6 @@ def _gap_bwd(dy, dx):
     return dx
 
 
-def _check_k(k, H=None, W=None):
-    k = check_int("k", k, lo=1)
-    if H is not None and (H % k or W % k):
-        raise ValueError(f"k: H and W ({H}, {W}) must be divisible by the pooling size k={k}")
-    return k
-
-
 def avgpool2d_forward(x, k, *, check_finite=True):
     """``k x k`` average pooling with stride ``k``: ``(N, C, H, W) -> (N, C, H/k, W/k)`` (SPEC §3)."""
     x = check_array("x", x, ndim=4, dtypes=FLOAT_DTYPES, finite=check_bool("check_finite", check_finite))
@@ -121,48 +159,12 @@ def global_avgpool_forward(x, *, check_finite=True):
     return _gap_fwd(np.ascontiguousarray(x), y)
 
 
-def _check_hw(hw):
-    if not isinstance(hw, (tuple, list)) or len(hw) != 2:
-        raise ValueError(f"hw: expected an (H, W) pair, got {hw!r}")
-    return check_int("hw[0]", hw[0], lo=1), check_int("hw[1]", hw[1], lo=1)
-
-
 def global_avgpool_backward(dy, hw, *, check_finite=True):
     """Gradient of :func:`global_avgpool_forward`: ``dx[n, c, h, w] = dy[n, c] / (H W)``."""
     dy = check_array("dy", dy, ndim=2, dtypes=FLOAT_DTYPES, finite=check_bool("check_finite", check_finite))
     H, W = _check_hw(hw)
     dx = np.empty(dy.shape + (H, W), dtype=dy.dtype)
     return _gap_bwd(np.ascontiguousarray(dy), dx)
-
-
-# ---- oracles (plain NumPy) ----
-def avgpool2d_forward_ref(x, k):
-    """Oracle: reshape to ``(N, C, H/k, k, W/k, k)`` and average the window axes."""
-    x = check_array("x", x, ndim=4, dtypes=FLOAT_DTYPES)
-    N, C, H, W = x.shape
-    k = _check_k(k, H, W)
-    return x.reshape(N, C, H // k, k, W // k, k).mean(axis=(3, 5), dtype=np.float64).astype(x.dtype)
-
-
-def avgpool2d_backward_ref(dy, k):
-    """Oracle: ``np.repeat`` along both spatial axes, divided by ``k^2``."""
-    dy = check_array("dy", dy, ndim=4, dtypes=FLOAT_DTYPES)
-    k = _check_k(k)
-    return (np.repeat(np.repeat(dy.astype(np.float64), k, axis=2), k, axis=3) / (k * k)).astype(dy.dtype)
-
-
-def global_avgpool_forward_ref(x):
-    """Oracle: ``x.mean(axis=(2, 3))``."""
-    x = check_array("x", x, ndim=4, dtypes=FLOAT_DTYPES)
-    return x.mean(axis=(2, 3), dtype=np.float64).astype(x.dtype)
-
-
-def global_avgpool_backward_ref(dy, hw):
-    """Oracle: broadcast ``dy / (H W)`` over ``(H, W)``."""
-    dy = check_array("dy", dy, ndim=2, dtypes=FLOAT_DTYPES)
-    H, W = _check_hw(hw)
-    g = dy.astype(np.float64) / (H * W)
-    return np.broadcast_to(g[:, :, None, None], dy.shape + (H, W)).astype(dy.dtype)
 
 
 def _warmup() -> None:

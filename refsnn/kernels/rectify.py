@@ -15,7 +15,9 @@ in conv and BN (``check_finite=False``, see :func:`refsnn.kernels.conv.conv2d_fo
 path from a conv to a LIF population ends in this rectifier or directly in the LIF kernel, which
 checks its input current itself. The oracles, like NumPy, give 0 for NaN.
 
-One fused pass instead of the oracles' three (compare, select, negate) with their temporaries.
+Below, in this order: the oracles :func:`rectify_forward_ref` / :func:`rectify_backward_ref`, then
+the Numba kernels and :func:`rectify_forward` / :func:`rectify_backward`. Performance notes:
+``docs/performance.md``, "BatchNorm, pooling, rectifier".
 """
 from __future__ import annotations
 
@@ -27,6 +29,38 @@ from refsnn._checks import FLOAT_DTYPES, check_array
 __all__ = ["rectify_forward", "rectify_backward", "rectify_forward_ref", "rectify_backward_ref"]
 
 
+def _check_sign(sign):
+    if not isinstance(sign, (int, float, np.integer, np.floating)):
+        raise TypeError(f"sign: expected +1 (excitatory) or -1 (inhibitory), got {type(sign).__name__}")
+    if isinstance(sign, (bool, np.bool_)) or sign not in (1, -1):
+        raise ValueError(f"sign: expected +1 (excitatory) or -1 (inhibitory), got {sign!r}")
+    return int(sign)
+
+
+# ---- oracles (plain NumPy) ----
+def rectify_forward_ref(x, sign=1):
+    """Oracle: ``mask = x > 0``, ``y = where(mask, x, 0)``, negated in place when ``sign = -1``."""
+    x = check_array("x", x, dtypes=FLOAT_DTYPES, finite=False)
+    sign = _check_sign(sign)
+    mask = x > 0
+    y = np.where(mask, x, 0).astype(x.dtype, copy=False)
+    if sign < 0:
+        np.negative(y, out=y)
+    return y, mask
+
+
+def rectify_backward_ref(dy, mask, sign=1):
+    """Oracle: ``where(mask, dy, 0)``, negated when ``sign = -1``."""
+    dy = check_array("dy", dy, dtypes=FLOAT_DTYPES, finite=False)
+    check_array("mask", mask, dtypes=(np.dtype(np.bool_),), shape=dy.shape, finite=False)
+    sign = _check_sign(sign)
+    dx = np.where(mask, dy, 0).astype(dy.dtype, copy=False)
+    if sign < 0:
+        np.negative(dx, out=dx)
+    return dx
+
+
+# ---- fast path: Numba kernels and the public functions ----
 @numba.njit(cache=True)
 def _rectify_fwd(x, negate, y, mask):
     """Flat arrays: ``mask = x > 0``; ``y = (-1 if negate else 1) * where(mask, x, 0)``.
@@ -56,14 +90,6 @@ def _rectify_bwd(dy, mask, negate, dx):
             dx[i] = -0.0 if negate else 0.0
 
 
-def _check_sign(sign):
-    if not isinstance(sign, (int, float, np.integer, np.floating)):
-        raise TypeError(f"sign: expected +1 (excitatory) or -1 (inhibitory), got {type(sign).__name__}")
-    if isinstance(sign, (bool, np.bool_)) or sign not in (1, -1):
-        raise ValueError(f"sign: expected +1 (excitatory) or -1 (inhibitory), got {sign!r}")
-    return int(sign)
-
-
 def rectify_forward(x, sign=1):
     """``(y, mask)`` with ``y = sign * relu(x)``, ``mask = x > 0`` (bool, for the backward pass).
 
@@ -87,29 +113,6 @@ def rectify_backward(dy, mask, sign=1):
     dx = np.empty(dy.shape, dy.dtype)
     _rectify_bwd(np.ascontiguousarray(dy).reshape(-1), np.ascontiguousarray(mask).reshape(-1),
                  sign < 0, dx.reshape(-1))
-    return dx
-
-
-# ---- oracles (plain NumPy) ----
-def rectify_forward_ref(x, sign=1):
-    """Oracle: ``mask = x > 0``, ``y = where(mask, x, 0)``, negated in place when ``sign = -1``."""
-    x = check_array("x", x, dtypes=FLOAT_DTYPES, finite=False)
-    sign = _check_sign(sign)
-    mask = x > 0
-    y = np.where(mask, x, 0).astype(x.dtype, copy=False)
-    if sign < 0:
-        np.negative(y, out=y)
-    return y, mask
-
-
-def rectify_backward_ref(dy, mask, sign=1):
-    """Oracle: ``where(mask, dy, 0)``, negated when ``sign = -1``."""
-    dy = check_array("dy", dy, dtypes=FLOAT_DTYPES, finite=False)
-    check_array("mask", mask, dtypes=(np.dtype(np.bool_),), shape=dy.shape, finite=False)
-    sign = _check_sign(sign)
-    dx = np.where(mask, dy, 0).astype(dy.dtype, copy=False)
-    if sign < 0:
-        np.negative(dx, out=dx)
     return dx
 
 

@@ -21,8 +21,8 @@ LSTM (gates ``i, f, g, o``; flax's ``OptimizedLSTMCell`` of the reference code i
 
 ``sigmoid(a) = 1 / (1 + exp(-a))`` (an overflow of ``exp`` gives the correct limit 0). The batched
 forms (:func:`gru_cell`, :func:`lstm_cell`) compute the matrix-vector products with ``np.matmul``
-over the member axis; the oracles (:func:`gru_cell_ref`, :func:`lstm_cell_ref`) state the same
-equations one member and one gate at a time. No backward: these networks are only evolved.
+over the member axis; the oracles (:func:`gru_cell_ref`, :func:`lstm_cell_ref`, first below) state
+the same equations one member and one gate at a time. No backward: these networks are only evolved.
 """
 from __future__ import annotations
 
@@ -62,33 +62,6 @@ def _gates(x, h, w_ih, w_hh, b_ih, b_hh):
     return gi, gh
 
 
-def gru_cell(x: np.ndarray, h: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray,
-             b_hh: np.ndarray) -> np.ndarray:
-    """One GRU step for ``B`` members: ``x (B, I)``, ``h (B, H)``, ``w_ih (B, 3H, I)``,
-    ``w_hh (B, 3H, H)``, ``b_ih, b_hh (B, 3H)`` -> ``h' (B, H)`` (module docstring)."""
-    _, _, H = _check("a GRU", x, h, w_ih, w_hh, b_ih, b_hh, 3)
-    gi, gh = _gates(x, h, w_ih, w_hh, b_ih, b_hh)
-    r = sigmoid(gi[:, :H] + gh[:, :H])
-    z = sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
-    n = np.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
-    return (1 - z) * n + z * h
-
-
-def lstm_cell(x: np.ndarray, h: np.ndarray, c: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray,
-              b_hh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One LSTM step for ``B`` members: ``x (B, I)``, ``h, c (B, H)``, ``w_ih (B, 4H, I)``,
-    ``w_hh (B, 4H, H)``, ``b_ih, b_hh (B, 4H)`` -> ``(h', c')``, each ``(B, H)`` (module docstring)."""
-    _, _, H = _check("an LSTM", x, h, w_ih, w_hh, b_ih, b_hh, 4, c=c)
-    gi, gh = _gates(x, h, w_ih, w_hh, b_ih, b_hh)
-    a = gi + gh
-    i = sigmoid(a[:, :H])
-    f = sigmoid(a[:, H:2 * H])
-    g = np.tanh(a[:, 2 * H:3 * H])
-    o = sigmoid(a[:, 3 * H:])
-    c_new = f * c + i * g
-    return o * np.tanh(c_new), c_new
-
-
 # -- oracles: the equations one member and one gate at a time ------------------------------------------
 def _affine(w, b, v, gate, H):
     """``W[gate] v + b[gate]`` for one member (rows ``gate*H .. gate*H + H - 1``)."""
@@ -118,3 +91,31 @@ def lstm_cell_ref(x, h, c, w_ih, w_hh, b_ih, b_hh) -> tuple[np.ndarray, np.ndarr
         c_out[m] = f * c[m] + i * g
         h_out[m] = o * np.tanh(c_out[m])
     return h_out, c_out
+
+
+# -- batched forms: np.matmul over the member axis --------------------------------------------------------
+def gru_cell(x: np.ndarray, h: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray,
+             b_hh: np.ndarray) -> np.ndarray:
+    """One GRU step for ``B`` members: ``x (B, I)``, ``h (B, H)``, ``w_ih (B, 3H, I)``,
+    ``w_hh (B, 3H, H)``, ``b_ih, b_hh (B, 3H)`` -> ``h' (B, H)`` (module docstring)."""
+    _, _, H = _check("a GRU", x, h, w_ih, w_hh, b_ih, b_hh, 3)
+    gi, gh = _gates(x, h, w_ih, w_hh, b_ih, b_hh)
+    r = sigmoid(gi[:, :H] + gh[:, :H])
+    z = sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+    n = np.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+    return (1 - z) * n + z * h
+
+
+def lstm_cell(x: np.ndarray, h: np.ndarray, c: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray,
+              b_hh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One LSTM step for ``B`` members: ``x (B, I)``, ``h, c (B, H)``, ``w_ih (B, 4H, I)``,
+    ``w_hh (B, 4H, H)``, ``b_ih, b_hh (B, 4H)`` -> ``(h', c')``, each ``(B, H)`` (module docstring)."""
+    _, _, H = _check("an LSTM", x, h, w_ih, w_hh, b_ih, b_hh, 4, c=c)
+    gi, gh = _gates(x, h, w_ih, w_hh, b_ih, b_hh)
+    a = gi + gh
+    i = sigmoid(a[:, :H])
+    f = sigmoid(a[:, H:2 * H])
+    g = np.tanh(a[:, 2 * H:3 * H])
+    o = sigmoid(a[:, 3 * H:])
+    c_new = f * c + i * g
+    return o * np.tanh(c_new), c_new

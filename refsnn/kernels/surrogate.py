@@ -26,13 +26,17 @@ MSE-NAS neuron's, alpha 2); ``fast_sigmoid`` is snnTorch's ``fast_sigmoid(slope=
 primitive is not a (0, 1) step approximation — only its derivative is used in spiking mode, so
 this matters only in relaxed mode; ``rect`` is the rectangular window of STBP (Wu et al. 2018).
 
-Two implementations live here: NumPy functions over arrays (the oracles, and what users call), and
-scalar Numba functions ``_grad_nb(code, x, a)`` / ``_prim_nb(code, x, a)`` that the fused LIF kernels
-inline. ``x`` and ``a`` must share a dtype in the Numba versions (float32 stays float32).
+Two implementations live here, in this order: NumPy functions over arrays (the oracles
+:func:`heaviside`, :func:`grad`, :func:`primitive`, and what users call), then scalar Numba functions
+``_grad_nb(code, x, a, c)`` / ``_prim_nb(code, x, a, c)`` that the fused LIF kernels inline (``code``:
+:data:`CODES`; ``c``: the :class:`Literals` in the compute dtype). ``x`` and ``a`` must share a dtype
+in the Numba versions (float32 stays float32). Performance notes: ``docs/performance.md``, "LIF
+neurons".
 """
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -105,43 +109,49 @@ def primitive(name: str, x: np.ndarray, alpha: float | None = None) -> np.ndarra
     return x / (one + a * np.abs(x))
 
 
-# ---- scalar Numba versions, inlined by the fused LIF kernels ---------------------------------
-# ``c`` is a constants array in the compute dtype, made by :func:`constants`, so that float32
-# arithmetic inside Numba never promotes to float64 (a float64 literal would).
-C_ZERO, C_ONE, C_HALF, C_HALF_PI, C_PI = range(5)
+# ---- fast path: scalar Numba versions, inlined by the fused LIF kernels -------------------------
+class Literals(NamedTuple):
+    """The literals of the table above in the compute dtype (:func:`constants`), so that float32
+    arithmetic inside Numba never promotes to float64 (a float64 literal would)."""
+
+    zero: np.floating
+    one: np.floating
+    half: np.floating
+    half_pi: np.floating
+    pi: np.floating
 
 
-def constants(dtype) -> np.ndarray:
-    """``[0, 1, 1/2, pi/2, pi]`` in ``dtype``: the literals the Numba surrogates need."""
+def constants(dtype) -> Literals:
+    """``Literals(0, 1, 1/2, pi/2, pi)`` in ``dtype``: the literals the Numba surrogates need."""
     if np.dtype(dtype) not in FLOAT_DTYPES:
         raise TypeError(f"dtype: expected float32 or float64, got {np.dtype(dtype)}")
-    return np.array([0.0, 1.0, 0.5, math.pi / 2, math.pi], dtype=dtype)
+    return Literals(*np.array([0.0, 1.0, 0.5, math.pi / 2, math.pi], dtype=dtype))
 
 
 @numba.njit(cache=True, inline="always")
 def _grad_nb(code, x, a, c):
     if code == 0:  # sigmoid
-        sg = c[C_ONE] / (c[C_ONE] + math.exp(-a * x))
-        return a * sg * (c[C_ONE] - sg)
+        sg = c.one / (c.one + math.exp(-a * x))
+        return a * sg * (c.one - sg)
     elif code == 1:  # atan
-        u = c[C_HALF_PI] * a * x
-        return (a * c[C_HALF]) / (c[C_ONE] + u * u)
+        u = c.half_pi * a * x
+        return (a * c.half) / (c.one + u * u)
     elif code == 2:  # rect
-        return a if abs(x) < c[C_HALF] / a else c[C_ZERO]
+        return a if abs(x) < c.half / a else c.zero
     elif code == 3:  # triangle
-        return max(c[C_ZERO], a - a * a * abs(x))
+        return max(c.zero, a - a * a * abs(x))
     else:  # fast_sigmoid
-        d = c[C_ONE] + a * abs(x)
-        return c[C_ONE] / (d * d)
+        d = c.one + a * abs(x)
+        return c.one / (d * d)
 
 
 @numba.njit(cache=True, inline="always")
 def _prim_nb(code, x, a, c):
-    one, half, zero = c[C_ONE], c[C_HALF], c[C_ZERO]
+    one, half, zero = c.one, c.half, c.zero
     if code == 0:
         return one / (one + math.exp(-a * x))
     elif code == 1:
-        return half + math.atan(c[C_HALF_PI] * a * x) / c[C_PI]
+        return half + math.atan(c.half_pi * a * x) / c.pi
     elif code == 2:
         return min(one, max(zero, a * x + half))
     elif code == 3:
