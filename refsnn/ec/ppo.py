@@ -43,6 +43,7 @@ relaxed mode (float64).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -211,8 +212,8 @@ def collect(cfg: CubaConfig, obs_dim: int, params, envs, norm_mean, norm_std, re
     here) stepped ``n_steps`` times in lock-step with the stochastic policy. Returns per-step arrays
     ``(T, E, ...)`` (``obs`` normalised, ``raw_obs``, ``actions``, ``logp``, ``value``, ``reward``
     (scaled), ``raw_reward``, ``done``, ``state`` (the network state before each step), ``reset``
-    (an episode starts at this step), ``v0``), ``last_value (E,)``, and ``episodes`` (the returns and
-    lengths of the episodes that ended)."""
+    (an episode starts at this step), ``v0``), ``last_value (E,)``, ``episodes`` (the returns and
+    lengths of the episodes that ended) and ``env_s`` (seconds in the environments' ``reset`` / ``step``)."""
     E, T, N, A = s.n_envs, s.n_steps, cfg.n_neurons, params["W_out"].shape[1]
     dtype = params["W_in"].dtype
     rngs = [nes.member_rng(seed, iteration, e, STREAM_ROLLOUT) for e in range(E)]
@@ -224,9 +225,14 @@ def collect(cfg: CubaConfig, obs_dim: int, params, envs, norm_mean, norm_std, re
     state = tuple(np.zeros((E, N), dtype) for _ in range(4))
     x = np.empty((E, obs_dim))
     ep_ret, ep_len, episodes = np.zeros(E), np.zeros(E, np.int64), []
+    t_env = 0.0
 
     def new_episode(e, t):
-        ob, _ = envs[e].reset(seed=int(rngs[e].integers(0, 2**31 - 1)))
+        nonlocal t_env
+        seed = int(rngs[e].integers(0, 2**31 - 1))
+        t0 = time.perf_counter()
+        ob, _ = envs[e].reset(seed=seed)
+        t_env += time.perf_counter() - t0
         x[e] = ob
         v0 = rngs[e].random(N).astype(dtype)
         state[0][e], state[1][e], state[2][e], state[3][e] = v0, 0, 0, 0
@@ -248,7 +254,10 @@ def collect(cfg: CubaConfig, obs_dim: int, params, envs, norm_mean, norm_std, re
         out["actions"][t], out["value"][t] = a, v
         out["logp"][t] = _logp(a.astype(np.float64), mu.astype(np.float64), params["log_std"].astype(np.float64))
         for e in range(E):
-            ob, r, term, trunc, _ = envs[e].step(np.clip(a[e], -1, 1).astype(envs[e].action_space.dtype))
+            act = np.clip(a[e], -1, 1).astype(envs[e].action_space.dtype)
+            t0 = time.perf_counter()
+            ob, r, term, trunc, _ = envs[e].step(act)
+            t_env += time.perf_counter() - t0
             out["raw_reward"][t, e] = r
             ep_ret[e] += r
             ep_len[e] += 1
@@ -265,6 +274,7 @@ def collect(cfg: CubaConfig, obs_dim: int, params, envs, norm_mean, norm_std, re
                       surrogate_name=s.surrogate, alpha=s.alpha, detach_reset=s.detach_reset)
     out["last_value"] = heads(cfg, obs_dim, params, rates[:, 0])[1]
     out["episodes"] = episodes
+    out["env_s"] = t_env
     return out
 
 
@@ -329,6 +339,11 @@ class PPOState:
     obs_norm: RunningNorm
     reward_norm: RunningNorm
 
+    @property
+    def generation(self) -> int:
+        """Iterations completed (the name every method's state shares, :mod:`refsnn.ec.method`)."""
+        return self.iteration
+
     def reward_std(self) -> float:
         """The reward scale: the running standard deviation of the discounted return (1 before data)."""
         return float(self.reward_norm.std()[0]) if self.reward_norm.count >= 2 else 1.0
@@ -382,7 +397,7 @@ def iterate(cfg: CubaConfig, obs_dim: int, state: PPOState, envs, s: PPOSettings
     """One PPO iteration: :func:`collect` with the frozen normalisers, :func:`gae`, :func:`update`, then
     the rollout's observations and discounted returns merged into the normalisers (environment order).
     Returns ``(new state, info)``: ``info`` holds the ``episodes`` that ended (return, length), the
-    update's averaged ``stats`` and the rollout's ``steps``."""
+    update's averaged ``stats``, the rollout's ``steps`` and its seconds in the environments ``env_s``."""
     mean, std = state.obs_norm.frozen()
     ro = collect(cfg, obs_dim, state.params, envs, mean, std, state.reward_std(), seed, state.iteration, s)
     adv, ret = gae(ro["reward"], ro["value"], ro["done"], ro["last_value"], s.gamma, s.gae_lambda)
@@ -399,5 +414,5 @@ def iterate(cfg: CubaConfig, obs_dim: int, state: PPOState, envs, s: PPOSettings
             G[k] = g
         reward_norm.merge(T, np.array([G.mean()]), np.array([((G - G.mean()) ** 2).sum()]))
     new = PPOState(params, m, v, t, state.iteration + 1, obs_norm, reward_norm)
-    return new, {"episodes": ro["episodes"], "stats": stats, "steps": T * E}
+    return new, {"episodes": ro["episodes"], "stats": stats, "steps": T * E, "env_s": ro["env_s"]}
 

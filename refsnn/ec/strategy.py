@@ -65,7 +65,8 @@ from refsnn.ec import nes
 from refsnn.ec.policy import METHODS, RNN_GATES, ec_gradient, es_gradient, make_family
 from refsnn.ec.restore import restored_array, restored_int
 
-__all__ = ["StrategyState", "Population", "ECStrategy", "ESStrategy", "RNNStrategy", "make_strategy"]
+__all__ = ["StrategyState", "Population", "ECStrategy", "ESStrategy", "RNNStrategy", "make_strategy",
+           "params_rms"]
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ class _Strategy:
         new = StrategyState(params, m, v, steps, state.generation + 1)
         info = {"generation": new.generation, "mean_return": float(fit.mean()), "max_return": float(fit.max()),
                 "det_return": float(r[P:].mean()) if E else float("nan"), "steps": int(t.sum()),
-                "trust_scale": scale, "rho_entropy": self._entropy(params), "param_rms": _rms(params),
+                "trust_scale": scale, "rho_entropy": self._entropy(params), "param_rms": params_rms(params),
                 "fitness": fitness}
         return new, info
 
@@ -350,8 +351,13 @@ _ES_ONLY = ("sigma", "weight_decay")
 def make_strategy(method: str, obs_dim: int, act_dim: int, **hparams) -> ECStrategy | ESStrategy:
     """``ECStrategy`` (``method="ec"``), ``ESStrategy`` (``"es"``) or ``RNNStrategy`` (``"es-gru"``,
     ``"es-lstm"``) from the union of the hyperparameter sets; those of the other family (EC: ``eps``,
-    ``gradient``, ``kl_max``; ES: ``sigma``, ``weight_decay``) are ignored, as in ``refsnn ec``."""
+    ``gradient``, ``kl_max``; ES: ``sigma``, ``weight_decay``) are ignored, as in ``refsnn ec``.
+    ``"sg-ppo"`` is trained by PPO, not by an ask/tell strategy: ``ValueError`` pointing to
+    :func:`refsnn.ec.method.make_method`, which builds every method of ``refsnn ec``."""
     check_choice("method", method, METHODS)
+    if method == "sg-ppo":
+        raise ValueError("method: sg-ppo is trained by PPO, not by an ask/tell strategy; "
+                         "refsnn.ec.method.make_method builds it (refsnn.ec.method.PPOMethod)")
     drop = _ES_ONLY if method == "ec" else _EC_ONLY
     kw = {k: v for k, v in hparams.items() if k not in drop}
     if method in RNN_GATES:
@@ -377,7 +383,7 @@ def _counted_map(map_fn):
     return checked
 
 
-def _rms(params: Mapping[str, np.ndarray]) -> float:
+def params_rms(params: Mapping[str, np.ndarray]) -> float:
     """Root mean square over all parameters (the ``|w|rms`` of the ES log line)."""
     tot = sum(float(np.sum(v * v)) for v in params.values())
     return float(math.sqrt(tot / sum(v.size for v in params.values())))
