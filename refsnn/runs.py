@@ -302,13 +302,26 @@ def stop_on_signals(command: str, note: str = ""):
         if not stopped and not isinstance(e, KeyboardInterrupt):
             raise
         signum = stopped[0] if stopped else int(signal.SIGINT)
-        extra = "" if isinstance(e, (_Stopped, KeyboardInterrupt)) else f" (while stopping: {type(e).__name__}: {e})"
+        # the stop itself, or an error that only wraps it (a signal raised while a Numba kernel
+        # returned becomes "SystemError: ... returned a result with an exception set", caused by it)
+        extra = "" if _caused_by_stop(e) else f" (while stopping: {type(e).__name__}: {e})"
         print(f"{command}: stopped by signal {signum} ({signal.Signals(signum).name}){extra}"
               + (f"; {note}" if note else ""), file=sys.stderr, flush=True)
         raise SystemExit(128 + signum) from None
     finally:
         for sg, h in previous.items():
             signal.signal(sg, signal.SIG_DFL if h is None else h)
+
+
+def _caused_by_stop(e: BaseException) -> bool:
+    """Whether ``e`` is the signal's own exception or was raised by it (its cause/context chain)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, (_Stopped, KeyboardInterrupt)):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _read_pid(lock: Path) -> int:

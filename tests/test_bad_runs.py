@@ -714,3 +714,18 @@ def test_refsnn_ec_workers_die_with_it(tmp_path):
         p.kill()
         raise
     _kill_and_expect_no_orphans(p, kids)
+
+
+def test_a_stop_wrapped_by_native_code_is_still_a_clean_stop():
+    """A signal that lands while a Numba kernel returns surfaces as ``SystemError: ... returned a
+    result with an exception set`` caused by the stop: still one clean line, no "while stopping"."""
+    from refsnn import runs
+
+    try:
+        try:
+            raise runs._Stopped(15)
+        except BaseException as stop:
+            raise SystemError("CPUDispatcher(<function _spmm>) returned a result with an exception set") from stop
+    except BaseException as wrapped:
+        assert runs._caused_by_stop(wrapped)
+    assert not runs._caused_by_stop(ValueError("a real error while stopping"))
