@@ -4,7 +4,7 @@ Samples N random genotypes (seeded, distinct canonical forms), scores each untra
 every fitness of :mod:`refsnn.nas.fitness` (``bie-min`` = -BIE, the seed's direction; ``bie-max`` =
 +BIE, its negation; ``logdet``, NASWOT's plain Hamming kernel; ``logdet-sa``, SNASNet's
 sparsity-aware kernel) and, as naive baselines, the parameter and neuron counts; then trains each
-genotype briefly on mnist5k with the same small budget (``refsnn.commands.train``,
+genotype briefly on mnist5k with the same small budget (``refsnn.commands.training``,
 ``--epochs`` epochs (default 2) on the first ``--n-train`` (1,024) training images at learning rate
 ``--lr`` (2e-2, a quarter-epoch warm-up), evaluated on the first ``--n-test``
 test images), and reports Kendall's tau (``scipy.stats.kendalltau``, tau-b) between each score and
@@ -21,23 +21,42 @@ A short training budget ranks architectures by how fast they learn, which is onl
 final accuracy; the table is a sanity check of the fitness on this task, not a replication of the
 paper's claim.
 """
-from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from refsnn.commands.config import option, parse
+
 FITNESSES = ("bie-min", "bie-max", "logdet", "logdet-sa")
 
 
+@dataclass
+class Options:
+    """The options (declared as ``refsnn``'s commands declare theirs, :mod:`refsnn.commands.config`)."""
+    n: int = option(20, "number of random genotypes")
+    cells: int = option(3, "cells of each genotype")
+    channels: int = option(8, "channels C of the fitness's and the training's networks")
+    timesteps: int = option(4, "simulation steps T of the fitness and the training")
+    fitness_batch: int = option(16, "images per fitness batch")
+    fitness_batches: int = option(2, "fitness batches")
+    epochs: int = option(2, "training epochs of each genotype")
+    lr: float = option(2e-2, "peak learning rate (high: the budget is short)")
+    n_train: int = option(1024, "train on the first N training images")
+    n_test: int = option(500, "test on the first N test images")
+    workers: int = option(2, "worker processes (0: in this process)")
+    seed: int = option(0, "seed of the genotype draw, the fitness and the trainings")
+    out: str = option("runs/bie_vs_accuracy", "output directory")
+
+
 def _train_config_dict(cfg) -> dict:
-    """What ``refsnn.commands.train.train`` writes to ``config.json`` for ``cfg``, as read back from JSON."""
+    """What ``refsnn.commands.training.train`` writes to ``config.json`` for ``cfg``, as read back from JSON."""
     import dataclasses
 
     d = {k: v for k, v in dataclasses.asdict(cfg).items()
@@ -52,7 +71,7 @@ def _reusable(run: Path, cfg) -> dict | None:
     ``train`` wrote) holds the same epochs, n_train, n_test, lr, arch (the genotype file's path and
     C), timesteps and seed, and every other field it holds equals ``cfg``'s; a field it lacks
     (added to ``TrainConfig`` after that run) must be at its default in ``cfg``."""
-    from refsnn.commands.train import TrainConfig
+    from refsnn.commands.training import TrainConfig
 
     try:
         summary = json.loads((run / "summary.json").read_text())
@@ -75,12 +94,12 @@ def _reusable(run: Path, cfg) -> dict | None:
 def _one(job):
     """Score and train one genotype (runs in a worker process)."""
     flat, seed, a = job
-    from refsnn.commands.train import TrainConfig, train
+    from refsnn.commands.training import TrainConfig, train
     from refsnn.nas.fitness import NASFitness
     from refsnn.nas.genotype import Genotype, to_json
     from refsnn.nas.graph import decode, graph_stats
     from refsnn.nas.search import genotype_seed
-    from refsnn.snn.threads import set_threads
+    from refsnn.tuning import set_threads
 
     set_threads(1)
     g = Genotype.from_flat(flat)
@@ -157,21 +176,7 @@ def main(argv=None) -> dict:
     from refsnn.nas.genotype import canonical, random_genotype
     from refsnn.parallel import map_with_progress
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int, default=20, help="number of random genotypes (default 20)")
-    p.add_argument("--cells", type=int, default=3)
-    p.add_argument("--channels", type=int, default=8)
-    p.add_argument("--timesteps", type=int, default=4)
-    p.add_argument("--fitness-batch", type=int, default=16)
-    p.add_argument("--fitness-batches", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--lr", type=float, default=2e-2, help="peak learning rate (high: the budget is short)")
-    p.add_argument("--n-train", type=int, default=1024)
-    p.add_argument("--n-test", type=int, default=500)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/bie_vs_accuracy")
-    args = p.parse_args(argv)
+    args = parse(Options, argv, description=__doc__.split("\n\n")[0])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(np.random.SeedSequence(args.seed))

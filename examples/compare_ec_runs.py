@@ -13,14 +13,25 @@ generation reaching `--threshold`, the env steps and the wall time to the cut.
     python examples/compare_ec_runs.py runs/study/hum-* --x minutes --minutes 30 --threshold 5000 \
         --out docs/img/ec_humanoid_study.png
 """
-from __future__ import annotations
 
-import argparse
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
+from refsnn.commands.config import option, parse
 from refsnn.plot import line_plot_png
+
+
+@dataclass
+class Options:
+    """The options (declared as ``refsnn``'s commands declare theirs, :mod:`refsnn.commands.config`)."""
+    runs: list[str] = option(help="run directories of 'refsnn ec'", positional=True, nargs="+", metavar="RUN_DIR")
+    generations: int | None = option(None, "cut every run at this generation")
+    minutes: float | None = option(None, "cut every run at this wall-clock time")
+    x: str = option("generation", "the curves' x axis", choices=("generation", "env_steps", "minutes"))
+    threshold: float = option(2500.0, "the return whose first generation the table reports")
+    out: str = option("ec_comparison.png", "the PNG written")
 
 
 def read_run(run: Path, generations: int | None, minutes: float | None = None) -> dict:
@@ -40,16 +51,8 @@ def read_run(run: Path, generations: int | None, minutes: float | None = None) -
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("runs", nargs="+", type=Path)
-    p.add_argument("--generations", type=int, default=None, help="cut every run at this generation")
-    p.add_argument("--minutes", type=float, default=None, help="cut every run at this wall-clock time")
-    p.add_argument("--x", choices=("generation", "env_steps", "minutes"), default="generation",
-                   help="the curves' x axis")
-    p.add_argument("--threshold", type=float, default=2500.0)
-    p.add_argument("--out", type=Path, default=Path("ec_comparison.png"))
-    a = p.parse_args(argv)
-    runs = [read_run(r, a.generations, a.minutes) for r in a.runs]
+    a = parse(Options, argv, description=__doc__.splitlines()[0])
+    runs = [read_run(Path(r), a.generations, a.minutes) for r in a.runs]
     key = {"generation": "gen"}.get(a.x, a.x)
     series = {r["name"]: (r[key], r["det"]) for r in runs}
     env = runs[0]["summary"].get("env", "")

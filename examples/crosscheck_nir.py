@@ -24,9 +24,7 @@ returns its spikes). Columns: spike mismatches over all ``T x B x neurons`` valu
 graph, the first step at which a spike differs, the largest output difference of the ``full`` graph
 and the first step at which it exceeds ``1e-5 + 1e-4 |ref|``.
 """
-from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import importlib.metadata as md
@@ -34,11 +32,13 @@ import io
 import json
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from refsnn.cli import main as refsnn
+from refsnn.commands.config import option, parse
 from refsnn.nir.export import to_nir_graph, write_nir
 from refsnn.nir.simulate import as_dict, simulate
 
@@ -56,7 +56,8 @@ T_CONV, B = 8, 16
 # networks, graphs, inputs
 # ---------------------------------------------------------------------------------------------
 def make_conv(out: Path):
-    from refsnn.commands.train import TrainConfig, load_run, train
+    from refsnn.commands.training import TrainConfig, train
+    from refsnn.nas.trained import load_run
 
     run = out / "train"
     if not (run / "summary.json").is_file():
@@ -254,10 +255,14 @@ def check(runner, variants, x, dt_graph, dt_sim, match, fix_flatten):
     return row
 
 
+@dataclass
+class Options:
+    """The options (declared as ``refsnn``'s commands declare theirs, :mod:`refsnn.commands.config`)."""
+    out: str = option("crosscheck_out/nir", "output directory (the networks, graphs and results)")
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default="crosscheck_out/nir")
-    args = ap.parse_args(argv)
+    args = parse(Options, argv, description=__doc__.split("\n\n")[0])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     nets = {}

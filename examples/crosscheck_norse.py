@@ -21,12 +21,12 @@ own update expression evaluated in torch on Norse's previous state: LIF
 ``grad_x``, ``grad_v0``, ``grad_i0`` = autograd gradients of ``sum(grad_s * s)`` with respect to the
 input and the initial state (``v_leak`` and 0 when the case gives none: Norse's ``initial_state``).
 """
-from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from refsnn.commands.config import option, parse
 from refsnn.vectors import default_dir, write_backend_outputs
 from refsnn.vectors.check import check
 
@@ -102,11 +102,15 @@ def run_norse(params, inp):
     return out, ""
 
 
+@dataclass
+class Options:
+    """The options (declared as ``refsnn``'s commands declare theirs, :mod:`refsnn.commands.config`)."""
+    out: str = option("crosscheck_out/norse", "output directory")
+    ref: str | None = option(None, "reference vectors (none: data/vectors)")
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="crosscheck_out/norse", help="output directory")
-    ap.add_argument("--ref", default=None, help="reference vectors (default: data/vectors)")
-    args = ap.parse_args(argv)
+    args = parse(Options, argv, description=__doc__.splitlines()[0])
     ref = Path(args.ref) if args.ref else default_dir()
     out = Path(args.out)
     torch.set_num_threads(1)

@@ -30,15 +30,15 @@ Surrogate cases: ``grad`` = autograd through snnTorch's spike function and ``hea
 forward; snnTorch has no primitive and no ``>=`` step, so ``primitive`` and ``heaviside_ge`` are
 computed from SPEC §2.2 in torch (not by snnTorch).
 """
-from __future__ import annotations
 
-import argparse
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from refsnn.commands.config import option, parse
 from refsnn.vectors import default_dir, write_backend_outputs
 from refsnn.vectors.check import check
 
@@ -125,11 +125,15 @@ def run_surrogate(params, inp):
         "primitive and heaviside_ge from SPEC §2.2 in torch, not snnTorch"
 
 
+@dataclass
+class Options:
+    """The options (declared as ``refsnn``'s commands declare theirs, :mod:`refsnn.commands.config`)."""
+    out: str = option("crosscheck_out/snntorch", "output directory")
+    ref: str | None = option(None, "reference vectors (none: data/vectors)")
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="crosscheck_out/snntorch", help="output directory")
-    ap.add_argument("--ref", default=None, help="reference vectors (default: data/vectors)")
-    args = ap.parse_args(argv)
+    args = parse(Options, argv, description=__doc__.splitlines()[0])
     ref = Path(args.ref) if args.ref else default_dir()
     out = Path(args.out)
     torch.set_num_threads(1)

@@ -24,12 +24,12 @@ cases (snnTorch's subtract form) are not run. For surrogate cases: ``grad`` = au
 surrogate, ``primitive`` = the surrogate with ``spiking=False``, ``heaviside_ge`` = its spiking
 forward; ``heaviside_gt`` is not a SpikingJelly function and is computed as ``(x > 0)`` in torch.
 """
-from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from refsnn.commands.config import option, parse
 from refsnn.vectors import default_dir, write_backend_outputs
 from refsnn.vectors.check import check
 
@@ -91,11 +91,15 @@ def run_surrogate(params, inp):
             "heaviside_gt": (x.detach() > 0).to(x.dtype).numpy()}, "heaviside_gt from torch, not SpikingJelly"
 
 
+@dataclass
+class Options:
+    """The options (declared as ``refsnn``'s commands declare theirs, :mod:`refsnn.commands.config`)."""
+    out: str = option("crosscheck_out/spikingjelly", "output directory")
+    ref: str | None = option(None, "reference vectors (none: data/vectors)")
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="crosscheck_out/spikingjelly", help="output directory")
-    ap.add_argument("--ref", default=None, help="reference vectors (default: data/vectors)")
-    args = ap.parse_args(argv)
+    args = parse(Options, argv, description=__doc__.splitlines()[0])
     ref = Path(args.ref) if args.ref else default_dir()
     out = Path(args.out)
     torch.set_num_threads(1)

@@ -20,17 +20,17 @@ of the lower of the two methods' mean best returns, and 1000, 1500, 2000; a run 
 a return counts as slower than every run that did. It writes two PNGs: the mean deterministic return
 against minutes and against env steps.
 """
-from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from refsnn.commands.config import option, parse
 from refsnn.commands.ec import ECConfig, run
 from refsnn.kernels.surrogate import DEFAULT_ALPHA
 from refsnn.plot import line_plot_png
@@ -95,23 +95,28 @@ def mean_curve(runs: list[dict], key: str, grid: np.ndarray, scale: float) -> np
     return np.nanmean(np.array(ys), axis=0) if ys else np.full(grid.shape, np.nan)
 
 
+@dataclass
+class Options:
+    """The options (declared as ``refsnn``'s commands declare theirs, :mod:`refsnn.commands.config`)."""
+    env: str = option("Hopper-v5", "Gymnasium environment id")
+    seeds: list[int] = option([0, 1, 2], "run seeds", nargs="+")
+    minutes: float = option(20.0, "wall-clock budget per run")
+    env_steps: int = option(2_000_000, "env-step budget per run")
+    methods: list[str] = option(list(METHODS), "methods compared", choices=METHODS, nargs="+")
+    sweep: bool = option(False, "SG-RSNN surrogate sweep instead of the comparison")
+    surrogates: list[str] = option(list(SWEEP_SURROGATES), "--sweep: only these surrogates (e.g. to split the "
+                                   "sweep over processes)", choices=SWEEP_SURROGATES, nargs="+")
+    workers: int = option(2, "worker processes of each run")
+    out: str = option("runs/paper", "directory of the run directories")
+    png: str = option("ec_paper_comparison.png", "stem of the PNGs written (_minutes.png, _env_steps.png)")
+    quiet: bool = option(False, "no progress lines")
+    report: bool = option(False, "only read the existing run directories and print the table and PNGs (no "
+                                 "training)")
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--env", default="Hopper-v5")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--minutes", type=float, default=20.0, help="wall-clock budget per run")
-    p.add_argument("--env-steps", type=int, default=2_000_000, help="env-step budget per run")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    p.add_argument("--sweep", action="store_true", help="SG-RSNN surrogate sweep instead of the comparison")
-    p.add_argument("--surrogates", nargs="+", default=list(SWEEP_SURROGATES), choices=SWEEP_SURROGATES,
-                   help="--sweep: only these surrogates (e.g. to split the sweep over processes)")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--out", type=Path, default=Path("runs/paper"))
-    p.add_argument("--png", type=Path, default=Path("ec_paper_comparison.png"))
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--report", action="store_true",
-                   help="only read the existing run directories and print the table and PNGs (no training)")
-    a = p.parse_args(argv)
+    a = parse(Options, argv, description=__doc__.splitlines()[0])
+    out, png = Path(a.out), Path(a.png)
     warnings.filterwarnings("ignore", "Mean of empty slice")   # a cut before a run's first row: NaN
     log = (lambda *x: None) if a.quiet else print
     groups: dict[str, list[Path]] = {}
@@ -122,13 +127,13 @@ def main(argv=None) -> int:
                 label = f"sg-ppo {sur}({alpha:g})"
                 for seed in a.seeds:
                     groups.setdefault(label, []).append(run_to_budgets(
-                        f"sg-{sur}-a{alpha:g}-s{seed}", a.out, a.minutes, a.env_steps, log, a.report, env=a.env,
+                        f"sg-{sur}-a{alpha:g}-s{seed}", out, a.minutes, a.env_steps, log, a.report, env=a.env,
                         method="sg-ppo", seed=seed, surrogate=sur, surrogate_alpha=alpha, workers=a.workers))
     else:
         for method in a.methods:
             for seed in a.seeds:
                 groups.setdefault(method, []).append(run_to_budgets(
-                    f"{method}-s{seed}", a.out, a.minutes, a.env_steps, log, a.report, env=a.env, method=method,
+                    f"{method}-s{seed}", out, a.minutes, a.env_steps, log, a.report, env=a.env, method=method,
                     seed=seed, workers=a.workers))
     metrics = {g: [read_metrics(d) for d in ds] for g, ds in groups.items()}
 
@@ -166,14 +171,14 @@ def main(argv=None) -> int:
     series = {}
     for g, ms in metrics.items():
         series[f"{g} (min)"] = (gmin, mean_curve(ms, "elapsed_s", gmin, 60.0))
-    line_plot_png(a.png.with_name(a.png.stem + "_minutes.png"), None, series,
+    line_plot_png(png.with_name(png.stem + "_minutes.png"), None, series,
                   title=f"{a.env}: mean deterministic return, same wall-clock budget", xlabel="minutes",
                   ylabel="return")
     series = {f"{g}": (gsteps, mean_curve(ms, "env_steps", gsteps, 1e6)) for g, ms in metrics.items()}
-    line_plot_png(a.png.with_name(a.png.stem + "_env_steps.png"), None, series,
+    line_plot_png(png.with_name(png.stem + "_env_steps.png"), None, series,
                   title=f"{a.env}: mean deterministic return, same env-step budget", xlabel="million env steps",
                   ylabel="return")
-    print(f"wrote {a.png.stem}_minutes.png and {a.png.stem}_env_steps.png in {a.png.parent}")
+    print(f"wrote {png.stem}_minutes.png and {png.stem}_env_steps.png in {png.parent}")
     return 0
 
 

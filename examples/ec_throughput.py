@@ -1,42 +1,45 @@
 """EC rollout throughput (env steps/s) on a local process pool against a dask.distributed LocalCluster.
 
     python examples/ec_throughput.py --env Humanoid-v5 --population 512 --repeats 3 \
-        --from runs/study/hum-A-default
+        --from-run runs/study/hum-A-default
 
 Every executor evaluates exactly the same generation (the parameters and observation normaliser of
-``--from``'s checkpoint, or generation 0's ``rho = 0.5``) ``--repeats`` timed times (after one untimed warm-up) through
-``refsnn.ec.rollout.Evaluator``, so the work is identical and only the executor differs; the printed
-figure is the median env steps/s over the repeats, with the number of tasks and the largest worker
-peak RSS. The returns of every executor are checked to be identical (results never depend on the
-executor). Needs ``refsnn[distributed]`` for the dask rows (they are left out without it).
+``--from-run``'s checkpoint, or generation 0's ``rho = 0.5``) ``--repeats`` timed times (after one
+untimed warm-up) through ``refsnn.ec.rollout.Evaluator``, so the work is identical and only the
+executor differs; the printed figure is the median env steps/s over the repeats, with the number
+of tasks and the largest worker peak RSS. The returns of every executor are checked to be identical
+(results never depend on the executor). Needs ``refsnn[distributed]`` for the dask rows (they are left out without it).
 """
-from __future__ import annotations
 
-import argparse
 import logging
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from refsnn.commands.config import option, parse
 from refsnn.ec.rollout import Evaluator, RunningNorm, check_env
 from refsnn.ec.strategy import make_strategy
 from refsnn.io import load_npz
 
 
+@dataclass
+class Options:
+    """The options (declared as ``refsnn``'s commands declare theirs, :mod:`refsnn.commands.config`)."""
+    env: str = option("Humanoid-v5", "Gymnasium environment id")
+    population: int = option(512, "stochastic members of the generation evaluated")
+    neurons: int = option(256, "RSNN neurons")
+    chunk_size: int = option(256, "at most this many members per rollout task")
+    repeats: int = option(3, "timed evaluations per executor (after one untimed warm-up)")
+    max_steps: int = option(1000, "episode cap in environment steps")
+    from_run: str | None = option(None, "a refsnn ec run directory whose checkpoint supplies rho and the normaliser")
+    workers: list[int] = option([1, 2], "worker counts, one row per executor each", nargs="+")
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--env", default="Humanoid-v5")
-    p.add_argument("--population", type=int, default=512)
-    p.add_argument("--neurons", type=int, default=256)
-    p.add_argument("--chunk-size", type=int, default=256)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--max-steps", type=int, default=1000)
-    p.add_argument("--from", dest="run", type=Path, default=None,
-                   help="a refsnn ec run directory whose checkpoint supplies rho and the normaliser")
-    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    a = p.parse_args(argv)
+    a = parse(Options, argv, description=__doc__.splitlines()[0])
 
     env, obs_dim, act_dim = check_env(a.env, a.max_steps)
     env.close()
@@ -44,8 +47,8 @@ def main(argv=None) -> int:
                              lr=0.15, eps=1e-3, gradient="natural", sigma=0.3, weight_decay=0.0, fitness_shift=0.0,
                              seed=0)
     state, norm = strategy.init(), RunningNorm(obs_dim)
-    if a.run is not None:
-        z = load_npz(a.run / "checkpoint.npz")
+    if a.from_run is not None:
+        z = load_npz(Path(a.from_run) / "checkpoint.npz")
         state = strategy.from_state_arrays(z)
         norm.load_state_arrays(z)
     pop = strategy.ask(state)

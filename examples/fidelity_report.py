@@ -9,26 +9,34 @@ spike flip, as in the tests). Needs the environment of ``.ci/original.sh``::
     REFSNN_EC_REPO=../shared/third_party/EvolvingConnectivity \\
         .venv-original/bin/python examples/fidelity_report.py
 """
-from __future__ import annotations
 
 import collections
 import pathlib
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
-import test_original_ec as T  # noqa: E402  (the comparison code of the tests, not a copy of it)
+from refsnn.commands.config import parse
 
 WORST: dict = collections.defaultdict(float)
 COUNT: dict = collections.defaultdict(int)
 LABEL = [""]
-_assert_values_close = T.assert_values_close
+_ASSERT_VALUES_CLOSE = []   # the tests' own check, replaced by _recording while the report runs
+
+
+def _tests():
+    """``tests/test_original_ec.py``: the comparison code of the tests, not a copy of it (imported only
+    when the report runs: it needs the environment of ``.ci/original.sh``)."""
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
+    import test_original_ec
+
+    return test_original_ec
 
 
 def _recording(name, got, want, tol):
     """The tests' check, recording the relative difference of every comparison that passes."""
-    _assert_values_close(name, got, want, tol)
+    _ASSERT_VALUES_CLOSE[0](name, got, want, tol)
     err = float(np.max(np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64)), initial=0.0))
     scale = max(1.0, float(np.max(np.abs(want), initial=0.0)))
     label = LABEL[0] + (": rho where the estimate is 0 up to rounding (Adam's 1/eps slope)"
@@ -37,7 +45,16 @@ def _recording(name, got, want, tol):
     COUNT[label] += 1
 
 
-def main() -> int:
+@dataclass
+class Options:
+    """No options (declared as ``refsnn``'s commands declare theirs, so ``--help`` works): what is compared
+    is what ``tests/test_original_ec.py`` compares, in the environment of ``.ci/original.sh``."""
+
+
+def main(argv=None) -> int:
+    parse(Options, argv, description=__doc__.splitlines()[0])
+    T = _tests()
+    _ASSERT_VALUES_CLOSE[:] = [T.assert_values_close]
     T.assert_values_close = _recording
     for dtype in T.DTYPES:
         dn = np.dtype(dtype).name

@@ -1,8 +1,8 @@
 """Does the MSE-NAS search pay off?  The searched winner against ``refsnn train``'s default fixed
 network and against random genotypes, all trained with the same budget.
 
-The three contestants, trained on mnist5k by :func:`refsnn.commands.train.train` with one recipe (``--epochs``
-epochs (20), T = ``--timesteps`` (2), batch 64, AdamW, one warm-up epoch then cosine decay,
+The three contestants, trained on mnist5k by :func:`refsnn.commands.training.train` with one recipe
+(``--epochs`` epochs (20), T = ``--timesteps`` (2), batch 64, AdamW, one warm-up epoch then cosine decay,
 random-crop augmentation); an accuracy is the test accuracy after the **last** epoch on mnist5k's
 1,000 test images:
 
@@ -48,23 +48,50 @@ images, each seed at its better learning rate; ties: the first of ``--lrs``) wit
 errors: over the seeds, and over the test images (a bootstrap of the images, each finished
 training's last checkpoint re-evaluated per image and checked against its summary).
 """
-from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import math
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from refsnn.commands.config import option, parse
+
+
+@dataclass
+class Options:
+    """The options (declared as ``refsnn``'s commands declare theirs, :mod:`refsnn.commands.config`)."""
+    data: str = option("mnist5k", "dataset")
+    nas_dir: str | None = option(None, "a finished refsnn nas run (none: search into OUT/nas)")
+    n_random: int = option(10, "random genotypes trained")
+    cells: int = option(3, "cells of the genotypes")
+    channels: int = option(8, "channels C the winner was searched at")
+    max_neurons: int = option(30000, "the search's cap, applied to random genotypes")
+    train_channels: int | None = option(None, "train the winner and the random genotypes at this width (none: "
+                                              "--channels)")
+    epochs: int = option(20, "training epochs of every contestant")
+    timesteps: int = option(2, "simulation steps T of the trainings")
+    lr: float = option(1e-2, "peak learning rate of the random genotypes")
+    fixed_arch: str = option("csnn", "the fixed network (refsnn train --arch)")
+    lrs: str = option("4e-3,1e-2", "comma-separated peak learning rates for the winner and the fixed network")
+    batch_size: int = option(64, "training batch size")
+    seeds: str = option("0,1,2", "comma-separated training seeds for winner and fixed network")
+    seed: int = option(0, "seed of the random-genotype draw (and their training)")
+    workers: int = option(2, "parallel trainings (1 thread each; 0: in this process)")
+    n_train: int | None = option(None, "train on the first N images only (quick runs, tests)")
+    n_test: int | None = option(None, "test on the first N images only (quick runs, tests)")
+    out: str = option("runs/nas_budget", "output directory")
+    tag: str = option("", "suffix of the result files (several comparisons in one --out)")
+
 
 def _train_one(job: dict) -> dict:
     """Train one contestant (runs in a worker process); returns its row."""
-    from refsnn.commands.train import TrainConfig, train
+    from refsnn.commands.training import TrainConfig, train
 
     run = Path(job["run"])
     if (run / "config.json").is_file():
@@ -150,7 +177,8 @@ def _search_fitness(nas_dir: Path):
     """``genotype -> fitness`` exactly as the search in ``nas_dir`` scored it (its config.json: kind,
     width, batches, cap, seed); ``-inf`` marks a genotype the search could never pick (silent network
     or over the neuron cap)."""
-    from refsnn.commands.nas import NASConfig, make_fitness
+    from refsnn.commands.nas import NASConfig
+    from refsnn.nas.options import make_fitness
     from refsnn.nas.search import genotype_seed
 
     conf = json.loads((nas_dir / "config.json").read_text())
@@ -236,36 +264,13 @@ def _markdown(result: dict, random_rows: list[dict]) -> str:
 
 
 def main(argv=None) -> dict:
-    from refsnn.commands.train import per_sample_hits
     from refsnn.datasets import load
     from refsnn.io import atomic_write_json, atomic_write_text
     from refsnn.nas.genotype import Genotype, to_json
+    from refsnn.nas.trained import per_sample_hits
     from refsnn.parallel import map_with_progress
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="mnist5k")
-    p.add_argument("--nas-dir", default=None, help="a finished refsnn nas run (default: search into OUT/nas)")
-    p.add_argument("--n-random", type=int, default=10)
-    p.add_argument("--cells", type=int, default=3)
-    p.add_argument("--channels", type=int, default=8)
-    p.add_argument("--max-neurons", type=int, default=30000, help="the search's cap, applied to random genotypes")
-    p.add_argument("--train-channels", type=int, default=None,
-                   help="train the winner and the random genotypes at this width (default: --channels)")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--timesteps", type=int, default=2)
-    p.add_argument("--lr", type=float, default=1e-2, help="peak learning rate of the random genotypes")
-    p.add_argument("--fixed-arch", default="csnn")
-    p.add_argument("--lrs", default="4e-3,1e-2",
-                   help="comma-separated peak learning rates for the winner and the fixed network")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds for winner and fixed network")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random-genotype draw (and their training)")
-    p.add_argument("--workers", type=int, default=2, help="parallel trainings (1 thread each; 0: in this process)")
-    p.add_argument("--n-train", type=int, default=None, help="train on the first N images only (quick runs, tests)")
-    p.add_argument("--n-test", type=int, default=None, help="test on the first N images only (quick runs, tests)")
-    p.add_argument("--out", default="runs/nas_budget")
-    p.add_argument("--tag", default="", help="suffix of the result files (several comparisons in one --out)")
-    args = p.parse_args(argv)
+    args = parse(Options, argv, description=__doc__.split("\n\n")[0])
     if args.train_channels is not None and args.train_channels < 1:
         raise SystemExit(f"--train-channels: must be >= 1, got {args.train_channels}")
     for name in ("n_random", "epochs", "timesteps", "batch_size", "workers", "channels", "cells"):

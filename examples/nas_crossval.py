@@ -29,18 +29,42 @@ fold 4 (the same images in the same order, so the same run). Every step is resum
 searches and trainings are reused, so re-running the command after an interruption continues.
 Two jobs run at a time with ``--workers 2`` (one thread each, each search in-process).
 """
-from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from refsnn.commands.config import option, parse
 from refsnn.stats import paired_stats
+
+
+@dataclass
+class Options:
+    """The options (declared as ``refsnn``'s commands declare theirs, :mod:`refsnn.commands.config`); the
+    last eight are ``refsnn nas`` settings (its defaults unless given; for quick runs and tests)."""
+    base: str = option("mnist5k", "dataset spec to re-split")
+    folds: int = option(5, "cross-validation folds")
+    which: str | None = option(None, "comma-separated folds to run (none: all)")
+    epochs: int = option(20, "training epochs of the winner and of the fixed network")
+    lr: float = option(1e-2, "peak learning rate of the trainings")
+    fixed_arch: str = option("csnn", "the fixed network (refsnn train --arch)")
+    official_nas: str | None = option(None, "a finished `refsnn nas --data BASE --train-epochs EPOCHS` run, used "
+                                            "for the last fold")
+    workers: int = option(2, "jobs at a time (one thread each; 0: in this process)")
+    out: str = option("runs/nas_cv", "output directory")
+    generations: int | None = option(None, "refsnn nas --generations (none: its default)")
+    population: int | None = option(None, "refsnn nas --population (none: its default)")
+    cells: int | None = option(None, "refsnn nas --cells (none: its default)")
+    channels: int | None = option(None, "refsnn nas --channels (none: its default)")
+    finalists: int | None = option(None, "refsnn nas --finalists (none: its default)")
+    finalist_epochs: int | None = option(None, "refsnn nas --finalist-epochs (none: its default)")
+    val: int | None = option(None, "refsnn nas --val (none: its default)")
+    train_subset: int | None = option(None, "refsnn nas --train-subset (none: its default)")
 
 
 def _nas_job(job: dict) -> dict:
@@ -59,7 +83,7 @@ def _nas_job(job: dict) -> dict:
 
 def _fixed_job(job: dict) -> dict:
     """One fold's fixed-network training (in a worker process); returns its summary."""
-    from refsnn.commands.train import TrainConfig, train
+    from refsnn.commands.training import TrainConfig, train
 
     out = Path(job["out"])
     s = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
@@ -146,27 +170,11 @@ def _check_official(nas: Path, args, nas_over: dict) -> None:
 
 
 def main(argv=None) -> dict:
-    from refsnn.commands.train import per_sample_hits
     from refsnn.io import atomic_write_json, atomic_write_text
+    from refsnn.nas.trained import per_sample_hits
     from refsnn.parallel import map_with_progress
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--base", default="mnist5k", help="dataset spec to re-split")
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--which", default=None, help="comma-separated folds to run (default: all)")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--lr", type=float, default=1e-2)
-    p.add_argument("--fixed-arch", default="csnn")
-    p.add_argument("--official-nas", default=None,
-                   help="a finished `refsnn nas --data BASE --train-epochs EPOCHS` run, used for the last fold")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--out", default="runs/nas_cv")
-    # refsnn nas settings (its defaults unless given; for quick runs and tests)
-    for name in ("generations", "population", "cells", "channels", "finalists", "finalist_epochs", "val",
-                 "train_subset"):
-        flag = f"--{name.replace('_', '-')}"
-        p.add_argument(flag, type=int, default=None, help=f"refsnn nas {flag}")
-    args = p.parse_args(argv)
+    args = parse(Options, argv, description=__doc__.split("\n\n")[0])
     if args.folds < 2:
         raise SystemExit(f"--folds: must be >= 2, got {args.folds}")
     if args.workers < 0:

@@ -40,23 +40,36 @@ plus ``.json``) and reused when the same checkpoint and sigmas are asked for aga
 ``--cv-dir`` is the ``--out`` of ``examples/nas_crossval.py``; ``--official-nas`` is the ``refsnn nas``
 run that stood in for the last fold there (``--official-nas`` of that script), if one did.
 """
-from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from refsnn.commands.config import option, parse
 from refsnn.stats import paired_mean_se, paired_stats
 
 DEFAULT_SIGMAS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 DECIDING_SIGMA = 0.3
 COST_KEYS = ("spikes_per_sample", "sops_per_sample", "macs_per_sample", "energy_per_sample_nj")
+
+
+@dataclass
+class Options:
+    """The options (declared as ``refsnn``'s commands declare theirs, :mod:`refsnn.commands.config`)."""
+    cv_dir: str = option("runs/nas_cv", "the --out of examples/nas_crossval.py")
+    official_nas: str | None = option(None, "the refsnn nas run used there for the last fold")
+    budget_dir: str | None = option(None, "the --out of examples/nas_budget_comparison.py on the official split: "
+                                          "random-genotype control")
+    sigmas: str = option(",".join(str(s) for s in DEFAULT_SIGMAS), "comma-separated noise standard deviations, "
+                         "increasing")
+    workers: int = option(2, "evaluations at a time (0: in this process)")
+    out: str | None = option(None, "output directory (none: CV_DIR/noise_energy)")
 
 
 def _file_digest(path: Path) -> str:
@@ -66,8 +79,8 @@ def _file_digest(path: Path) -> str:
 def _evaluate(job: dict) -> dict:
     """One network's evaluation (in a worker process): per-image hits at sigma 0 and at every sigma,
     and its per-sample cost; cached in ``job['cache']`` (``.npz`` hits + ``.json`` the rest)."""
-    from refsnn.commands.train import load_run
     from refsnn.io import atomic_savez, atomic_write_json, load_npz
+    from refsnn.nas.trained import load_run
     from refsnn.snn.energy import energy_report, noisy_hits
 
     t0 = time.perf_counter()
@@ -157,15 +170,7 @@ def main(argv=None) -> dict:
     from refsnn.io import atomic_write_json, atomic_write_text
     from refsnn.parallel import map_with_progress
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--cv-dir", default="runs/nas_cv", help="the --out of examples/nas_crossval.py")
-    p.add_argument("--official-nas", default=None, help="the refsnn nas run used there for the last fold")
-    p.add_argument("--budget-dir", default=None,
-                   help="the --out of examples/nas_budget_comparison.py on the official split: random-genotype control")
-    p.add_argument("--sigmas", default=",".join(str(s) for s in DEFAULT_SIGMAS))
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--out", default=None, help="output directory (default: CV_DIR/noise_energy)")
-    args = p.parse_args(argv)
+    args = parse(Options, argv, description=__doc__.split("\n\n")[0])
     try:
         sigmas = [float(v) for v in args.sigmas.split(",")]
     except ValueError:

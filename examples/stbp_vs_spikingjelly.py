@@ -16,16 +16,16 @@ both times and the ratio SpikingJelly / refsnn (above 1: refsnn is faster).
 
 Needs ``pip install refsnn[bench]`` (torch, spikingjelly).
 """
-from __future__ import annotations
 
-import argparse
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from refsnn.bench.peers import _sj_csnn, threads
-from refsnn.commands.train import TrainConfig, train
+from refsnn.commands.config import option, parse
+from refsnn.commands.training import TrainConfig, train
 from refsnn.datasets import iterate_batches, load
 from refsnn.snn.optim import cosine_lr
 
@@ -72,12 +72,16 @@ def spikingjelly_run(epochs: int, n_threads: int, log) -> tuple[float, float]:
         return acc, time.perf_counter() - t0
 
 
+@dataclass
+class Options:
+    """The options (declared as ``refsnn``'s commands declare theirs, :mod:`refsnn.commands.config`)."""
+    threads: int = option(2, "threads of each side (BLAS, Numba, torch)")
+    epochs: int = option(TrainConfig().epochs, "training epochs of each side (refsnn train's default)")
+    out: str = option("runs/stbp_vs_spikingjelly", "refsnn's run directory")
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=2, help="threads of each side (BLAS, Numba, torch)")
-    p.add_argument("--epochs", type=int, default=TrainConfig().epochs)
-    p.add_argument("--out", default="runs/stbp_vs_spikingjelly", help="refsnn's run directory")
-    a = p.parse_args(argv)
+    a = parse(Options, argv, description=__doc__.splitlines()[0])
     s = train(TrainConfig(epochs=a.epochs, threads=a.threads, out=a.out, overwrite=True))
     r_acc, r_s = s["test_accuracy"], s["wall_seconds"]
     sj_acc, sj_s = spikingjelly_run(a.epochs, a.threads, print)

@@ -258,3 +258,59 @@ def test_kernel_modules_read_equations_then_oracle_then_numba():
     wrong = ('"""y = 2 x."""\nimport numba\n\n\n@numba.njit(cache=True)\ndef _double_nb(x):\n    return 2 * x\n\n\n'
              'def double(x):\n    return _double_nb(x)\n\n\ndef double_ref(x):\n    return 2 * x\n')
     assert len(_kernel_order_problems("example", wrong)) == 2
+
+
+def _github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives the headings of ``markdown``: lowercase, punctuation other than '-' and
+    '_' dropped, spaces -> '-', repeats suffixed ``-1``, ``-2``...; headings inside fenced code skipped."""
+    import re
+
+    anchors, seen, fenced = set(), {}, False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        m = None if fenced else re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if m:
+            slug = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+            anchors.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+            seen[slug] = seen.get(slug, 0) + 1
+    return anchors
+
+
+def _broken_results_links(repo: Path) -> list[str]:
+    """Every link to an anchor of docs/results.md in README.md, docs/, examples/, refsnn/ and tests/
+    (and every ``](#anchor)`` link inside docs/results.md) whose anchor is no heading there."""
+    import re
+
+    results = repo / "docs" / "results.md"
+    anchors = _github_anchors(results.read_text(encoding="utf-8"))
+    files = [repo / "README.md", *sorted((repo / "docs").rglob("*.md"))]
+    files += [f for top in ("examples", "refsnn", "tests") if (repo / top).is_dir()
+              for f in sorted((repo / top).rglob("*.py"))]
+    bad = []
+    for f in files:
+        text = f.read_text(encoding="utf-8")
+        targets = re.findall(r"results\.md#([\w\-]+)", text)
+        if f == results:
+            targets += re.findall(r"\]\(#([\w\-]+)\)", text)
+        bad += [f"{f.relative_to(repo)}: #{t}" for t in targets if t not in anchors]
+    return bad
+
+
+def test_links_to_results_md_resolve(tmp_path):
+    """Users cite docs/results.md by section: every link to one of its headings, from the README, the
+    docs, the examples, the package and the tests, names a heading that exists (GitHub's anchor
+    rules), so renaming a heading without updating its links fails here."""
+    repo = Path(__file__).resolve().parents[1]
+    bad = _broken_results_links(repo)
+    assert not bad, f"links to docs/results.md headings that do not exist: {bad}"
+    # the anchor rules and the check itself, on a tiny repository
+    assert _github_anchors("## `refsnn bench`\n### The EC paper's comparison: five methods\n"
+                           "```\n# not a heading\n```\n### Threads\n### Threads\n") == {
+        "refsnn-bench", "the-ec-papers-comparison-five-methods", "threads", "threads-1"}
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "results.md").write_text("# R\n\n### Hopper-v5 (2026-12-04)\n[x](#r) [y](#gone)\n")
+    link = "docs/results" + ".md#"
+    (tmp_path / "README.md").write_text(f"[a]({link}hopper-v5-2026-12-04) [b]({link}hopper-v5)\n")
+    assert _broken_results_links(tmp_path) == ["README.md: #hopper-v5", "docs/results.md: #gone"]

@@ -177,7 +177,7 @@ def test_msenas_network_relaxed_gradients_match_finite_differences():
 def test_set_threads():
     import numba
 
-    from refsnn.snn.threads import set_threads
+    from refsnn.tuning import set_threads
 
     before = numba.get_num_threads()
     assert isinstance(set_threads(1), bool)
@@ -195,7 +195,7 @@ def test_two_threads_make_idle_openblas_threads_sleep(preset):
     if preset is not None:
         env["OPENBLAS_THREAD_TIMEOUT"] = preset
     code = ("import numpy as np, scipy.linalg; a = np.random.default_rng(0).random((300, 300)); b = a @ a; "
-            "from refsnn.snn.threads import set_threads, blas_thread_timeouts; t0 = blas_thread_timeouts(); "
+            "from refsnn.tuning import set_threads, blas_thread_timeouts; t0 = blas_thread_timeouts(); "
             "set_threads(2); assert np.array_equal(a @ a, b) or np.allclose(a @ a, b); "
             "print(t0[0], *blas_thread_timeouts())")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
@@ -212,7 +212,7 @@ def test_blas_threads_reach_every_openblas_in_the_process():
     import numba
     import scipy.linalg  # noqa: F401  (loads SciPy's OpenBLAS, as Numba's np.dot does)
 
-    from refsnn.snn.threads import threads
+    from refsnn.tuning import threads
 
     def counts():
         return {i["filepath"]: i["num_threads"] for i in threadpoolctl.threadpool_info()
@@ -230,7 +230,7 @@ def test_blas_threads_reach_every_openblas_in_the_process():
 def test_two_threads_make_idle_numba_threads_sleep_unless_the_user_chose(env, want):
     """``set_threads(n > 1)`` before Numba starts its threads sets ``GOMP_SPINCOUNT`` (OpenMP's default
     spinning took the cores from the BLAS threads); a value the user set is kept; the LIF kernel runs."""
-    code = ("from refsnn.snn.threads import set_threads; set_threads(2); import os, numpy as np; "
+    code = ("from refsnn.tuning import set_threads; set_threads(2); import os, numpy as np; "
             "from refsnn.kernels.lif import PRESETS, lif_forward; "
             "lif_forward(np.ones((2, 3, 64), np.float32), PRESETS['msenas']); print(os.environ['GOMP_SPINCOUNT'])")
     base = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}

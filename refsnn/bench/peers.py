@@ -46,8 +46,8 @@ from refsnn.kernels.lif import PRESETS
 from refsnn.snn.archs import build_arch
 from refsnn.snn.layers import LIF, Linear
 from refsnn.snn.optim import make_optimizer
-from refsnn.snn.threads import prefer_sleeping_threads
 from refsnn.snn.trainer import train_epoch
+from refsnn.tuning import prefer_sleeping_threads
 
 __all__ = ["BenchSkipped", "threads", "bench_conv_vs_torch", "bench_onb", "bench_stbp_vs_spikingjelly",
            "CONV_SHAPES", "ONB_SIZES"]

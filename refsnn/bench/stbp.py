@@ -11,7 +11,7 @@ stored H and S, AdamW as array expressions. It starts from the same weights and 
 the same loss and gradients before timing.
 
 Both sides run with one BLAS thread and one Numba thread, the trainer's default (``--threads 1``;
-on a busy 2-core machine multithreaded OpenBLAS is erratic, see :mod:`refsnn.snn.threads`).
+on a busy 2-core machine multithreaded OpenBLAS is erratic, see :mod:`refsnn.tuning`).
 
 Reported: ``stbp_step_speedup_vs_numpy`` (baseline seconds / refsnn seconds, the input as the
 trainer gets it: a direct-encoded broadcast view, so refsnn computes the first conv + BN once
@@ -28,7 +28,7 @@ from refsnn.datasets import iterate_batches, load
 from refsnn.snn.archs import build_arch
 from refsnn.snn.loss import loss_and_grad
 from refsnn.snn.optim import AdamW
-from refsnn.snn.threads import threads
+from refsnn.tuning import threads
 
 
 class _NumpyCSNN:

@@ -40,12 +40,13 @@ def time_side_by_side(baseline: Callable[[], object], candidate: Callable[[], ob
     return best_b, best_c
 
 
-_STARTUP_SNIPPET = ("import time; t=time.perf_counter(); import refsnn.kernels.warmup as w; w.warmup(); "
+_STARTUP_SNIPPET = ("import time; t=time.perf_counter(); import refsnn.bench.warmup as w; w.warmup(); "
                     "print(time.perf_counter()-t)")
 
 
 def startup_seconds(*, cold: bool) -> float:
-    """Seconds for a fresh interpreter to import refsnn's kernels and call each once.
+    """Seconds for a fresh interpreter to import refsnn's data sets, algorithms and kernels and call
+    each kernel once (:func:`refsnn.bench.warmup.warmup`).
 
     ``cold=True`` points ``NUMBA_CACHE_DIR`` at an empty temporary directory (so every kernel is
     compiled); ``cold=False`` uses a cache directory populated by a previous cold run.

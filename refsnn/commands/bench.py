@@ -12,7 +12,7 @@ from refsnn.bench import run_benches, startup_seconds
 from refsnn.commands.config import option
 from refsnn.io import atomic_write_json
 from refsnn.provenance import blas_runtime
-from refsnn.snn.threads import prefer_sleeping_threads
+from refsnn.tuning import prefer_sleeping_threads
 
 __all__ = ["BenchConfig", "CONFIG", "main"]
 
@@ -37,7 +37,7 @@ CONFIG = BenchConfig
 
 
 def main(cfg: BenchConfig) -> int:
-    prefer_sleeping_threads()            # as refsnn train --threads N > 1 (refsnn.snn.threads)
+    prefer_sleeping_threads()            # as refsnn train --threads N > 1 (refsnn.tuning)
     blas = blas_runtime()
     print("BLAS: " + (f"{blas.get('blas_library')} {blas.get('blas_version')}, kernel {blas.get('blas_kernel')}, "
                       f"{blas.get('blas_threads')} threads" if "blas_library" in blas

@@ -12,28 +12,36 @@ are in the class) and whose per-field ``help`` is the ``--help`` text::
 
 :func:`build_parser` turns such a class into an ``argparse`` parser (``--field-name`` per field,
 ``bool`` fields as ``--name``/``--no-name`` flags, ``X | None`` fields taking an ``X``, ``list[str]``
-fields repeatable, ``positional=True`` fields as positional arguments) and :func:`parse` returns the
-validated instance. The same class is the Python API: ``train(TrainConfig(epochs=2))``.
+fields repeatable (``nargs="+"``: one option taking several values), ``positional=True`` fields as
+positional arguments) and :func:`parse` returns the validated instance. The same class is the Python
+API: ``train(TrainConfig(epochs=2))``. The examples declare their options the same way.
+
+The options every command with a run directory shares (``--out``, ``--resume``, ``--overwrite``)
+are checked by one function, :func:`check_run_dir_options`, which the configs call.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import types
 import typing
 from typing import Any, Callable
 
-__all__ = ["option", "build_parser", "parse", "to_dict"]
+__all__ = ["option", "build_parser", "parse", "to_dict", "check_out_dir", "check_run_dir_options"]
 
 _NO_DEFAULT = dataclasses.MISSING
 
 
 def option(default: Any = _NO_DEFAULT, help: str = "", *, choices=None, positional: bool = False,
-           parse: Callable[[str], Any] | None = None, metavar: str | None = None) -> Any:
+           parse: Callable[[str], Any] | None = None, metavar: str | None = None, nargs: str | None = None) -> Any:
     """A dataclass field of a command config: its default, its ``--help`` text and how the command
     line spells it (``choices``; ``positional``; ``parse``: a function from the option's text to the
-    value, for values like ``auto|1.5``; ``metavar``). A ``list`` default is copied per instance."""
-    meta = {"help": help, "choices": choices, "positional": positional, "parse": parse, "metavar": metavar}
+    value, for values like ``auto|1.5``; ``metavar``; ``nargs="+"`` or ``"*"``: a ``list`` field given
+    as one option with several values, ``--seeds 0 1 2``, instead of a repeated option). A ``list``
+    default is copied per instance."""
+    meta = {"help": help, "choices": choices, "positional": positional, "parse": parse, "metavar": metavar,
+            "nargs": nargs}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -75,7 +83,9 @@ def build_parser(cls, *, prog: str | None = None, description: str | None = None
         if m.get("metavar"):
             kw["metavar"] = m["metavar"]
         if m.get("positional"):
-            if f.default is not _NO_DEFAULT:
+            if m.get("nargs"):
+                kw.update(nargs=m["nargs"], default=default)
+            elif f.default is not _NO_DEFAULT:
                 kw.update(nargs="?", default=f.default)
             p.add_argument(f.name, type=m.get("parse") or kind, **kw)
             continue
@@ -86,6 +96,10 @@ def build_parser(cls, *, prog: str | None = None, description: str | None = None
                                help=h or f"disable {f.name.replace('_', ' ')}")
             else:
                 p.add_argument(flag, dest=f.name, action="store_true", **kw)
+            continue
+        if is_list and m.get("nargs"):
+            p.add_argument(flag, dest=f.name, type=m.get("parse") or kind, nargs=m["nargs"], default=None,
+                           **{**kw, "help": f"{h} (default: {' '.join(map(str, default))})".strip()})
             continue
         if is_list:
             p.add_argument(flag, dest=f.name, type=m.get("parse") or kind, action="append", default=None, **kw)
@@ -116,3 +130,23 @@ def parse(cls, argv: list[str], *, prog: str | None = None, description: str | N
 def to_dict(config) -> dict:
     """The config as a plain JSON-ready dict (field order)."""
     return dataclasses.asdict(config)
+
+
+def check_out_dir(out) -> str:
+    """``--out`` as a non-empty path string (an empty one would write the run into the current
+    directory; ``--out .`` says so explicitly); ``ValueError`` naming ``out`` otherwise."""
+    if isinstance(out, os.PathLike):
+        out = os.fspath(out)
+    if not isinstance(out, str) or not out.strip():
+        raise ValueError(f"out: expected a directory path, got {out!r}")
+    return out
+
+
+def check_run_dir_options(out, resume: bool, overwrite: bool) -> str:
+    """The rule of the run-directory options shared by ``refsnn train``, ``nas`` and ``ec``: ``--out``
+    a directory path (:func:`check_out_dir`, returned as a string), ``--resume`` and ``--overwrite``
+    not both (``ValueError`` naming ``overwrite``). Whether the directory already holds a run is
+    :class:`refsnn.runs.RunDir`'s check, when the run starts."""
+    if resume and overwrite:
+        raise ValueError("overwrite: --resume and --overwrite exclude each other")
+    return check_out_dir(out)

@@ -3,16 +3,16 @@ that define a run (:data:`RUN_KEYS`); the command is :mod:`refsnn.commands.ec`."
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
 
 from refsnn._checks import check_choice, check_float, check_int
-from refsnn.commands.config import option
+from refsnn.commands.config import check_run_dir_options, option
 from refsnn.commands.memory import check_fits
 from refsnn.ec import ppo
 from refsnn.ec.nes import RANK_TIES
 from refsnn.ec.policy import METHODS, RNN_GATES
 from refsnn.ec.rollout import EPISODE_PROTOCOLS
+from refsnn.ec.strategy import check_hyperparameters
 from refsnn.kernels.surrogate import NAMES as SURROGATES
 
 __all__ = ["ECConfig", "RUN_KEYS", "ADDED_KEYS", "parse_fitness_shift", "ppo_settings"]
@@ -106,40 +106,26 @@ class ECConfig:
             self.sigma = 0.02 if rnn else 0.3
         if self.neurons is None:
             self.neurons = 128 if self.method == "es-lstm" else 256
-        check_choice("gradient", self.gradient, ("natural", "plain"))
+        # the values the strategies take are checked by their one check (refsnn.ec.strategy), here
+        # before any work; population even for the ES methods
+        check_hyperparameters(self.method, gradient=self.gradient, population=self.population,
+                              eval_members=self.eval_members, neurons=self.neurons, seed=self.seed,
+                              rank_ties=self.rank_ties, lr=self.lr, eps=self.eps, kl_max=self.kl_max,
+                              sigma=self.sigma, weight_decay=self.weight_decay,
+                              **({} if self.fitness_shift is None else {"fitness_shift": self.fitness_shift}))
         check_choice("executor", self.executor, ("local", "dask"))
         check_int("generations", self.generations, lo=1)
-        check_int("population", self.population, lo=2)
-        check_int("eval_members", self.eval_members, lo=0)
         check_int("max_steps", self.max_steps, lo=1)
-        check_int("neurons", self.neurons, lo=2)
-        check_int("seed", self.seed, lo=0)
         check_int("workers", self.workers, lo=0)
         check_int("chunk_size", self.chunk_size, lo=1)
         check_int("max_env_steps", self.max_env_steps, lo=0)
-        check_choice("rank_ties", self.rank_ties, RANK_TIES)
         check_choice("episodes", self.episodes, EPISODE_PROTOCOLS)
         check_int("reset_pool", self.reset_pool, lo=0)
         if self.method == "sg-ppo" and (self.episodes != "one" or self.reset_pool or self.rank_ties != "average"):
             raise ValueError("episodes: --episodes, --reset-pool and --rank-ties are options of the evolution "
                              "strategies (ec, es, es-gru, es-lstm), not of sg-ppo")
         check_float("max_minutes", self.max_minutes, lo=0.0)
-        check_float("lr", self.lr, lo=0.0)
-        check_float("eps", self.eps, lo=0.0, hi=0.5)
-        check_float("kl_max", self.kl_max, lo=0.0)
-        check_float("sigma", self.sigma, lo=0.0, lo_open=True)
-        check_float("weight_decay", self.weight_decay, lo=0.0)
-        if self.fitness_shift is not None:
-            check_float("fitness_shift", self.fitness_shift)
-        if self.method in ("es", *RNN_GATES) and self.population % 2:
-            raise ValueError(f"population: ES uses antithetic pairs, expected an even number, got "
-                             f"{self.population}")
-        if isinstance(self.out, os.PathLike):
-            self.out = os.fspath(self.out)
-        if not isinstance(self.out, str) or not self.out:
-            raise ValueError(f"out: expected a directory path, got {self.out!r}")
-        if self.resume and self.overwrite:
-            raise ValueError("overwrite: cannot both resume a run (--resume) and start it again (--overwrite)")
+        self.out = check_run_dir_options(self.out, self.resume, self.overwrite)
         if self.method == "sg-ppo":
             try:
                 ppo_settings(self)

@@ -20,13 +20,14 @@ finalists; results do not depend on the number of workers.
 
 Finalists (``--finalists K``): the search's fitness only narrows the space. The K fittest distinct
 genotypes (:class:`refsnn.nas.finalists.FinalistStage`) are each trained by
-:func:`refsnn.commands.train.train` for ``--finalist-epochs`` epochs on the training images minus
-the last ``--val``, and the one most accurate on those held-out images is kept (ties: the fitter);
-the test split is never used for the choice (``finalists.csv``, ``finalists/NN/``). ``--finalists 0``
-keeps the fittest genotype (the paper's training-free choice).
+:func:`refsnn.commands.training.train` (the training run of ``refsnn train``) for ``--finalist-epochs``
+epochs on the training images minus the last ``--val``, and the one most accurate on those held-out
+images is kept (ties: the fitter); the test split is never used for the choice (``finalists.csv``,
+``finalists/NN/``). ``--finalists 0`` keeps the fittest genotype (the paper's training-free choice).
+``make_fitness`` is :func:`refsnn.nas.options.make_fitness` (importable from here for one release).
 
 Training (``--train-epochs N > 0``): the winner is written to ``best_genotype.json`` and trained by
-:func:`refsnn.commands.train.train` with ``arch = "genotype:OUT/best_genotype.json[@C]"``, the
+:func:`refsnn.commands.training.train` with ``arch = "genotype:OUT/best_genotype.json[@C]"``, the
 trainer's defaults otherwise, into ``OUT/train`` (its own run directory).
 
 Run directory (:class:`refsnn.runs.RunDir`, checkpoint ``search_state.json``): ``config.json``,
@@ -65,19 +66,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from refsnn._checks import check_choice, check_float, check_int
-from refsnn.commands.config import option, to_dict
+from refsnn.commands.config import check_run_dir_options, option, to_dict
 from refsnn.commands.memory import check_fits
-from refsnn.commands.train import TrainConfig, check_out_dir, train
+from refsnn.commands.training import TrainConfig, train
 from refsnn.io import read_json
 from refsnn.nas.finalists import FinalistStage
-from refsnn.nas.fitness import KINDS, NASFitness, fitness_batches
+from refsnn.nas.fitness import KINDS, fitness_batches
 from refsnn.nas.genotype import G1_VALUES, G2_VALUES, MOTIF_VALUES, OP_VALUES, B, to_json
 from refsnn.nas.graph import decode, ei_counts, graph_stats
 from refsnn.nas.graph import to_json as graph_to_json
+from refsnn.nas.options import make_fitness
 from refsnn.nas.search import EvolutionarySearch, SearchConfig, evaluate
 from refsnn.parallel import make_executor, shutdown
 from refsnn.runs import RunDir, fmt_hms, stop_on_signals
-from refsnn.snn.threads import set_threads
+from refsnn.tuning import set_threads
 
 __all__ = ["NASConfig", "CONFIG", "run", "main", "demo_nas", "make_fitness", "search_config", "RUN_KEYS",
            "COLUMNS", "FINALIST_COLUMNS"]
@@ -146,9 +148,7 @@ class NASConfig:
         for k in ("train_timesteps", "train_subset", "train_channels", "threads"):
             if getattr(self, k) is not None:
                 check_int(k, getattr(self, k), lo=1)
-        if self.resume and self.overwrite:
-            raise ValueError("overwrite: --resume and --overwrite exclude each other")
-        self.out = check_out_dir(self.out)
+        self.out = check_run_dir_options(self.out, self.resume, self.overwrite)
         self._check_sizes()
 
     def _check_sizes(self) -> None:
@@ -184,13 +184,6 @@ STATE_FILE = "search_state.json"
 #: the command's files and directories besides RunDir's own, removed by --overwrite
 _OUTPUTS = ("timing.json", "fitness.png", "best_genotype.json", "best_graph.json", "finalists.csv", "finalists",
             "train")
-
-
-def make_fitness(cfg: NASConfig) -> NASFitness:
-    """The search's fitness (picklable, so process pools can score it)."""
-    return NASFitness(kind=cfg.fitness, data=cfg.data, channels=cfg.channels, timesteps=cfg.timesteps,
-                      batch_size=cfg.fitness_batch, n_batches=cfg.fitness_batches, data_seed=cfg.seed,
-                      max_neurons=cfg.max_neurons or None)
 
 
 def search_config(cfg: NASConfig) -> SearchConfig:

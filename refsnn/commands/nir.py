@@ -5,7 +5,7 @@
 * a ``refsnn train`` run (``config.json`` + ``checkpoint.npz``): the last checkpoint's network with
   BatchNorm folded into the convolutions, time step ``--dt`` (default 1e-3 s) and the time constants
   written for ``--discretisation`` (``auto`` = ``euler``, refsnn's LIF exactly); the run is rebuilt with
-  :func:`refsnn.commands.train.load_run`, so its dataset must be available (for the input shape);
+  :func:`refsnn.nas.trained.load_run`, so its dataset must be available (for the input shape);
 * a ``refsnn ec`` run (``deployed.npz``, ``--best``: ``best_deployed.npz``): the deployed 1-bit RSNN,
   under EC's own ``exact`` discretisation (dt 0.5 ms).
 
@@ -33,9 +33,9 @@ import numpy as np
 
 from refsnn._checks import check_choice, check_float
 from refsnn.commands.config import option
-from refsnn.commands.train import load_run
 from refsnn.ec.deploy import from_deployed_arrays
 from refsnn.io import atomic_savez, load_npz
+from refsnn.nas.trained import load_run
 from refsnn.nir import mapping
 from refsnn.nir.export import ec_to_nir, network_to_nir, require_nir, to_nir_graph, write_nir
 from refsnn.nir.reader import read_nir

@@ -29,8 +29,8 @@ of channel ``c`` (0 OFF, 1 ON) at pixel ``(y, x)`` in bin ``b``, as float32 (exa
 span (or timestamps that do not fit in int64, e.g. uint64 values above 2**63 - 1) is a ``ValueError``
 naming ``t``, never a silent overflow into the wrong bins.
 
-The Numba kernel :func:`_frames_kernel` and the oracle :func:`events_to_frames_ref`
-(``np.add.at``) are held exactly equal by the tests.
+The binning is the kernel :func:`refsnn.kernels.events.bin_events`; :func:`events_to_frames_ref`
+uses its oracle (``np.add.at``), and the tests hold the two exactly equal.
 
 Directory layout (``events:DIR``)
 ---------------------------------
@@ -57,11 +57,11 @@ import io as _io
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-import numba
 import numpy as np
 
 from refsnn._checks import check_int
 from refsnn.io import atomic_write_bytes, atomic_write_json, check_npy_header, load_npz, read_json
+from refsnn.kernels.events import bin_events, bin_events_ref
 
 EVENT_DTYPE = np.dtype([("x", np.int16), ("y", np.int16), ("t", np.int64), ("p", np.int8)])
 EVENT_FIELDS = ("x", "y", "t", "p")
@@ -149,25 +149,6 @@ def _time_range(t: np.ndarray, t_range, n_bins: int) -> tuple[int, int]:
     return t0, t1
 
 
-@numba.njit(cache=True)
-def _frames_kernel(x, y, t, p, t0, t1, out):  # pragma: no cover - compiled
-    """Add one count per event to ``out[bin, p > 0, y, x]`` (float32 [T, 2, H, W]); module docs."""
-    T = out.shape[0]
-    span = t1 - t0
-    for i in range(t.shape[0]):
-        ti = t[i]
-        if ti < t0 or ti > t1:
-            continue
-        if span == 0:
-            b = 0
-        else:
-            b = ((ti - t0) * T) // span
-            if b > T - 1:
-                b = T - 1
-        c = 1 if p[i] > 0 else 0
-        out[b, c, y[i], x[i]] += 1.0
-
-
 def events_to_frames(events: np.ndarray, sensor_size: tuple[int, int], n_time_bins: int, *,
                      t_range: tuple[int, int] | None = None) -> np.ndarray:
     """Count events per time bin, polarity and pixel (SPEC §4.3).
@@ -192,10 +173,7 @@ def events_to_frames(events: np.ndarray, sensor_size: tuple[int, int], n_time_bi
     T = check_int("n_time_bins", n_time_bins, lo=1)
     x, y, t, c = _columns(events, (H, W))
     t0, t1 = _time_range(t, t_range, T)
-    out = np.zeros((T, 2, H, W), dtype=np.float32)
-    if t.size:
-        _frames_kernel(x, y, t, c, np.int64(t0), np.int64(t1), out)
-    return out
+    return bin_events(x, y, t, c, t0, t1, np.zeros((T, 2, H, W), dtype=np.float32))
 
 
 def events_to_frames_ref(events: np.ndarray, sensor_size: tuple[int, int], n_time_bins: int, *,
@@ -205,15 +183,7 @@ def events_to_frames_ref(events: np.ndarray, sensor_size: tuple[int, int], n_tim
     T = check_int("n_time_bins", n_time_bins, lo=1)
     x, y, t, c = _columns(events, (H, W))
     t0, t1 = _time_range(t, t_range, T)
-    out = np.zeros((T, 2, H, W), dtype=np.float32)
-    keep = (t >= t0) & (t <= t1)
-    x, y, t, c = x[keep], y[keep], t[keep], c[keep]
-    if t1 == t0:
-        b = np.zeros_like(t)
-    else:
-        b = np.minimum((t - t0) * T // (t1 - t0), T - 1)
-    np.add.at(out, (b, c, y, x), np.float32(1.0))
-    return out
+    return bin_events_ref(x, y, t, c, t0, t1, np.zeros((T, 2, H, W), dtype=np.float32))
 
 
 # ---- directory loader ---------------------------------------------------------------------------
@@ -344,9 +314,3 @@ def save_event_dir(root, samples: Mapping[str, Iterable[tuple[np.ndarray, int]]]
         meta["classes"] = list(classes)
     atomic_write_json(root / "meta.json", meta)
     return root
-
-
-def _warmup() -> None:
-    """Compile (or load from cache) the binning kernel."""
-    ev = make_events([0, 1], [0, 1], [0, 5], [0, 1])
-    events_to_frames(ev, (2, 2), 2)

@@ -42,12 +42,12 @@ The frames of both splits take 5,000 x T x 2 x 34 x 34 x 4 bytes, about 46 MB pe
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from refsnn._checks import check_array, check_int
-from refsnn.datasets.events import EVENT_DTYPE, _frames_kernel
+from refsnn.datasets.events import EVENT_DTYPE
 from refsnn.datasets.mnist import load_mnist5k_arrays
+from refsnn.kernels import events as ek
 
 SENSOR_SIZE = (34, 34)
 OFFSET = 3
@@ -61,6 +61,9 @@ DURATION_US = N_STEPS * DT_US
 FULL_SCALE = 255 * SUBPIX * SUBPIX
 THRESHOLD = 0.2
 THRESHOLD_INT = int(round(THRESHOLD * FULL_SCALE))
+#: the simulated camera of :mod:`refsnn.kernels.events` with the constants above
+CAMERA = ek.Camera(height=SENSOR_SIZE[0], width=SENSOR_SIZE[1], offset=OFFSET, subpix=SUBPIX,
+                   theta=THRESHOLD_INT, dt=DT_US)
 
 
 def displacements() -> np.ndarray:
@@ -76,85 +79,10 @@ def displacements() -> np.ndarray:
     return out
 
 
-@numba.njit(cache=True)
-def _render(img, dy, dx, out):  # pragma: no cover - compiled
-    """Canvas intensities (int64 (H, W), units 1/(255*256)) of uint8 ``img`` displaced by (dy, dx)/16."""
-    H, W = out.shape
-    h, w = img.shape
-    for Y in range(H):
-        sy = (Y - OFFSET) * SUBPIX - dy + 64 * SUBPIX  # + 64 px keeps the floor division positive
-        iy = sy // SUBPIX - 64
-        fy = sy % SUBPIX
-        for X in range(W):
-            sx = (X - OFFSET) * SUBPIX - dx + 64 * SUBPIX
-            ix = sx // SUBPIX - 64
-            fx = sx % SUBPIX
-            acc = 0
-            for oy in range(2):
-                yy = iy + oy
-                if yy < 0 or yy >= h:
-                    continue
-                wy = (SUBPIX - fy) if oy == 0 else fy
-                for ox in range(2):
-                    xx = ix + ox
-                    if xx < 0 or xx >= w:
-                        continue
-                    wx = (SUBPIX - fx) if ox == 0 else fx
-                    acc += wy * wx * np.int64(img[yy, xx])
-            out[Y, X] = acc
-
-
-@numba.njit(cache=True)
-def _simulate(img, disp, theta, dt, out_x, out_y, out_t, out_p):  # pragma: no cover
-    """Run the ideal-DVS model for one image; return the event count n.
-
-    The first ``min(n, len(out_x))`` events are written to ``out_*``; the rest are only counted.
-    """
-    cap = out_x.shape[0]
-    H, W = SENSOR_SIZE
-    prev = np.empty((H, W), dtype=np.int64)
-    cur = np.empty((H, W), dtype=np.int64)
-    _render(img, disp[0, 0], disp[0, 1], prev)
-    ref = prev.copy()
-    n = 0
-    for k in range(disp.shape[0] - 1):
-        _render(img, disp[k + 1, 0], disp[k + 1, 1], cur)
-        tk = k * dt
-        for Y in range(H):
-            for X in range(W):
-                i0 = prev[Y, X]
-                i1 = cur[Y, X]
-                r = ref[Y, X]
-                while i1 - r >= theta:
-                    r += theta
-                    if n < cap:
-                        out_x[n] = X
-                        out_y[n] = Y
-                        out_t[n] = tk + ((r - i0) * dt) // (i1 - i0)
-                        out_p[n] = 1
-                    n += 1
-                while r - i1 >= theta:
-                    r -= theta
-                    if n < cap:
-                        out_x[n] = X
-                        out_y[n] = Y
-                        out_t[n] = tk + ((i0 - r) * dt) // (i0 - i1)
-                        out_p[n] = 0
-                    n += 1
-                ref[Y, X] = r
-        prev, cur = cur, prev
-    return n
-
-
-@numba.njit(cache=True, parallel=True)
-def _simulate_chunk(images, disp, theta, dt, xs, ys, ts, ps, counts):  # pragma: no cover
-    for i in numba.prange(images.shape[0]):  # each sample writes only its own row: order-free
-        counts[i] = _simulate(images[i], disp, theta, dt, xs[i], ys[i], ts[i], ps[i])
-
-
-@numba.njit(cache=True)
-def _simulate_one(img, disp, theta, dt, xs, ys, ts, ps):  # pragma: no cover - compiled
-    return _simulate(img, disp, theta, dt, xs, ys, ts, ps)
+def _render(img: np.ndarray, dy: int, dx: int, out: np.ndarray) -> np.ndarray:
+    """The canvas (int64 (34, 34), units 1/(255*256)) of uint8 ``img`` displaced by (dy, dx)/16 into
+    ``out``: the kernel :func:`refsnn.kernels.events.render` with :data:`CAMERA`."""
+    return ek.render(img, dy, dx, CAMERA, out)
 
 
 _CAPACITY = 6144  # events per sample buffered in one pass (mnist5k's maximum is ~4,000)
@@ -169,7 +97,6 @@ def _saccade_columns(images: np.ndarray):
     """
     images = np.ascontiguousarray(images)
     disp = displacements()
-    theta, dt = np.int64(THRESHOLD_INT), np.int64(DT_US)
     parts, counts_all = [], []
     for a in range(0, len(images), _CHUNK):
         imgs = images[a:a + _CHUNK]
@@ -177,7 +104,7 @@ def _saccade_columns(images: np.ndarray):
         buf = (np.empty((n, _CAPACITY), np.uint8), np.empty((n, _CAPACITY), np.uint8),
                np.empty((n, _CAPACITY), np.int32), np.empty((n, _CAPACITY), np.int8))
         counts = np.empty(n, np.int64)
-        _simulate_chunk(imgs, disp, theta, dt, *buf, counts)
+        ek.dvs_events_batched(imgs, disp, CAMERA, *buf, counts)
         valid = np.arange(_CAPACITY)[None, :] < counts[:, None]
         cols = [b[valid] for b in buf]  # row-major: sample order, then event order
         if np.any(counts > _CAPACITY):  # rare: redo the overflowing samples exactly
@@ -186,7 +113,7 @@ def _saccade_columns(images: np.ndarray):
                 if counts[i] > _CAPACITY:
                     one = (np.empty(counts[i], np.uint8), np.empty(counts[i], np.uint8),
                            np.empty(counts[i], np.int32), np.empty(counts[i], np.int8))
-                    _simulate_one(imgs[i], disp, theta, dt, *one)
+                    ek.dvs_events(imgs[i], disp, CAMERA, *one)
                 else:
                     one = tuple(b[i, :counts[i]] for b in buf)
                 for k in range(4):
@@ -224,60 +151,21 @@ def saccade_events(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def render_ref(img: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """Plain-NumPy oracle of ``_render``: int64 (34, 34) canvas of uint8 ``img`` shifted by (dy, dx)/16."""
-    H, W = SENSOR_SIZE
-    big = np.zeros((H + 2 * 64, W + 2 * 64), np.int64)  # digit pasted into a wide zero margin
-    big[64 + OFFSET:64 + OFFSET + img.shape[0], 64 + OFFSET:64 + OFFSET + img.shape[1]] = img
-    sy = np.arange(H) * SUBPIX - dy  # source position (1/16 px) relative to the canvas origin
-    sx = np.arange(W) * SUBPIX - dx
-    iy, fy = np.divmod(sy, SUBPIX)
-    ix, fx = np.divmod(sx, SUBPIX)
-    iy, ix = iy + 64, ix + 64
-    out = np.zeros((H, W), np.int64)
-    for oy, wy in ((0, SUBPIX - fy), (1, fy)):
-        for ox, wx in ((0, SUBPIX - fx), (1, fx)):
-            out += wy[:, None] * wx[None, :] * big[np.ix_(iy + oy, ix + ox)]
-    return out
+    """Plain-NumPy oracle of ``_render``: int64 (34, 34) canvas of uint8 ``img`` shifted by (dy, dx)/16
+    (:func:`refsnn.kernels.events.render_ref` with :data:`CAMERA`)."""
+    return ek.render_ref(img, dy, dx, CAMERA)
 
 
 def saccade_events_ref(img: np.ndarray) -> np.ndarray:
     """Plain-NumPy oracle of the event model for one uint8 (28, 28) image -> EVENT_DTYPE (M,).
 
-    Same events in the same order as :func:`saccade_events` (step, pixel row-major, crossing).
+    Same events in the same order as :func:`saccade_events` (step, pixel row-major, crossing);
+    :func:`refsnn.kernels.events.dvs_events_ref` with :data:`CAMERA`.
     """
-    disp = displacements()
-    theta, dt = THRESHOLD_INT, DT_US
-    prev = render_ref(img, *disp[0])
-    ref = prev.copy()
-    yy, xx = np.divmod(np.arange(prev.size), SENSOR_SIZE[1])
-    chunks = []
-    for k in range(N_STEPS):
-        cur = render_ref(img, *disp[k + 1])
-        i0, i1, r = prev.ravel(), cur.ravel(), ref.ravel()
-        n_on = np.maximum((i1 - r) // theta, 0)   # crossings upwards
-        n_off = np.maximum((r - i1) // theta, 0)  # crossings downwards (at most one is > 0)
-        n = n_on + n_off
-        pix = np.repeat(np.arange(i0.size), n)
-        j = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + 1  # 1..n within each pixel
-        on = np.repeat(n_on > 0, n)
-        level = r[pix] + np.where(on, j, -j) * theta
-        num = np.where(on, level - i0[pix], i0[pix] - level)
-        den = np.abs(i1[pix] - i0[pix])
-        ev = np.empty(len(pix), EVENT_DTYPE)
-        ev["x"], ev["y"], ev["p"] = xx[pix], yy[pix], on
-        ev["t"] = k * dt + (num * dt) // np.maximum(den, 1)
-        chunks.append(ev)
-        ref = (r + (n_on - n_off) * theta).reshape(ref.shape)
-        prev = cur
-    return np.concatenate(chunks)
-
-
-@numba.njit(cache=True, parallel=True)
-def _frames_batched(x, y, t, p, offsets, t0, t1, out):  # pragma: no cover - compiled
-    for i in numba.prange(offsets.shape[0] - 1):  # each sample writes only its own out[i]
-        a = offsets[i]
-        b = offsets[i + 1]
-        _frames_kernel(x[a:b], y[a:b], t[a:b], p[a:b], t0, t1, out[i])
+    x, y, t, p = ek.dvs_events_ref(img, displacements(), CAMERA)
+    ev = np.empty(len(t), EVENT_DTYPE)
+    ev["x"], ev["y"], ev["t"], ev["p"] = x, y, t, p
+    return ev
 
 
 def saccade_frames(cols, n_time_bins: int) -> np.ndarray:
@@ -286,8 +174,7 @@ def saccade_frames(cols, n_time_bins: int) -> np.ndarray:
     T = check_int("n_time_bins", n_time_bins, lo=1)
     x, y, t, p, offsets = cols
     out = np.zeros((len(offsets) - 1, T, 2) + SENSOR_SIZE, dtype=np.float32)
-    _frames_batched(x, y, t, p, offsets, np.int64(0), np.int64(DURATION_US), out)
-    return out
+    return ek.bin_events_batched(x, y, t, p, offsets, 0, DURATION_US, out)
 
 
 _CACHE: dict[str, tuple] = {}
@@ -307,13 +194,3 @@ def mnist5k_saccade_frames(split: str, n_time_bins: int) -> tuple[np.ndarray, np
         _CACHE[split] = _saccade_columns(arrays[f"x_{split}"])
     return saccade_frames(_CACHE[split], n_time_bins), arrays[f"y_{split}"].astype(np.int64)
 
-
-def _warmup() -> None:
-    """Compile (or load from cache) the saccade simulation and batched binning kernels."""
-    img = np.zeros((2, 28, 28), np.uint8)
-    img[:, 10:18, 12:16] = 255
-    cols = _saccade_columns(img)
-    saccade_frames(cols, 2)
-    _simulate_one(img[0], displacements(), np.int64(THRESHOLD_INT), np.int64(DT_US),
-                  np.empty(0, np.uint8), np.empty(0, np.uint8), np.empty(0, np.int32),
-                  np.empty(0, np.int8))

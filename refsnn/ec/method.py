@@ -57,7 +57,7 @@ from refsnn.ec.policy import METHODS
 from refsnn.ec.ppo import Diverged, PPOSettings, PPOState
 from refsnn.ec.rollout import EPISODE_PROTOCOLS, RunningNorm, check_env
 from refsnn.ec.strategy import StrategyState, make_strategy, params_rms
-from refsnn.snn.threads import threads
+from refsnn.tuning import threads
 
 __all__ = ["INFO_KEYS", "NAMES", "EvolutionState", "Evolution", "PPOMethod", "make_method", "Diverged",
            "firing_rate_hz"]

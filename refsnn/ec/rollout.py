@@ -55,14 +55,12 @@
 from __future__ import annotations
 
 import math
-import os
 import resource
 import sys
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from refsnn._checks import check_choice, check_int
@@ -71,6 +69,7 @@ from refsnn.ec.policy import make_family
 from refsnn.ec.restore import restored_array
 from refsnn.kernels import cuba
 from refsnn.parallel import make_executor, shutdown
+from refsnn.tuning import single_thread_worker
 
 __all__ = ["EPISODE_PROTOCOLS", "check_env", "RunningNorm", "evaluate_chunk", "Evaluator", "pool_seed"]
 
@@ -321,9 +320,7 @@ def _peak_rss_mb() -> float:
 
 
 def _init_worker() -> None:
-    # one thread per worker process: parallelism comes from processes (mujoco is single-threaded)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    numba.set_num_threads(1)
+    single_thread_worker()  # parallelism comes from processes (mujoco is single-threaded)
     _load_kernels()
 
 

@@ -66,7 +66,38 @@ from refsnn.ec.policy import METHODS, RNN_GATES, ec_gradient, es_gradient, make_
 from refsnn.ec.restore import restored_array, restored_int
 
 __all__ = ["StrategyState", "Population", "ECStrategy", "ESStrategy", "RNNStrategy", "make_strategy",
-           "params_rms"]
+           "params_rms", "check_hyperparameters", "HYPERPARAMETER_CHECKS"]
+
+#: The one check of each hyperparameter, named as ``refsnn ec`` names the option (``--population`` is
+#: ``population``); the strategies and :class:`refsnn.commands.ec_config.ECConfig` both validate through
+#: :func:`check_hyperparameters`, so a value has one rule and one message.
+HYPERPARAMETER_CHECKS = {
+    "neurons": lambda v: check_int("neurons", v, lo=2),
+    "population": lambda v: check_int("population", v, lo=2),
+    "eval_members": lambda v: check_int("eval_members", v, lo=0),
+    "lr": lambda v: check_float("lr", v, lo=0.0),
+    "fitness_shift": lambda v: check_float("fitness_shift", v),
+    "seed": lambda v: check_int("seed", v, lo=0),
+    "sigma": lambda v: check_float("sigma", v, lo=0.0, lo_open=True),
+    "weight_decay": lambda v: check_float("weight_decay", v, lo=0.0),
+    "eps": lambda v: check_float("eps", v, lo=0.0, hi=0.5),
+    "kl_max": lambda v: check_float("kl_max", v, lo=0.0),
+    "gradient": lambda v: check_choice("gradient", v, ("natural", "plain")),
+    "rank_ties": lambda v: check_choice("rank_ties", v, nes.RANK_TIES),
+}
+
+
+def check_hyperparameters(method: str, **hparams) -> dict:
+    """The given hyperparameters checked (:data:`HYPERPARAMETER_CHECKS`; ``ValueError``/``TypeError``
+    naming the first bad one) and returned; for the ES methods (``es``, ``es-gru``, ``es-lstm``) a
+    given ``population`` must also be even (antithetic pairs)."""
+    unknown = sorted(set(hparams) - set(HYPERPARAMETER_CHECKS))
+    if unknown:
+        raise TypeError(f"hparams: unknown hyperparameters {unknown}")
+    out = {k: HYPERPARAMETER_CHECKS[k](v) for k, v in hparams.items()}
+    if method in ("es", *RNN_GATES) and "population" in out and out["population"] % 2:
+        raise ValueError(f"population: ES uses antithetic pairs, expected an even number, got {out['population']}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -125,17 +156,13 @@ class _Strategy:
     def __init__(self, obs_dim: int, act_dim: int, *, neurons: int, population: int, eval_members: int,
                  lr: float, fitness_shift: float, seed: int, sigma: float, weight_decay: float,
                  rank_ties: str = "average"):
-        self.rank_ties = check_choice("rank_ties", rank_ties, nes.RANK_TIES)
+        hp = check_hyperparameters(self.method, rank_ties=rank_ties, neurons=neurons, population=population,
+                                   eval_members=eval_members, lr=lr, fitness_shift=fitness_shift, seed=seed,
+                                   sigma=sigma, weight_decay=weight_decay)
         self.obs_dim = check_int("obs_dim", obs_dim, lo=1)
         self.act_dim = check_int("act_dim", act_dim, lo=1)
-        self.neurons = check_int("neurons", neurons, lo=2)
-        self.population = check_int("population", population, lo=2)
-        self.eval_members = check_int("eval_members", eval_members, lo=0)
-        self.lr = check_float("lr", lr, lo=0.0)
-        self.fitness_shift = check_float("fitness_shift", fitness_shift)
-        self.seed = check_int("seed", seed, lo=0)
-        self.sigma = check_float("sigma", sigma, lo=0.0, lo_open=True)
-        self.weight_decay = check_float("weight_decay", weight_decay, lo=0.0)
+        for k, v in hp.items():
+            setattr(self, k, v)
         self.family = make_family(self.method, self.cfg_kwargs, self.obs_dim, self.act_dim, self.sigma)
 
     @property
@@ -276,9 +303,8 @@ class ECStrategy(_Strategy):
     def __init__(self, obs_dim: int, act_dim: int, *, neurons: int = 256, population: int = 128,
                  eval_members: int = 4, lr: float = 0.15, eps: float = 1e-3, gradient: str = "natural",
                  fitness_shift: float = 0.0, seed: int = 0, kl_max: float = 0.0, rank_ties: str = "average"):
-        self.eps = check_float("eps", eps, lo=0.0, hi=0.5)
-        self.kl_max = check_float("kl_max", kl_max, lo=0.0)
-        self.gradient = check_choice("gradient", gradient, ("natural", "plain"))
+        hp = check_hyperparameters(self.method, eps=eps, kl_max=kl_max, gradient=gradient)
+        self.eps, self.kl_max, self.gradient = hp["eps"], hp["kl_max"], hp["gradient"]
         super().__init__(obs_dim, act_dim, neurons=neurons, population=population, eval_members=eval_members,
                          lr=lr, fitness_shift=fitness_shift, seed=seed, sigma=0.3, weight_decay=0.0,
                          rank_ties=rank_ties)
@@ -305,17 +331,13 @@ class ECStrategy(_Strategy):
 
 class ESStrategy(_Strategy):
     """ES-RSNN (SPEC §5.5): real weights, antithetic Gaussian pairs of scale ``sigma``, centered ranks,
-    AdamW with decoupled ``weight_decay``. ``population`` must be even."""
+    AdamW with decoupled ``weight_decay``. ``population`` must be even (:func:`check_hyperparameters`)."""
 
     method = "es"
 
     def __init__(self, obs_dim: int, act_dim: int, *, neurons: int = 256, population: int = 128,
                  eval_members: int = 4, lr: float = 0.15, sigma: float = 0.3, weight_decay: float = 0.1,
                  fitness_shift: float = 0.0, seed: int = 0, rank_ties: str = "average"):
-        check_int("population", population, lo=2)
-        if population % 2:
-            raise ValueError(f"population: ES-RSNN uses antithetic pairs, expected an even number, got "
-                             f"{population}")
         super().__init__(obs_dim, act_dim, neurons=neurons, population=population, eval_members=eval_members,
                          lr=lr, fitness_shift=fitness_shift, seed=seed, sigma=sigma, weight_decay=weight_decay,
                          rank_ties=rank_ties)

@@ -1,33 +1,36 @@
-"""Call every Numba kernel once on tiny inputs, in float32 and float64.
+"""Call every Numba kernel of :mod:`refsnn.kernels` once on tiny inputs, in float32 and float64.
 
-Used by ``refsnn bench`` to measure cold start (empty Numba cache: everything compiles) and warm
-start (cache populated: everything loads), and handy to pre-compile after installing. Every kernel
-module registers a ``_warmup()`` function in WARMUPS.
+Handy to pre-compile after installing (``python -m refsnn.kernels.warmup``). Every kernel module
+has a ``_warmup()`` function; :data:`WARMUPS` lists them all (every Numba kernel of refsnn lives in
+this package). ``refsnn bench`` measures cold and warm start with the whole-package warm-up
+:func:`refsnn.bench.warmup.warmup`, which calls this one.
 """
 from __future__ import annotations
 
-import importlib
+from refsnn.kernels import (
+    batchnorm,
+    conv,
+    conv_sparse,
+    cuba,
+    cuba_bptt,
+    events,
+    lif,
+    manhattan,
+    norse_lif,
+    pool,
+    rectify,
+)
 
-WARMUPS = [
-    "refsnn.kernels.lif:_warmup",
-    "refsnn.kernels.norse_lif:_warmup",
-    "refsnn.kernels.conv:_warmup",
-    "refsnn.kernels.conv_sparse:_warmup",
-    "refsnn.kernels.pool:_warmup",
-    "refsnn.kernels.batchnorm:_warmup",
-    "refsnn.kernels.rectify:_warmup",
-    "refsnn.kernels.cuba:_warmup",
-    "refsnn.kernels.cuba_bptt:_warmup",
-    "refsnn.nas.bie:_warmup",
-    "refsnn.datasets.events:_warmup",
-    "refsnn.datasets.saccades:_warmup",
-]
+__all__ = ["WARMUPS", "warmup"]
+
+WARMUPS = [lif._warmup, norse_lif._warmup, conv._warmup, conv_sparse._warmup, pool._warmup, batchnorm._warmup,
+           rectify._warmup, cuba._warmup, cuba_bptt._warmup, manhattan._warmup, events._warmup]
 
 
 def warmup() -> None:
-    for target in WARMUPS:
-        modname, fname = target.split(":")
-        getattr(importlib.import_module(modname), fname)()
+    """Compile (or load from the Numba cache) every kernel of :mod:`refsnn.kernels`."""
+    for fn in WARMUPS:
+        fn()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
-"""Thread counts of the two thread pools a training step uses: BLAS (GEMMs) and Numba (every other
-kernel: LIF, the sparse convolution, im2col/col2im, BN, pooling, each over images or channels).
+"""Runtime tuning of the process: the thread counts of the two thread pools a training step uses,
+BLAS (GEMMs) and Numba (every other kernel: LIF, the sparse convolution, im2col/col2im, BN, pooling,
+each over images or channels), how their idle threads wait, and the one-thread setting of worker
+processes (:func:`single_thread_worker`). Every command, benchmark and algorithm that tunes the
+runtime imports it from here (a utility below every other layer).
 
 On a small shared machine, a multithreaded OpenBLAS GEMM whose threads get descheduled by other
 processes can be many times slower than a single-threaded one (its threads wait for each other),
@@ -34,7 +37,7 @@ from refsnn._checks import check_int
 
 __all__ = ["set_threads", "set_blas_threads", "get_blas_threads", "threads", "prefer_sleeping_numba_threads",
            "prefer_sleeping_blas_threads", "prefer_sleeping_threads", "blas_thread_timeouts", "BLAS_THREAD_TIMEOUT",
-           "GOMP_SPIN_COUNT"]
+           "GOMP_SPIN_COUNT", "single_thread_worker"]
 
 _SYMBOLS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
             "openblas_set_num_threads64_", "openblas_set_num_threads")
@@ -194,3 +197,11 @@ class threads:
         if self._blas is not None:
             set_blas_threads(self._blas)
         return False
+
+
+def single_thread_worker() -> None:
+    """One thread per worker process, for pools whose parallelism comes from processes (EC's
+    rollout workers; mujoco is single-threaded): ``OMP_NUM_THREADS=1`` unless the user set it (read by
+    OpenMP libraries loaded after this call) and one Numba thread."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    numba.set_num_threads(1)
