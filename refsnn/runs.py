@@ -42,7 +42,7 @@ from refsnn.io import atomic_savez, atomic_write_json, atomic_write_text, load_n
 from refsnn.plot import line_plot_png
 from refsnn.provenance import write_environment
 
-__all__ = ["RunDir", "fmt_hms", "stop_on_signals"]
+__all__ = ["RunDir", "check_run_dir_options", "fmt_hms", "stop_on_signals"]
 
 
 class RunDir:
@@ -74,11 +74,7 @@ class RunDir:
     def __init__(self, path, *, config: Mapping, resume_keys: Sequence[str], resume: bool = False,
                  overwrite: bool = False, checkpoint: str = "checkpoint.npz", columns: Sequence[str] = (),
                  outputs: Sequence[str] = (), stored_config=None, added_keys: Mapping | None = None):
-        if isinstance(path, os.PathLike):
-            path = os.fspath(path)
-        if not isinstance(path, str) or not path.strip():
-            raise ValueError(f"out: expected a directory path, got {path!r} (an empty --out would write the run "
-                             "into the current directory; pass --out . for that)")
+        path = check_run_dir_options(path, resume, overwrite)
         self.path = Path(path)
         self.config = dict(config)
         missing = [k for k in resume_keys if k not in self.config]
@@ -86,8 +82,6 @@ class RunDir:
             raise ValueError(f"resume_keys: not in the config: {missing}")
         self.resume_keys = tuple(resume_keys)
         self.resume, self.overwrite = bool(resume), bool(overwrite)
-        if self.resume and self.overwrite:
-            raise ValueError("overwrite: cannot both resume a run and overwrite it")
         self.checkpoint_path = self.path / checkpoint
         self.columns = tuple(columns)
         self.outputs = tuple(outputs)
@@ -311,6 +305,22 @@ def stop_on_signals(command: str, note: str = ""):
     finally:
         for sg, h in previous.items():
             signal.signal(sg, signal.SIG_DFL if h is None else h)
+
+
+def check_run_dir_options(out, resume: bool, overwrite: bool) -> str:
+    """The one rule of the run-directory options (``refsnn train``, ``nas``, ``ec`` and
+    :class:`RunDir`): ``out`` a non-empty path (an empty one would write the run into the current
+    directory; ``--out .`` says so explicitly), returned as a string; ``resume`` and ``overwrite``
+    not both. ``ValueError`` naming ``out`` / ``overwrite``. Whether the directory already holds a
+    run is :class:`RunDir`'s check, when the run starts."""
+    if isinstance(out, os.PathLike):
+        out = os.fspath(out)
+    if not isinstance(out, str) or not out.strip():
+        raise ValueError(f"out: expected a directory path, got {out!r} (an empty --out would write the run "
+                         "into the current directory; pass --out . for that)")
+    if resume and overwrite:
+        raise ValueError("overwrite: --resume and --overwrite exclude each other")
+    return out
 
 
 def _caused_by_stop(e: BaseException) -> bool:

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import types
 import typing
 from typing import Any, Callable
+
+from refsnn.runs import check_run_dir_options
 
 __all__ = ["option", "build_parser", "parse", "to_dict", "check_out_dir", "check_run_dir_options"]
 
@@ -133,20 +134,5 @@ def to_dict(config) -> dict:
 
 
 def check_out_dir(out) -> str:
-    """``--out`` as a non-empty path string (an empty one would write the run into the current
-    directory; ``--out .`` says so explicitly); ``ValueError`` naming ``out`` otherwise."""
-    if isinstance(out, os.PathLike):
-        out = os.fspath(out)
-    if not isinstance(out, str) or not out.strip():
-        raise ValueError(f"out: expected a directory path, got {out!r}")
-    return out
-
-
-def check_run_dir_options(out, resume: bool, overwrite: bool) -> str:
-    """The rule of the run-directory options shared by ``refsnn train``, ``nas`` and ``ec``: ``--out``
-    a directory path (:func:`check_out_dir`, returned as a string), ``--resume`` and ``--overwrite``
-    not both (``ValueError`` naming ``overwrite``). Whether the directory already holds a run is
-    :class:`refsnn.runs.RunDir`'s check, when the run starts."""
-    if resume and overwrite:
-        raise ValueError("overwrite: --resume and --overwrite exclude each other")
-    return check_out_dir(out)
+    """``--out`` as a non-empty path string (:func:`refsnn.runs.check_run_dir_options`)."""
+    return check_run_dir_options(out, False, False)

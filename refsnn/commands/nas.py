@@ -126,15 +126,16 @@ class NASConfig:
     quiet: bool = option(False, "no progress lines")
 
     def __post_init__(self):
-        check_int("generations", self.generations, lo=0)
-        check_int("population", self.population, lo=2)
-        check_int("cells", self.cells, lo=1)
+        try:   # the search's own checks (refsnn.nas.search.SearchConfig), named as this command's options
+            search_config(self)
+        except (TypeError, ValueError) as e:
+            name, _, rest = str(e).partition(":")
+            raise type(e)(f"{_SEARCH_OPTION.get(name, name)}:{rest}") from None
         check_int("channels", self.channels, lo=1)
         check_choice("fitness", self.fitness, KINDS)
         check_int("timesteps", self.timesteps, lo=1)
         check_int("fitness_batch", self.fitness_batch, lo=2)
         check_int("fitness_batches", self.fitness_batches, lo=1)
-        check_int("elites", self.elites, lo=0, hi=self.population - 1)
         check_int("train_epochs", self.train_epochs, lo=0)
         check_int("finalists", self.finalists, lo=0)
         check_int("finalist_epochs", self.finalist_epochs, lo=1)
@@ -142,7 +143,6 @@ class NASConfig:
         check_float("train_lr", self.train_lr, lo=0.0, lo_open=True)
         check_int("train_batch_size", self.train_batch_size, lo=1)
         check_int("workers", self.workers, lo=0)
-        check_int("seed", self.seed, lo=0)
         if self.max_neurons is not None:
             check_int("max_neurons", self.max_neurons, lo=0)
         for k in ("train_timesteps", "train_subset", "train_channels", "threads"):
@@ -184,6 +184,10 @@ STATE_FILE = "search_state.json"
 #: the command's files and directories besides RunDir's own, removed by --overwrite
 _OUTPUTS = ("timing.json", "fitness.png", "best_genotype.json", "best_graph.json", "finalists.csv", "finalists",
             "train")
+
+
+# SearchConfig field -> NASConfig option
+_SEARCH_OPTION = {"n_cells": "cells", "population_size": "population", "n_elites": "elites"}
 
 
 def search_config(cfg: NASConfig) -> SearchConfig:

@@ -387,7 +387,7 @@ def es_gradient(family: ESFamily, params, fitness, seed, generation, *, ties: st
     reference code omits the ``1/(2 sigma^2)`` factor, which Adam's scale invariance makes moot)."""
     P = len(fitness)
     if P % 2:
-        raise ValueError(f"population: ES-RSNN needs an even number of members (antithetic pairs), got {P}")
+        raise ValueError(f"population: ES uses antithetic pairs, expected an even number, got {P}")
     w = nes.centered_ranks(np.asarray(fitness, dtype=np.float64), ties)
     K = P // 2
     acc = {k: np.zeros_like(v) for k, v in params.items()}
