@@ -532,9 +532,8 @@ def test_comparison_catches_a_perturbed_network(monkeypatch, dtype):
     real = cuba.CubaConfig.constants
 
     def perturbed(self, d_in, dtype_):
-        c = real(self, d_in, dtype_).copy()
-        c[0] *= 1 + rel
-        return c
+        c = real(self, d_in, dtype_)
+        return c._replace(r_in=c.r_in * c.r_in.dtype.type(1 + rel))
 
     monkeypatch.setattr(cuba.CubaConfig, "constants", perturbed)
     theirs = _authors_trajectory(1, np.dtype(dtype).name)
