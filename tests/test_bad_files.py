@@ -31,6 +31,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from corpus import assert_one_error_line
 
 from refsnn.cli import main as cli
 from refsnn.io import BUDGET_ENV, MAX_FILE_BYTES, ReadBudget, atomic_savez, load_npz, parse_json, read_json
@@ -377,11 +378,7 @@ def test_cli_bad_file_is_one_line(fx, capsys, argv, status, pattern):
     got = cli(args)
     err = capsys.readouterr().err
     assert got == status, err
-    lines = err.splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    prefix = f"refsnn {args[0]}: error: "
-    assert lines[0].startswith(prefix), err
-    assert re.search(pattern, lines[0][len(prefix):]), err
+    assert_one_error_line(err, args[0], pattern)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from corpus import assert_one_error_line, one_error_line, raise_oserror
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hst
 
@@ -540,11 +541,7 @@ def test_cli_bad_input_is_one_line(fx, capsys, argv, status, pattern):
     args = argv(fx)
     got, err = _run_cli(args, capsys)
     assert got == status, err
-    lines = err.splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    prefix = f"refsnn {args[0]}: error: "
-    assert lines[0].startswith(prefix), err
-    assert re.search(pattern, lines[0][len(prefix):]), err
+    assert_one_error_line(err, args[0], pattern)
 
 
 USAGE_ROWS = [
@@ -572,27 +569,6 @@ def test_cli_usage_errors_exit_2(capsys, argv, pattern):
 # failures (exit status 1): operating-system errors, memory, broken pools
 # ------------------------------------------------------------------------------------------------
 
-class _OsWith:
-    """``os`` with one function replaced (patched into a single module, not the global ``os``)."""
-
-    def __init__(self, **fns):
-        self._fns = fns
-
-    def __getattr__(self, name):
-        return self._fns.get(name) or getattr(os, name)
-
-
-def _raise(code):
-    def f(*_a, **_k):
-        raise OSError(code, os.strerror(code))
-    return f
-
-
-def _one_error_line(err: str, cmd: str) -> str:
-    lines = err.splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith(f"refsnn {cmd}: error: "), err
-    return lines[0]
 
 
 def test_cli_permission_denied_exits_1(tmp_path, capsys, monkeypatch):
@@ -600,9 +576,9 @@ def test_cli_permission_denied_exits_1(tmp_path, capsys, monkeypatch):
     import refsnn.commands.bench as bench
 
     monkeypatch.setattr(bench, "run_benches", lambda only, say: {"x": 1.0})
-    monkeypatch.setattr(refsnn.io, "tempfile", SimpleNamespace(mkstemp=_raise(errno.EACCES)))
+    monkeypatch.setattr(refsnn.io, "tempfile", SimpleNamespace(mkstemp=raise_oserror(errno.EACCES)))
     assert cli(["bench", "--json", str(tmp_path / "b.json"), "--no-startup"]) == 1
-    assert "Permission denied" in _one_error_line(capsys.readouterr().err, "bench")
+    assert "Permission denied" in one_error_line(capsys.readouterr().err, "bench")
 
 
 def test_cli_os_errors_of_the_output_file_exit_1(tmp_path, capsys, monkeypatch):
@@ -611,10 +587,10 @@ def test_cli_os_errors_of_the_output_file_exit_1(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(bench, "run_benches", lambda only, say: {"x": float("nan")})
     (tmp_path / "d").mkdir()
     assert cli(["bench", "--json", str(tmp_path / "d"), "--no-startup"]) == 2          # refused before running
-    assert "json: " in _one_error_line(capsys.readouterr().err, "bench")
+    assert "json: " in one_error_line(capsys.readouterr().err, "bench")
     (tmp_path / "f").write_text("")
     assert cli(["bench", "--json", str(tmp_path / "f" / "b.json"), "--no-startup"]) == 2  # under a file
-    _one_error_line(capsys.readouterr().err, "bench")
+    one_error_line(capsys.readouterr().err, "bench")
     assert cli(["bench", "--json", str(tmp_path / "ok.json"), "--no-startup"]) == 0
     ok = json.loads((tmp_path / "ok.json").read_text())
     assert ok["x"] is None and ok["numba_threads"] >= 1    # strict JSON; the threads it was measured with
@@ -624,7 +600,7 @@ def test_cli_os_errors_of_the_output_file_exit_1(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(bench, "atomic_write_json", denied)
     assert cli(["bench", "--json", str(tmp_path / "late.json"), "--no-startup"]) == 1
-    assert "Permission denied" in _one_error_line(capsys.readouterr().err, "bench")
+    assert "Permission denied" in one_error_line(capsys.readouterr().err, "bench")
 
 
 @pytest.mark.parametrize("exc, status, text", [
@@ -645,7 +621,7 @@ def test_cli_exit_status_by_kind_of_error(capsys, monkeypatch, exc, status, text
         raise exc
     monkeypatch.setattr(play, "main", boom)
     assert cli(["play", "x"]) == status
-    assert text in _one_error_line(capsys.readouterr().err, "play")
+    assert text in one_error_line(capsys.readouterr().err, "play")
     monkeypatch.setenv("REFSNN_DEBUG", "1")
     with pytest.raises(type(exc)):
         cli(["play", "x"])

@@ -42,6 +42,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from corpus import OsWith, one_error_line, raise_oserror
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hst
 
@@ -67,27 +68,6 @@ TINY_TRAIN = ["--epochs", "1", "--n-train", "8", "--n-test", "8", "--batch-size"
               "--quiet"]
 
 
-class _OsWith:
-    """``os`` with one function replaced (patched into a single module, not the global ``os``)."""
-
-    def __init__(self, **fns):
-        self._fns = fns
-
-    def __getattr__(self, name):
-        return self._fns.get(name) or getattr(os, name)
-
-
-def _raise(code):
-    def f(*_a, **_k):
-        raise OSError(code, os.strerror(code))
-    return f
-
-
-def _one_error_line(err: str, cmd: str) -> str:
-    lines = err.splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith(f"refsnn {cmd}: error: "), err
-    return lines[0]
 
 
 def _files(d: Path) -> dict:
@@ -227,10 +207,10 @@ def test_cli_disk_full_exits_1_and_keeps_the_last_checkpoint(tmp_path, capsys, m
     assert cli(["ec", "--out", str(out), *TINY_EC]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
     capsys.readouterr()
-    monkeypatch.setattr(refsnn.io, "os", _OsWith(fsync=_raise(errno.ENOSPC)))
+    monkeypatch.setattr(refsnn.io, "os", OsWith(fsync=raise_oserror(errno.ENOSPC)))
     args = ["ec", "--out", str(out), *TINY_EC[:-1], "2", "--resume"]
     assert cli(args) == 1
-    line = _one_error_line(capsys.readouterr().err, "ec")
+    line = one_error_line(capsys.readouterr().err, "ec")
     assert "No space left on device" in line and "--resume" in line
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     assert after == before            # nothing torn, no temporaries, the lock released
@@ -257,7 +237,7 @@ def test_cli_read_only_out_is_refused_before_any_work(tmp_path, capsys, cmd):
 def test_run_dir_not_writable_is_a_value_error_naming_out(tmp_path, monkeypatch):
     import refsnn.runs
 
-    monkeypatch.setattr(refsnn.runs, "os", _OsWith(open=_raise(errno.EACCES)))
+    monkeypatch.setattr(refsnn.runs, "os", OsWith(open=raise_oserror(errno.EACCES)))
     with pytest.raises(ValueError, match=r"^out: .* is not writable: Permission denied"):
         _rundir(tmp_path / "run")
 
@@ -410,7 +390,7 @@ def test_corrupt_checkpoint_is_refused_before_anything_is_written(runs, tmp_path
     capsys.readouterr()
     argv = RESUME[kind]
     assert cli([*argv, "--out", str(d), "--resume"]) == 2
-    line = _one_error_line(capsys.readouterr().err, argv[0])
+    line = one_error_line(capsys.readouterr().err, argv[0])
     ck = "search_state.json" if kind == "nas" else "checkpoint.npz"
     assert str(d) in line and (ck in line or "timing.json" in line) and re.search(key, line), line
     assert _files(d) == before    # nothing written: no NaN checkpoint, no metrics row, not even config.json
@@ -505,7 +485,7 @@ def _fuzz_resume(runs, kind: str, key_index: int, how: str) -> None:
             assert "nan" not in last and "inf" not in last, (key, how, last)
         else:
             assert status == 2, (key, how, err)
-            line = _one_error_line(err, RESUME[kind][0])
+            line = one_error_line(err, RESUME[kind][0])
             assert str(d / "checkpoint.npz") in line, line
             assert any(k in line for k in set(base) | {key}), (key, how, line)
             assert _files(d) == before
@@ -571,7 +551,7 @@ def test_replay_that_differs_from_the_record_fails(runs, tmp_path, capsys, edit,
     np.savez(d / "deployed.npz", **z)
     capsys.readouterr()
     assert cli(["play", str(d), "--replay"]) == 1
-    line = _one_error_line(capsys.readouterr().err, "play")
+    line = one_error_line(capsys.readouterr().err, "play")
     assert "replay differs from the record" in line and re.search(pattern, line), line
 
 
