@@ -214,9 +214,7 @@ class _Strategy:
         r = self._per_member("returns", returns)
         t = self._per_member("lengths", lengths, whole=True)
         if episodes is not None:   # means over each member's completed episodes
-            n_ep = self._per_member("episodes", episodes)
-            if (n_ep < 1).any() or (n_ep != np.rint(n_ep)).any():
-                raise ValueError("episodes: expected whole numbers >= 1 (completed episodes per member)")
+            n_ep = self._per_member("episodes", episodes, whole=True, lo=1)
             per = nes.shifted_fitness(r, t, self.fitness_shift) / n_ep
             r = r / n_ep
         else:
@@ -252,9 +250,9 @@ class _Strategy:
         return StrategyState(params, m, v, t, generation)
 
     # -- helpers -----------------------------------------------------------------------------------
-    def _per_member(self, name: str, x, *, whole: bool = False) -> np.ndarray:
-        """``x`` as one real number per member (``whole``: episode lengths, whole numbers in
-        ``[0, 2**53 // (P + E)]``, as int64, so that their sum neither wraps nor rounds)."""
+    def _per_member(self, name: str, x, *, whole: bool = False, lo: int = 0) -> np.ndarray:
+        """``x`` as one real number per member (``whole``: episode lengths or counts, whole numbers in
+        ``[lo, 2**53 // (P + E)]``, as int64, so that their sum neither wraps nor rounds)."""
         a = np.asarray(x)
         n = self.population + self.eval_members
         if a.shape != (n,):
@@ -266,10 +264,10 @@ class _Strategy:
             raise ValueError(f"{name}: contains NaN or infinity")
         if whole:
             hi = 2 ** 53 // n
-            if (a < 0).any() or (a > hi).any():
-                raise ValueError(f"{name}: episode lengths must be >= 0 and at most {hi}")
+            if (a < lo).any() or (a > hi).any():
+                raise ValueError(f"{name}: expected values >= {lo} and at most {hi}")
             if a.dtype.kind == "f" and (a != np.rint(a)).any():
-                raise ValueError(f"{name}: expected whole numbers of steps, got {a[a != np.rint(a)][0]!r}")
+                raise ValueError(f"{name}: expected whole numbers, got {a[a != np.rint(a)][0]!r}")
             a = a.astype(np.int64)
         return a
 
